@@ -1,0 +1,45 @@
+"""Shared fixtures: where the real datasets live, and whether their absence fails or skips."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _data_dir() -> Path:
+    configured = os.environ.get("PAIRFACTORY_DATA_DIR")
+    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "data"
+
+
+def require_or_skip(path: Path, what: str) -> Path:
+    """Return ``path`` if it exists; otherwise fail under PAIRFACTORY_REQUIRE_DATA=1, else skip."""
+    if path.exists():
+        return path
+    message = f"{what} not found at {path} (set PAIRFACTORY_DATA_DIR to the folder holding the datasets)"
+    if os.environ.get("PAIRFACTORY_REQUIRE_DATA") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return require_or_skip(_data_dir(), "the shared data folder")
+
+
+@pytest.fixture(scope="session")
+def mnsol_csv(data_dir: Path) -> Path:
+    return require_or_skip(data_dir / "mnsol" / "mnsol.csv", "MNSol mnsol.csv")
+
+
+@pytest.fixture(scope="session")
+def combisolv_csv(data_dir: Path) -> Path:
+    return require_or_skip(data_dir / "combisolv_exp" / "CombiSolv-Exp-8780.csv", "CombiSolv-Exp-8780.csv")
+
+
+@pytest.fixture(scope="session")
+def orca_outputs_dir(data_dir: Path) -> Path:
+    return require_or_skip(data_dir / "orca_outputs", "the ORCA output fixtures")
