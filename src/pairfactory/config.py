@@ -49,7 +49,7 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
     import jsonschema
 
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    validator_cls = _validator_filling_defaults(jsonschema.Draft7Validator)
+    validator_cls = _validator_filling_defaults(jsonschema.Draft202012Validator)
     errors = sorted(validator_cls(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []

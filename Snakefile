@@ -1,0 +1,39 @@
+# pairfactory: noisy QM geometries of solute-solvent pairs and dual-graph models trained on them.
+# The table of contents of the pipeline; every rule calls the `pairfactory` CLI (docs/workflow.md).
+#
+#   raw data --pairs--> pair tables --optimize (per shard)--> shards --collect--> manifest
+#   pair tables --evaluate (per fold)--> metrics --report--> tables, plots
+
+
+from snakemake.utils import validate
+
+
+configfile: "config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+wildcard_constraints:
+    dataset="chromophore|freesolv|freesolv_cgib|mnsol|combisolv",
+    target="[a-z0-9_]+",
+    tag=r"[a-z0-9]+-[0-9a-f]{8}",
+    shard=r"s\d{5}-k\d{3}",
+    model="[a-z0-9_]+",
+    split="random|solute|scaffold",
+    repeat=r"\d+",
+    fold=r"\d+",
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/pairs.smk"
+include: "workflow/rules/qm.smk"
+include: "workflow/rules/collect.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

@@ -1,0 +1,27 @@
+# Per dataset and engine: validate every shard against the plan, reconcile the sample counts and
+# write the manifest.
+
+
+rule collect:
+    input:
+        shard_files,
+    output:
+        manifest=f"{MANIFEST_DIR}/{{dataset}}/{{tag}}/manifest.parquet",
+        summary=f"{MANIFEST_DIR}/{{dataset}}/{{tag}}/summary.json",
+    log:
+        "logs/collect/{dataset}/{tag}.log",
+    conda:
+        "../../envs/cpu.yml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        config_file=CONFIG_FILE,
+        pairs_dir=PAIRS_DIR,
+        shards_dir=lambda wildcards: f"{SHARDS_DIR}/{wildcards.dataset}/{wildcards.tag}",
+        out_dir=lambda wildcards, output: os.path.dirname(output.manifest),
+    shell:
+        "pairfactory collect --config {params.config_file} --dataset {wildcards.dataset} "
+        "--pairs-dir {params.pairs_dir} --shards-dir {params.shards_dir} "
+        "--out-dir {params.out_dir} > {log} 2>&1"

@@ -1,0 +1,225 @@
+# Helpers shared by the rules: config checks that span several keys, the dataset/target table, the
+# shard plan read at DAG time, and the lists of final outputs. No chemistry here: rules call the
+# `pairfactory` CLI, and the plan comes from the light `pairfactory.plan` module.
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+# Jobs call the `pairfactory` entry point of the environment Snakemake itself runs in, even when
+# that environment is not activated (`.venv/bin/snakemake ...`); SLURM jobs re-read this file.
+shell.prefix(
+    f'set -euo pipefail; export PATH="{os.path.dirname(sys.executable)}:$PATH"; '
+)
+
+# dataset -> targets (docs/architecture.md section 1) and the config keys of its raw files.
+TARGETS = {
+    "chromophore": ["absorption_max_nm", "emission_max_nm", "ln_lifetime_ns"],
+    "freesolv": ["dg_hydration_kcal_mol"],
+    "freesolv_cgib": ["dg_hydration_kcal_mol"],
+    "mnsol": ["dg_solv_kcal_mol"],
+    "combisolv": ["dg_solv_kcal_mol"],
+}
+RAW_FILES = {
+    "chromophore": {"chromophore_csv": "--chromophore-csv"},
+    "freesolv": {"freesolv_txt": "--freesolv-txt"},
+    # the CGIB FreeSolv subset is the FreeSolv rows tagged in CombiSolv's Source_all column
+    "freesolv_cgib": {
+        "freesolv_txt": "--freesolv-txt",
+        "combisolv_csv": "--combisolv-csv",
+    },
+    "mnsol": {"mnsol_csv": "--mnsol-csv"},
+    "combisolv": {"combisolv_csv": "--combisolv-csv"},
+}
+
+PAIRS_DIR = "results/pairs"
+SHARDS_DIR = "results/shards"
+MANIFEST_DIR = "results/manifest"
+EVALUATE_DIR = "results/evaluate"
+REPORT_DIR = "results/report"
+
+
+def check_config(config):
+    """Cross-key checks the schema cannot express; fail at parse time, naming the key."""
+    datasets = config["datasets"]
+    for dataset in datasets:
+        for key in RAW_FILES[dataset]:
+            path = config["data"][key]
+            if path is None:
+                raise WorkflowError(
+                    f"config: datasets lists {dataset!r}, which needs data.{key}; set data.{key} to the "
+                    f"file's path or remove {dataset!r} from datasets"
+                )
+            if not os.path.isfile(path):
+                raise WorkflowError(
+                    f"config: data.{key} = {path!r} does not exist (relative paths are relative to the "
+                    f"working directory {os.getcwd()})"
+                )
+    for dataset in config["qm"]["datasets"]:
+        if dataset not in datasets:
+            raise WorkflowError(
+                f"config: qm.datasets.{dataset} is set but {dataset!r} is not in datasets {datasets}; "
+                "add it to datasets or remove it from qm.datasets"
+            )
+    for table in config["evaluate"]["tables"]:
+        dataset = table.split("/")[0]
+        if dataset not in datasets:
+            raise WorkflowError(
+                f"config: evaluate.tables lists {table!r} but {dataset!r} is not in datasets {datasets}"
+            )
+
+
+check_config(config)
+
+
+def file_sha256(path):
+    """Content hash of a raw file: with `mtime` left out of the rerun triggers, this (a param of the
+    pairs rule) is what re-curates a dataset when its raw file changes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_config_snapshot(config):
+    """The effective config (config files + --config overrides + schema defaults) as one file that
+    the stages read with --config. Its name is its content hash, so it is written once and never
+    rewritten under a running job; it is deliberately not an input of any rule, so a config change
+    re-runs only the jobs whose own params change."""
+    text = yaml.safe_dump(config, sort_keys=True)
+    path = (
+        Path("results/config")
+        / f"config-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
+    )
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return str(path)
+
+
+CONFIG_FILE = write_config_snapshot(config)
+
+
+# ---------------------------------------------------------------------------------------------
+# pairs
+
+
+def raw_inputs(wildcards):
+    return {key: config["data"][key] for key in RAW_FILES[wildcards.dataset]}
+
+
+def raw_hashes(wildcards):
+    return {
+        key: file_sha256(config["data"][key]) for key in RAW_FILES[wildcards.dataset]
+    }
+
+
+def raw_file_args(wildcards):
+    return " ".join(
+        f"{flag} {config['data'][key]}"
+        for key, flag in RAW_FILES[wildcards.dataset].items()
+    )
+
+
+def pairs_options(wildcards):
+    if wildcards.dataset == "chromophore" and config["pairs"]["exclude_solid_state"]:
+        return "--exclude-solid-state"
+    return ""
+
+
+# ---------------------------------------------------------------------------------------------
+# QM shards
+
+
+def engine_tag():
+    """`xtb-1a2b3c4d`: the engine name + a hash of its settings (the shard folder)."""
+    from pairfactory.engines import engine_tag as _engine_tag
+
+    return _engine_tag(config["engine"])
+
+
+ENGINE_TAG = engine_tag() if config["qm"]["datasets"] else None
+
+_PLANS = {}
+
+
+def shard_plan(dataset):
+    """{shard_id: ShardSpec} of a dataset, from its pair tables (call after the pairs checkpoint).
+
+    Cached per parse: the full Chromophore plan (~20,000 systems) is built once, not per job.
+    """
+    if dataset not in _PLANS:
+        from pairfactory.plan import plan_for_dataset
+
+        _, specs = plan_for_dataset(config, PAIRS_DIR, dataset)
+        _PLANS[dataset] = {spec.shard_id: spec for spec in specs}
+    return _PLANS[dataset]
+
+
+def shard_content_hash(wildcards):
+    """The shard's systems and sample indices, hashed: the param that re-runs a shard when (and only
+    when) its own work changes."""
+    plan = shard_plan(wildcards.dataset)
+    if wildcards.shard not in plan:
+        raise WorkflowError(
+            f"shard {wildcards.shard} is not in the current plan of {wildcards.dataset} "
+            f"({len(plan)} shards); ask for a target the plan holds"
+        )
+    return plan[wildcards.shard].content_hash
+
+
+def shard_files(wildcards):
+    """All shard files of a dataset; waits for its pair tables (the checkpoint)."""
+    checkpoints.pairs.get(dataset=wildcards.dataset)
+    return [
+        f"{SHARDS_DIR}/{wildcards.dataset}/{wildcards.tag}/{shard}.parquet"
+        for shard in shard_plan(wildcards.dataset)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+
+
+def evaluate_dirs():
+    ev = config["evaluate"]
+    return [
+        f"{EVALUATE_DIR}/{table}/{model}/{split}/r{repeat}/f{fold}"
+        for table in ev["tables"]
+        for model in ev["models"]
+        for split in ev["splits"]
+        for repeat in range(ev["repeats"])
+        for fold in range(ev["folds"])
+    ]
+
+
+def evaluate_outputs():
+    return [f"{d}/metrics.json" for d in evaluate_dirs()]
+
+
+# ---------------------------------------------------------------------------------------------
+# targets
+
+
+def final_outputs():
+    outputs = [f"{PAIRS_DIR}/{dataset}" for dataset in config["datasets"]]
+    outputs += [
+        f"{MANIFEST_DIR}/{dataset}/{ENGINE_TAG}/manifest.parquet"
+        for dataset in config["qm"]["datasets"]
+    ]
+    if config["evaluate"]["tables"] and config["evaluate"]["models"]:
+        if config["report"]["enabled"]:
+            outputs.append(f"{REPORT_DIR}/results.md")
+        else:
+            outputs += evaluate_outputs()
+    return outputs

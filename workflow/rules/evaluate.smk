@@ -1,0 +1,30 @@
+# Model evaluation: one job per table x model x split x repeat x fold.
+
+
+rule evaluate:
+    input:
+        pairs=f"{PAIRS_DIR}/{{dataset}}",
+    output:
+        metrics=f"{EVALUATE_DIR}/{{dataset}}/{{target}}/{{model}}/{{split}}/r{{repeat}}/f{{fold}}/metrics.json",
+        predictions=f"{EVALUATE_DIR}/{{dataset}}/{{target}}/{{model}}/{{split}}/r{{repeat}}/f{{fold}}/predictions.parquet",
+        history=f"{EVALUATE_DIR}/{{dataset}}/{{target}}/{{model}}/{{split}}/r{{repeat}}/f{{fold}}/history.csv",
+        model=f"{EVALUATE_DIR}/{{dataset}}/{{target}}/{{model}}/{{split}}/r{{repeat}}/f{{fold}}/model.pt",
+    log:
+        "logs/evaluate/{dataset}/{target}/{model}/{split}/r{repeat}/f{fold}.log",
+    conda:
+        "../../envs/gpu.yml"
+    threads: config["evaluate"]["threads"]
+    resources:
+        mem_mb=lambda wildcards, attempt: config["evaluate"]["mem_mb"] * attempt,
+        runtime=lambda wildcards, attempt: config["evaluate"]["runtime_min"] * attempt,
+    params:
+        table=lambda wildcards: f"{PAIRS_DIR}/{wildcards.dataset}/{wildcards.target}.parquet",
+        # the protocol settings are what the result depends on; other config keys are not
+        protocol=config["evaluate"],
+        seed=config["seed"],
+        config_file=CONFIG_FILE,
+        out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
+    shell:
+        "pairfactory evaluate --config {params.config_file} --pairs {params.table} "
+        "--model {wildcards.model} --split {wildcards.split} --fold {wildcards.fold} "
+        "--repeat {wildcards.repeat} --out {params.out_dir} > {log} 2>&1"

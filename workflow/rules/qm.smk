@@ -1,0 +1,27 @@
+# Noisy QM geometries: one job per shard (a block of systems x a block of sample indices), never
+# per sample, so that the full Chromophore plan stays a few thousand jobs. The engine tag (a hash of
+# the engine settings) is part of the path: changing the engine re-runs that engine's shards only.
+
+
+rule optimize:
+    output:
+        f"{SHARDS_DIR}/{{dataset}}/{{tag}}/{{shard}}.parquet",
+    log:
+        "logs/optimize/{dataset}/{tag}/{shard}.log",
+    conda:
+        "../../envs/cpu.yml"
+    threads: config["qm"]["threads"]
+    resources:
+        # grow with each retry: a shard that ran out of memory or time gets more the next attempt
+        mem_mb=lambda wildcards, attempt: config["qm"]["mem_mb"] * attempt,
+        runtime=lambda wildcards, attempt: config["qm"]["runtime_min"] * attempt,
+    params:
+        # what the shard computes: its systems, their SMILES and its sample indices (pairfactory.plan)
+        content_hash=shard_content_hash,
+        seed=config["seed"],
+        config_file=CONFIG_FILE,
+        pairs_dir=PAIRS_DIR,
+    shell:
+        "pairfactory optimize --config {params.config_file} --dataset {wildcards.dataset} "
+        "--pairs-dir {params.pairs_dir} --shard {wildcards.shard} --out {output} "
+        "--threads {threads} > {log} 2>&1"
