@@ -1,0 +1,71 @@
+"""QM engines behind one interface (``Engine.optimize`` → ``EngineResult``), built from the config.
+
+``build_engine(config["engine"], threads)`` returns the engine named by ``engine.name`` with the
+settings of its sub-section; defaults come from the per-engine settings dataclasses, unknown keys
+are a UserError naming the key. The engine modules import tblite/PySCF/ASE lazily, so importing
+this package is cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pairfactory.engines.base import Engine, engine_tag, settings_from_section
+from pairfactory.errors import UserError
+
+ENGINE_NAMES = ("xtb", "pyscf", "orca")
+
+__all__ = ["ENGINE_NAMES", "Engine", "build_engine", "engine_tag", "engine_settings"]
+
+
+def engine_settings(engine_config: dict[str, Any] | None) -> tuple[str, Any]:
+    """Validate the ``engine`` section: (engine name, its settings dataclass with defaults filled)."""
+    config = dict(engine_config or {})
+    unknown = sorted(set(config) - {"name", *ENGINE_NAMES})
+    if unknown:
+        raise UserError(
+            f"unknown key(s) in config section engine: {', '.join(unknown)} (known: name, {', '.join(ENGINE_NAMES)})"
+        )
+    name = config.get("name", "xtb")
+    if name not in ENGINE_NAMES:
+        raise UserError(f"engine.name must be one of {', '.join(ENGINE_NAMES)}; got {name!r}")
+    for engine_name in ENGINE_NAMES:
+        section = config.get(engine_name)
+        if section is not None and not isinstance(section, dict):
+            raise UserError(f"config section engine.{engine_name} must be a mapping, got {type(section).__name__}")
+    section = dict(config.get(name) or {})
+    if name == "xtb":
+        from pairfactory.engines.xtb import XtbSettings
+
+        return name, settings_from_section(XtbSettings, section, "engine.xtb")
+    if name == "pyscf":
+        from pairfactory.engines.pyscf import PyscfSettings
+
+        return name, settings_from_section(PyscfSettings, section, "engine.pyscf")
+    from pairfactory.engines.orca import OrcaSettings
+
+    # The config schema names the binary `executable`; both spellings are accepted.
+    if "executable" in section:
+        if section.get("binary") not in (None, section["executable"]):
+            raise UserError("engine.orca.binary and engine.orca.executable are both set and differ; keep one")
+        executable = section.pop("executable")
+        section.setdefault("binary", executable)
+        if section["binary"] is None:
+            section["binary"] = executable
+    return name, settings_from_section(OrcaSettings, section, "engine.orca")
+
+
+def build_engine(engine_config: dict[str, Any] | None, threads: int = 1) -> Engine:
+    """The configured engine, ready to ``optimize``. A missing ORCA binary fails here, early."""
+    name, settings = engine_settings(engine_config)
+    if name == "xtb":
+        from pairfactory.engines.xtb import XtbEngine
+
+        return XtbEngine(settings, threads=threads)
+    if name == "pyscf":
+        from pairfactory.engines.pyscf import PyscfEngine
+
+        return PyscfEngine(settings, threads=threads)
+    from pairfactory.engines.orca import OrcaEngine
+
+    return OrcaEngine(settings, threads=threads)
