@@ -142,10 +142,11 @@ def pairs_options(wildcards):
 
 
 def engine_tag():
-    """`xtb-1a2b3c4d`: the engine name + a hash of its settings (the shard folder)."""
-    from pairfactory.engines import engine_tag as _engine_tag
+    """`xtb-1a2b3c4d`: the engine name + a hash of the settings that change results (the shard
+    folder), computed by the optimize stage itself so that the two always agree."""
+    from pairfactory.optimize import OptimizeSettings
 
-    return _engine_tag(config["engine"])
+    return OptimizeSettings.from_config(config).engine_tag()
 
 
 ENGINE_TAG = engine_tag() if config["qm"]["datasets"] else None
@@ -164,6 +165,11 @@ def shard_plan(dataset):
         _, specs = plan_for_dataset(config, PAIRS_DIR, dataset)
         _PLANS[dataset] = {spec.shard_id: spec for spec in specs}
     return _PLANS[dataset]
+
+
+def sampling_settings():
+    """The `samples` keys that shape each starting complex (not per_system: that only adds blocks)."""
+    return {k: v for k, v in sorted(config["samples"].items()) if k != "per_system"}
 
 
 def shard_content_hash(wildcards):
@@ -192,9 +198,10 @@ def shard_files(wildcards):
 
 
 def evaluate_dirs():
+    """One folder per fold, the layout `pairfactory evaluate` and `report` use."""
     ev = config["evaluate"]
     return [
-        f"{EVALUATE_DIR}/{table}/{model}/{split}/r{repeat}/f{fold}"
+        f"{EVALUATE_DIR}/{table}/{model}/{split}/r{repeat}-f{fold}"
         for table in ev["tables"]
         for model in ev["models"]
         for split in ev["splits"]

@@ -5,12 +5,12 @@ rule evaluate:
     input:
         pairs=f"{PAIRS_DIR}/{{dataset}}",
     output:
-        metrics=f"{EVALUATE_DIR}/{{dataset}}/{{target}}/{{model}}/{{split}}/r{{repeat}}/f{{fold}}/metrics.json",
-        predictions=f"{EVALUATE_DIR}/{{dataset}}/{{target}}/{{model}}/{{split}}/r{{repeat}}/f{{fold}}/predictions.parquet",
-        history=f"{EVALUATE_DIR}/{{dataset}}/{{target}}/{{model}}/{{split}}/r{{repeat}}/f{{fold}}/history.csv",
-        model=f"{EVALUATE_DIR}/{{dataset}}/{{target}}/{{model}}/{{split}}/r{{repeat}}/f{{fold}}/model.pt",
+        metrics=f"{EVALUATE_DIR}/{{dataset}}/{{target}}/{{model}}/{{split}}/r{{repeat}}-f{{fold}}/metrics.json",
+        predictions=f"{EVALUATE_DIR}/{{dataset}}/{{target}}/{{model}}/{{split}}/r{{repeat}}-f{{fold}}/predictions.parquet",
+        history=f"{EVALUATE_DIR}/{{dataset}}/{{target}}/{{model}}/{{split}}/r{{repeat}}-f{{fold}}/history.csv",
+        model=f"{EVALUATE_DIR}/{{dataset}}/{{target}}/{{model}}/{{split}}/r{{repeat}}-f{{fold}}/model.pt",
     log:
-        "logs/evaluate/{dataset}/{target}/{model}/{split}/r{repeat}/f{fold}.log",
+        "logs/evaluate/{dataset}/{target}/{model}/{split}/r{repeat}-f{fold}.log",
     conda:
         "../../envs/gpu.yml"
     threads: config["evaluate"]["threads"]

@@ -19,6 +19,7 @@ rule optimize:
         # what the shard computes: its systems, their SMILES and its sample indices (pairfactory.plan)
         content_hash=shard_content_hash,
         seed=config["seed"],
+        sampling=sampling_settings(),
         config_file=CONFIG_FILE,
         pairs_dir=PAIRS_DIR,
     shell:

@@ -16,8 +16,8 @@ rule report:
         mem_mb=2000,
         runtime=15,
     params:
-        # the evaluate root above {dataset}/{target}/{model}/{split}/r{repeat}/f{fold}/metrics.json
-        results=lambda wildcards, input: Path(input[0]).parents[6],
+        # the evaluate root above {dataset}/{target}/{model}/{split}/r{repeat}-f{fold}/metrics.json
+        results=lambda wildcards, input: Path(input[0]).parents[5],
         out_dir=lambda wildcards, output: os.path.dirname(output.markdown),
     shell:
         "pairfactory report --results {params.results} --out {params.out_dir} > {log} 2>&1"
