@@ -9,7 +9,7 @@ rule collect:
         manifest=f"{MANIFEST_DIR}/{{dataset}}/{{tag}}/manifest.parquet",
         summary=f"{MANIFEST_DIR}/{{dataset}}/{{tag}}/summary.json",
     log:
-        "logs/collect/{dataset}/{tag}.log",
+        "results/logs/collect/{dataset}/{tag}.log",
     conda:
         "../../envs/cpu.yml"
     threads: 1

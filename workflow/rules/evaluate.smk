@@ -10,7 +10,7 @@ rule evaluate:
         history=f"{EVALUATE_DIR}/{{dataset}}/{{target}}/{{model}}/{{split}}/r{{repeat}}-f{{fold}}/history.csv",
         model=f"{EVALUATE_DIR}/{{dataset}}/{{target}}/{{model}}/{{split}}/r{{repeat}}-f{{fold}}/model.pt",
     log:
-        "logs/evaluate/{dataset}/{target}/{model}/{split}/r{repeat}-f{fold}.log",
+        "results/logs/evaluate/{dataset}/{target}/{model}/{split}/r{repeat}-f{fold}.log",
     conda:
         "../../envs/gpu.yml"
     threads: config["evaluate"]["threads"]

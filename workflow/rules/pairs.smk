@@ -8,7 +8,7 @@ checkpoint pairs:
     output:
         directory(f"{PAIRS_DIR}/{{dataset}}"),
     log:
-        "logs/pairs/{dataset}.log",
+        "results/logs/pairs/{dataset}.log",
     conda:
         "../../envs/cpu.yml"
     threads: 1

@@ -7,7 +7,7 @@ rule optimize:
     output:
         f"{SHARDS_DIR}/{{dataset}}/{{tag}}/{{shard}}.parquet",
     log:
-        "logs/optimize/{dataset}/{tag}/{shard}.log",
+        "results/logs/optimize/{dataset}/{tag}/{shard}.log",
     conda:
         "../../envs/cpu.yml"
     threads: config["qm"]["threads"]

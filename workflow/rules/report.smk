@@ -8,7 +8,7 @@ rule report:
         markdown=f"{REPORT_DIR}/results.md",
         table=f"{REPORT_DIR}/results.csv",
     log:
-        "logs/report.log",
+        "results/logs/report.log",
     conda:
         "../../envs/cpu.yml"
     threads: 1
