@@ -194,10 +194,10 @@ def learning_plot(group: pd.DataFrame, title: str, unit: str, path: Path) -> Pat
     import matplotlib.pyplot as plt
 
     curves = []
-    for folder, best in zip(group["path"], group.get("best_epoch", pd.Series([None] * len(group)))):
-        hist_path = Path(folder) / "history.csv"
+    for row in group.itertuples(index=False):
+        hist_path = Path(row.path) / "history.csv"
         if hist_path.is_file():
-            curves.append((Path(folder).name, pd.read_csv(hist_path), best))
+            curves.append((f"r{row.repeat}-f{row.fold}", pd.read_csv(hist_path), getattr(row, "best_epoch", None)))
     if not curves:
         return None
     fig, (ax_v, ax_t) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110)

@@ -1,0 +1,120 @@
+"""Reproduce the CGIB-paper baselines (AttentiveFP, CIGIN, CGIB) with the full protocol, resumably.
+
+Runs ``pairfactory.evaluate.run_fold`` for every (repeat, fold, table, model) and writes into
+``results/evaluate`` (the layout ``pairfactory report`` reads), then the report. Jobs are ordered
+breadth first: fold 0 of every table × model, then fold 1, … so that a run cut short by
+``--budget-min`` still covers every combination. A finished fold (its metrics.json exists) is
+skipped, so rerunning the same command continues where it stopped.
+
+example (CGIB protocol, 1 thread, stop launching folds after 90 minutes):
+  .venv/bin/python bench/reproduce.py --pairs-dir results/pairs --datasets freesolv_cgib freesolv mnsol \\
+      --models attentivefp cigin cgib --epochs 500 --repeats 5 --budget-min 90 --threads 1
+background, as used for docs/results.md:
+  nohup .venv/bin/python bench/reproduce.py --epochs 150 --repeats 1 --budget-min 95 > results/reproduce.log 2>&1 &
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from pairfactory.errors import UserError
+from pairfactory.evaluate import ProtocolOptions, fold_dir, load_fold_metrics, read_pairs, run_fold
+from pairfactory.report import write_report
+from pairfactory.train import TrainSettings
+
+LOG = logging.getLogger("reproduce")
+TARGETS: dict[str, list[str]] = {
+    "freesolv_cgib": ["dg_hydration_kcal_mol"],
+    "freesolv": ["dg_hydration_kcal_mol"],
+    "mnsol": ["dg_solv_kcal_mol"],
+    "combisolv": ["dg_solv_kcal_mol"],
+    "chromophore": ["absorption_max_nm", "emission_max_nm", "ln_lifetime_ns"],
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs-dir", default="results/pairs", help="pair tables: <dir>/<dataset>/<target>.parquet")
+    parser.add_argument("--results", default="results/evaluate")
+    parser.add_argument("--report", default="results/report")
+    parser.add_argument("--datasets", nargs="+", default=["freesolv_cgib", "freesolv", "mnsol"], choices=sorted(TARGETS))
+    parser.add_argument("--models", nargs="+", default=["attentivefp", "cigin", "cgib"])
+    parser.add_argument("--split", default="random", choices=("random", "solute", "scaffold"))
+    parser.add_argument("--folds", type=int, default=5, help="k of k-fold (CGIB: 5)")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats of the k-fold CV (CGIB: 5)")
+    parser.add_argument("--epochs", type=int, default=TrainSettings.max_epochs, help="max epochs (CGIB: 500)")
+    parser.add_argument("--patience", type=int, default=TrainSettings.patience, help="early stopping (CGIB: 50)")
+    parser.add_argument("--batch-size", type=int, default=TrainSettings.batch_size, help="CGIB: 256")
+    parser.add_argument("--lr", type=float, default=TrainSettings.lr, help="CGIB: 1e-3")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--graph-cache", default="results/graphs/graph_cache.pt")
+    parser.add_argument("--budget-min", type=float, default=None, help="launch no new fold after this many minutes")
+    parser.add_argument("--report-every", type=int, default=3, help="rewrite the report after every N new folds")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = TrainSettings(
+        lr=args.lr, batch_size=args.batch_size, max_epochs=args.epochs, patience=args.patience,
+        seed=args.seed, device=args.device, num_threads=args.threads,
+    )
+    options = ProtocolOptions(settings=settings, n_folds=args.folds, seed=args.seed, graph_cache=Path(args.graph_cache))
+
+    tables = {}
+    for dataset in args.datasets:
+        for target in TARGETS[dataset]:
+            path = Path(args.pairs_dir) / dataset / f"{target}.parquet"
+            if not path.is_file():
+                raise UserError(f"{path} is missing; build it with `pairfactory pairs` (dataset {dataset}) first")
+            tables[(dataset, target)] = (path, read_pairs(path))
+            LOG.info("%s/%s: %d pairs from %s", dataset, target, len(tables[(dataset, target)][1]), path)
+
+    jobs = [
+        (repeat, fold, dataset, target, model)
+        for repeat in range(args.repeats)
+        for fold in range(args.folds)
+        for (dataset, target) in tables
+        for model in args.models
+    ]
+    from pairfactory.graphs import GraphCache
+
+    cache = GraphCache(options.graph_cache)  # one cache for all folds: featurize each SMILES once
+    started = time.monotonic()
+    new_folds = skipped = 0
+    for i, (repeat, fold, dataset, target, model) in enumerate(jobs, 1):
+        out = fold_dir(args.results, dataset, target, model, args.split, repeat, fold)
+        if load_fold_metrics(out) is not None:
+            skipped += 1
+            continue
+        elapsed_min = (time.monotonic() - started) / 60
+        if args.budget_min is not None and elapsed_min > args.budget_min:
+            LOG.info("time budget of %.0f min used: stopping before job %d of %d", args.budget_min, i, len(jobs))
+            break
+        LOG.info("job %d/%d (%.1f min so far): %s/%s %s r%d f%d", i, len(jobs), elapsed_min, dataset, target, model, repeat, fold)
+        path, table = tables[(dataset, target)]
+        metrics = run_fold(path, model, args.split, fold, repeat, out, options, table=table, progress=False, cache=cache)
+        LOG.info("  → test RMSE %.4f at epoch %d of %d (%.0f s)", metrics["rmse"], metrics["best_epoch"], metrics["epochs_run"], metrics["seconds"])
+        new_folds += 1
+        if new_folds % args.report_every == 0:
+            write_report(args.results, args.report)
+    written = write_report(args.results, args.report)
+    LOG.info("done: %d new folds, %d already finished; report %s", new_folds, skipped, written["markdown"])
+    print(json.dumps({"new_folds": new_folds, "skipped": skipped, "report": str(written["markdown"])}))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except UserError as err:
+        print(f"reproduce: error: {err}", file=sys.stderr)
+        sys.exit(2)

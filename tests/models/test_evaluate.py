@@ -1,0 +1,146 @@
+"""`pairfactory evaluate` end to end on a tiny real table: files, reconciliation, resume, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("dgl")
+
+from pairfactory.cli import main  # noqa: E402
+from pairfactory.evaluate import ProtocolOptions, options_from_config, run_fold, run_protocol  # noqa: E402
+from pairfactory.train import TrainSettings  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def freesolv_table(n: int, dataset: str = "freesolv") -> pd.DataFrame:
+    rows = []
+    for line in (REPO / "data" / "freesolv" / "database.txt").read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        fields = [f.strip() for f in line.split(";")]
+        rows.append((fields[1], float(fields[3])))
+        if len(rows) == n:
+            break
+    frame = pd.DataFrame(rows, columns=["solute_smiles", "value"])
+    frame.insert(0, "pair_id", [hashlib.sha1(s.encode()).hexdigest()[:16] for s in frame["solute_smiles"]])
+    frame["solvent_smiles"] = "O"
+    frame["dataset"], frame["target"], frame["unit"] = dataset, "dg_hydration_kcal_mol", "kcal/mol"
+    return frame
+
+
+@pytest.fixture()
+def table_path(tmp_path) -> Path:
+    import torch
+
+    torch.set_num_threads(1)
+    path = tmp_path / "pairs" / "freesolv" / "dg_hydration_kcal_mol.parquet"
+    path.parent.mkdir(parents=True)
+    freesolv_table(30).to_parquet(path, index=False)
+    return path
+
+
+def _cli(table_path: Path, out: Path, *extra: str) -> int:
+    return main([
+        "evaluate", "--pairs", str(table_path), "--model", "cigin", "--split", "random", "--fold", "1",
+        "--repeat", "0", "--out", str(out), "--epochs", "3", "--batch-size", "8", "--device", "cpu",
+        "--graph-cache", str(out.parent / "graph_cache.pt"), "--no-progress", *extra,
+    ])
+
+
+def test_evaluate_cli_writes_files_and_resumes(table_path, tmp_path, caplog):
+    out = tmp_path / "ev" / "r0-f1"
+    assert _cli(table_path, out) == 0
+    for name in ("metrics.json", "predictions.parquet", "history.csv", "model.pt"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_train"] + metrics["n_valid"] + metrics["n_test"] + metrics["n_unfeaturizable"] == 30
+    assert (metrics["fold"], metrics["repeat"], metrics["model"], metrics["split"]) == (1, 0, "cigin", "random")
+    assert metrics["settings"]["max_epochs"] == 3 and metrics["settings"]["batch_size"] == 8
+    assert metrics["device"] == "cpu" and metrics["split_seed"] == 0 and metrics["model_seed"] == 0
+    history = pd.read_csv(out / "history.csv")
+    assert len(history) == metrics["epochs_run"] == 3
+    assert metrics["best_epoch"] == int(history["valid_rmse"].idxmin()) + 1
+    assert metrics["rmse"] == pytest.approx(history.loc[metrics["best_epoch"] - 1, "test_rmse"], rel=1e-5)
+    preds = pd.read_parquet(out / "predictions.parquet")
+    assert list(preds.columns) == ["pair_id", "role", "y_true", "y_pred"]
+    table = pd.read_parquet(table_path)
+    assert sorted(preds["pair_id"]) == sorted(table["pair_id"])  # every pair once, in one role
+    truth = preds.merge(table[["pair_id", "value"]], on="pair_id")
+    assert (truth["y_true"] == truth["value"].astype("float32").astype(float)).all()  # ids map to the right rows
+    assert (preds["role"] == "test").sum() == metrics["n_test"]
+
+    # resume: a finished fold is skipped (files untouched), --force reruns it with the same numbers
+    stamp = (out / "metrics.json").stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="pairfactory.evaluate"):
+        assert _cli(table_path, out) == 0
+    assert "skipping" in caplog.text
+    assert (out / "metrics.json").stat().st_mtime_ns == stamp
+    assert _cli(table_path, out, "--force") == 0
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["rmse"] == metrics["rmse"]  # seeded: same config, same numbers
+
+
+def test_evaluate_cli_errors(table_path, tmp_path, capsys):
+    out = tmp_path / "ev" / "bad"
+    assert _cli(tmp_path / "missing.parquet", out) == 2
+    assert "pair table not found" in capsys.readouterr().err
+    assert _cli(table_path, out, "--folds", "2", "--fold", "3") == 2
+    assert "--fold must be in 0..1" in capsys.readouterr().err
+    assert _cli(table_path, out, "--hparams", "{not json") == 2
+    assert "--hparams must be a JSON object" in capsys.readouterr().err
+    bad = tmp_path / "bad.parquet"
+    pd.DataFrame({"pair_id": ["a"], "value": [1.0]}).to_parquet(bad)
+    assert _cli(bad, out) == 2
+    assert "missing column(s)" in capsys.readouterr().err
+    assert not (out / "metrics.json").exists()
+
+
+def test_unfeaturizable_pairs_are_recorded(tmp_path):
+    import torch
+
+    torch.set_num_threads(1)
+    table = freesolv_table(24)
+    # a pentavalent carbon: RDKit refuses it, so the featurizer rejects the pair
+    table.loc[3, "solute_smiles"] = "C(C)(C)(C)(C)C"
+    path = tmp_path / "t.parquet"
+    table.to_parquet(path, index=False)
+    options = ProtocolOptions(settings=TrainSettings(max_epochs=2, batch_size=8, device="cpu"), graph_cache=tmp_path / "gc.pt")
+    frame = run_protocol(path, "cigin", "random", tmp_path / "ev", options, repeats=1, folds=[0, 1], progress=False)
+    assert len(frame) == 2
+    for row in frame.itertuples():
+        assert row.n_unfeaturizable == 1  # the bad row is in every fold, in one role
+        assert row.n_train + row.n_valid + row.n_test + row.n_unfeaturizable == 24
+    fold_dirs = sorted((tmp_path / "ev" / "freesolv" / "dg_hydration_kcal_mol" / "cigin" / "random").iterdir())
+    assert [d.name for d in fold_dirs] == ["r0-f0", "r0-f1"]
+    rejected = pd.read_csv(fold_dirs[0] / "unfeaturizable.csv")
+    assert rejected["pair_id"].tolist() == [table.loc[3, "pair_id"]]
+    assert rejected["reason"].tolist() == ["solute_unfeaturizable"]
+
+
+def test_options_from_config(tmp_path):
+    import argparse
+
+    from pairfactory.config import load_config
+
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("seed: 11\nevaluate:\n  epochs: 9\n  batch_size: 4\n  learning_rate: 0.01\n  patience: null\n  folds: 3\n")
+    config = load_config(cfg)
+    options = options_from_config(config)
+    assert options.seed == 11 and options.n_folds == 3
+    assert (options.settings.max_epochs, options.settings.batch_size, options.settings.lr) == (9, 4, 0.01)
+    assert options.settings.patience == 9  # null = never stop early
+    parser = argparse.ArgumentParser()
+    from pairfactory.evaluate import add_arguments
+
+    add_arguments(parser)
+    args = parser.parse_args(["--pairs", "x", "--model", "cgib", "--out", "y", "--epochs", "2", "--seed", "5"])
+    options = options_from_config(config, args)
+    assert options.settings.max_epochs == 2 and options.seed == 5 and options.settings.batch_size == 4
