@@ -14,6 +14,9 @@ from pairfactory.engines.base import Engine, engine_tag, settings_from_section
 from pairfactory.errors import UserError
 
 ENGINE_NAMES = ("xtb", "pyscf", "orca")
+# Keys of the config's ``engine`` section that the optimize stage reads (retries, a budget for
+# every engine): accepted here and ignored, they are not engine settings.
+_KEYS_READ_ELSEWHERE = frozenset({"max_attempts", "timeout_s"})
 
 __all__ = ["ENGINE_NAMES", "Engine", "build_engine", "engine_tag", "engine_settings"]
 
@@ -21,10 +24,11 @@ __all__ = ["ENGINE_NAMES", "Engine", "build_engine", "engine_tag", "engine_setti
 def engine_settings(engine_config: dict[str, Any] | None) -> tuple[str, Any]:
     """Validate the ``engine`` section: (engine name, its settings dataclass with defaults filled)."""
     config = dict(engine_config or {})
-    unknown = sorted(set(config) - {"name", *ENGINE_NAMES})
+    unknown = sorted(set(config) - {"name", *ENGINE_NAMES, *_KEYS_READ_ELSEWHERE})
     if unknown:
         raise UserError(
-            f"unknown key(s) in config section engine: {', '.join(unknown)} (known: name, {', '.join(ENGINE_NAMES)})"
+            f"unknown key(s) in config section engine: {', '.join(unknown)} "
+            f"(known: {', '.join(['name', *ENGINE_NAMES, *sorted(_KEYS_READ_ELSEWHERE)])})"
         )
     name = config.get("name", "xtb")
     if name not in ENGINE_NAMES:

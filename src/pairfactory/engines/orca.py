@@ -152,8 +152,8 @@ def resolve_orca_binary(configured: str | None) -> str:
         if found:
             candidate, source = found, "PATH"
     how = (
-        "set config key engine.orca.binary to the full path of the orca executable "
-        f"(or the environment variable {ORCA_BINARY_ENV}, or put orca on PATH)"
+        "set config key engine.orca.binary (also accepted as engine.orca.executable) to the full path "
+        f"of the orca executable, or the environment variable {ORCA_BINARY_ENV}, or put orca on PATH"
     )
     if not candidate:
         raise UserError(f"ORCA binary not found: engine.orca.binary is not set, ${ORCA_BINARY_ENV} is empty and no `orca` on PATH; {how}")
