@@ -30,11 +30,8 @@ TARGETS = {
 RAW_FILES = {
     "chromophore": {"chromophore_csv": "--chromophore-csv"},
     "freesolv": {"freesolv_txt": "--freesolv-txt"},
-    # the CGIB FreeSolv subset is the FreeSolv rows tagged in CombiSolv's Source_all column
-    "freesolv_cgib": {
-        "freesolv_txt": "--freesolv-txt",
-        "combisolv_csv": "--combisolv-csv",
-    },
+    # CGIB's FreeSolv: the CombiSolv-Exp rows tagged FreeSolv in its Source_all column
+    "freesolv_cgib": {"combisolv_csv": "--combisolv-csv"},
     "mnsol": {"mnsol_csv": "--mnsol-csv"},
     "combisolv": {"combisolv_csv": "--combisolv-csv"},
 }

@@ -22,9 +22,8 @@ rule evaluate:
         # the protocol settings are what the result depends on; other config keys are not
         protocol=config["evaluate"],
         seed=config["seed"],
-        config_file=CONFIG_FILE,
         out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
     shell:
-        "pairfactory evaluate --config {params.config_file} --pairs {params.table} "
+        "pairfactory evaluate --config {CONFIG_FILE} --pairs {params.table} "
         "--model {wildcards.model} --split {wildcards.split} --fold {wildcards.fold} "
-        "--repeat {wildcards.repeat} --out {params.out_dir} > {log} 2>&1"
+        "--repeat {wildcards.repeat} --threads {threads} --out {params.out_dir} > {log} 2>&1"

@@ -20,9 +20,10 @@ rule optimize:
         content_hash=shard_content_hash,
         seed=config["seed"],
         sampling=sampling_settings(),
-        config_file=CONFIG_FILE,
         pairs_dir=PAIRS_DIR,
     shell:
-        "pairfactory optimize --config {params.config_file} --dataset {wildcards.dataset} "
+        # first log line: where the shard ran (the SLURM job id makes a shard traceable to sacct/squeue)
+        'echo "optimize {wildcards.dataset}/{wildcards.shard} on $(hostname), SLURM job ${{SLURM_JOB_ID:-none}}" > {log}; '
+        "pairfactory optimize --config {CONFIG_FILE} --dataset {wildcards.dataset} "
         "--pairs-dir {params.pairs_dir} --shard {wildcards.shard} --out {output} "
-        "--threads {threads} > {log} 2>&1"
+        "--threads {threads} >> {log} 2>&1"
