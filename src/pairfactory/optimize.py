@@ -355,8 +355,9 @@ def run_shard(
 
     out_path = Path(out_path)
     settings = OptimizeSettings.from_config(config)
+    # The thread variables are the CLI's job (before the engine libraries load); here the engine
+    # limits its own pool per call, so a library caller's environment is left alone.
     threads = default_threads() if threads is None else threads
-    configure_threads(threads)
     if engine is None:
         engine = settings.build_engine(threads)  # cheap: engine libraries load on the first optimize
     tag = settings.engine_tag()
