@@ -84,12 +84,25 @@ def read_delimited(
             f"(expected a {expected}-separated file with columns {list(required_columns)}; {hint})",
         )
     try:
-        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_filter=False)
-    except (pd.errors.ParserError, csv.Error, ValueError) as err:
+        records = list(csv.reader(io.StringIO(text), delimiter=sep))
+    except csv.Error as err:
         raise InputFileError(path, f"malformed table: {err} ({hint})") from err
-    frame.columns = [str(column).strip() for column in frame.columns]
-    if frame.empty:
+    width = len(records[0])
+    rows: list[list[str]] = []
+    for line_number, record in enumerate(records[1:], start=2):
+        if not record or (len(record) == 1 and not record[0].strip()):
+            continue  # blank line: not a data row
+        if len(record) != width:
+            # pandas would silently turn surplus leading fields into an index and shift every column
+            raise InputFileError(
+                path,
+                f"malformed table: line {line_number} has {len(record)} fields, the header has {width} "
+                f"(a stray {_DELIMITER_NAMES.get(sep, sep)} or an unquoted field?) ({hint})",
+            )
+        rows.append(record)
+    if not rows:
         raise InputFileError(path, f"has a header but no data rows ({hint})")
+    frame = pd.DataFrame(rows, columns=[field.strip() for field in records[0]], dtype=str)
     log.debug("read %s: %d rows, %d columns", path, len(frame), frame.shape[1])
     return frame.reset_index(drop=True)
 

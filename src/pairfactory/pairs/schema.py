@@ -93,7 +93,7 @@ REASONS: dict[str, str] = {
     INVALID_SMILES: "RDKit cannot parse or sanitize the solute or solvent SMILES",
     GAS_PHASE_SOLVENT: "the solvent is the literal 'gas' (a gas-phase measurement, no solvent molecule)",
     SOLID_STATE_EXCLUDED: "solid-state/film row (solvent == solute) and solid-state rows were excluded",
-    CHARGED: "the molecule has a net formal charge (the dataset holds neutral solutes only)",
+    CHARGED: "the molecule has a net formal charge, or an atom charged +-2 (the dataset holds neutral molecules only)",
     RADICAL: "the molecule has unpaired electrons (a SMILES error for these closed-shell datasets)",
     MULTI_FRAGMENT: "the SMILES holds more than one disconnected molecule",
     INCONSISTENT_SOURCE_ENTRY: "the source entry contradicts itself and the curated override table rejects it",

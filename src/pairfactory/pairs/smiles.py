@@ -31,6 +31,7 @@ class SmilesResult:
     net_charge: int = 0
     radical_electrons: int = 0
     n_fragments: int = 0
+    max_atom_charge: int = 0  # largest |formal charge| on one atom (2+ means an odd charge-separated form)
     formula: str = ""  # Hill formula with implicit hydrogens (RDKit CalcMolFormula)
 
     @property
@@ -57,6 +58,10 @@ class SmilesResult:
             return schema.MULTI_FRAGMENT, f"{self.canonical} has {self.n_fragments} disconnected fragments"
         if self.is_charged:
             return schema.CHARGED, f"{self.canonical} has net formal charge {self.net_charge:+d}"
+        if self.max_atom_charge >= 2:
+            # e.g. sulfolane written C1CC[S+2](C1)([O-])[O-]: neutral overall, but no sane neutral
+            # molecule needs a doubly charged atom; the graph and QM stages would see the wrong bonds
+            return schema.CHARGED, f"{self.canonical} has an atom with formal charge of magnitude {self.max_atom_charge}"
         if self.is_radical:
             return schema.RADICAL, f"{self.canonical} has {self.radical_electrons} unpaired electron(s)"
         return None
@@ -91,6 +96,7 @@ def _canonicalize_str(raw: str) -> SmilesResult:
         net_charge=Chem.GetFormalCharge(mol),
         radical_electrons=sum(atom.GetNumRadicalElectrons() for atom in mol.GetAtoms()),
         n_fragments=len(Chem.GetMolFrags(mol)),
+        max_atom_charge=max((abs(atom.GetFormalCharge()) for atom in mol.GetAtoms()), default=0),
         formula=rdMolDescriptors.CalcMolFormula(mol),
     )
 
