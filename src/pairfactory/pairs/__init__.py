@@ -13,9 +13,10 @@ Heavy imports (RDKit) happen only when SMILES are canonicalised.
 from __future__ import annotations
 
 from pathlib import Path
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 from pairfactory.errors import UserError
-from pairfactory.pairs.curation import CuratedDataset, ReconciliationError, make_pair_id
 from pairfactory.pairs.registry import (
     DATASETS,
     DatasetSpec,
@@ -24,7 +25,27 @@ from pairfactory.pairs.registry import (
     get_spec,
     resolve_input_path,
 )
-from pairfactory.pairs.writer import read_pair_table, read_rejects, write_curated
+
+if TYPE_CHECKING:
+    from pairfactory.pairs.curation import CuratedDataset, ReconciliationError, make_pair_id
+    from pairfactory.pairs.writer import read_pair_table, read_rejects, write_curated
+
+# pandas/pyarrow load on first use, so that `pairfactory --help` (which imports pairs.cli) stays fast
+_LAZY = {
+    "CuratedDataset": "pairfactory.pairs.curation",
+    "ReconciliationError": "pairfactory.pairs.curation",
+    "make_pair_id": "pairfactory.pairs.curation",
+    "read_pair_table": "pairfactory.pairs.writer",
+    "read_rejects": "pairfactory.pairs.writer",
+    "write_curated": "pairfactory.pairs.writer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DATASETS",
@@ -50,7 +71,7 @@ def curate(
     data_dir: str | Path | None = None,
     exclude_solid_state: bool = False,
     overrides_path: str | Path | None = None,
-) -> CuratedDataset:
+) -> "CuratedDataset":
     """Curate one dataset of DATASETS into pair tables (one per target), rejects and a summary.
 
     ``input_path`` is the raw file; without it the file is looked up under ``data_dir`` (a folder
