@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,7 +141,7 @@ def _ev_to_hartree(energy_ev: float) -> float:
 
 
 @contextlib.contextmanager
-def _quiet_tblite() -> Any:
+def _quiet_tblite() -> Iterator[None]:
     # tblite 0.4.0's Python layer print()s its post-processing dictionary on every singlepoint
     # (a leftover debug print); keep it out of the CLI's stdout.
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
@@ -148,7 +149,7 @@ def _quiet_tblite() -> Any:
 
 
 @contextlib.contextmanager
-def _thread_limit(threads: int) -> Any:
+def _thread_limit(threads: int) -> Iterator[None]:
     # tblite's OpenMP pool is sized at load time from OMP_NUM_THREADS; threadpoolctl resizes it.
     from threadpoolctl import threadpool_limits
 
