@@ -279,8 +279,9 @@ class GraphCache:
     concurrent writer never leaves a truncated cache. The file is a ``torch.save`` of plain
     tensors, lists and strings, loaded with ``weights_only=True`` (no pickled code).
 
-    A lookup first tries the SMILES string as given; pair tables already hold canonical SMILES,
-    so a hit does not touch RDKit. SMILES that fail are remembered with their reason too.
+    A lookup first tries the SMILES string as given (pair tables already hold canonical SMILES;
+    other spellings seen before are remembered, on disk too), so a hit does not touch RDKit.
+    SMILES that fail are remembered with their reason too.
     """
 
     def __init__(self, path: Path | str | None = None) -> None:
@@ -392,6 +393,7 @@ class GraphCache:
             graphs[key] = g
         self._graphs.update(graphs)
         self._failures.update(payload.get("failures", {}))
+        self._alias.update(payload.get("aliases", {}))
         log.info("graph cache %s: loaded %d graphs, %d known failures", path, len(graphs), len(self._failures))
 
     def save(self, path: Path | str | None = None) -> Path | None:
@@ -420,6 +422,8 @@ class GraphCache:
             "src": _cat([s for s, _ in edge_pairs], (0,), torch.int32),
             "dst": _cat([d for _, d in edge_pairs], (0,), torch.int32),
             "failures": dict(self._failures),
+            # non-canonical spellings seen -> canonical key, so they hit without RDKit next run
+            "aliases": {k: v for k, v in self._alias.items() if k != v},
         }
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
