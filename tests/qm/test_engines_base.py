@@ -172,3 +172,8 @@ def test_build_engine_config_errors_name_the_key(config: dict, message: str) -> 
 def test_engine_settings_fill_defaults() -> None:
     name, settings = engine_settings({"name": "orca", "orca": {"keywords": "XTB2 Opt", "executable": "/opt/orca/orca"}})
     assert name == "orca" and settings.binary == "/opt/orca/orca" and settings.maxcore_mb == 1000
+    # A schema-filled `executable: null` next to `binary` is no conflict; two different paths are.
+    _, settings = engine_settings({"name": "orca", "orca": {"binary": "/opt/orca/orca", "executable": None}})
+    assert settings.binary == "/opt/orca/orca"
+    with pytest.raises(UserError, match="both set"):
+        engine_settings({"name": "orca", "orca": {"binary": "/a/orca", "executable": "/b/orca"}})

@@ -50,12 +50,10 @@ def engine_settings(engine_config: dict[str, Any] | None) -> tuple[str, Any]:
 
     # The config schema names the binary `executable`; both spellings are accepted.
     if "executable" in section:
-        if section.get("binary") not in (None, section["executable"]):
+        executable, binary = section.pop("executable"), section.get("binary")
+        if executable is not None and binary is not None and executable != binary:
             raise UserError("engine.orca.binary and engine.orca.executable are both set and differ; keep one")
-        executable = section.pop("executable")
-        section.setdefault("binary", executable)
-        if section["binary"] is None:
-            section["binary"] = executable
+        section["binary"] = binary if binary is not None else executable
     return name, settings_from_section(OrcaSettings, section, "engine.orca")
 
 
