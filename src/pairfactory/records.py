@@ -6,7 +6,7 @@ them cheaply. Units are in every field name that carries one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
@@ -67,7 +67,6 @@ class Complex:
     key: str = ""
     k: int = 0
     multiplicity: int = 1
-    extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.atomic_numbers = np.asarray(self.atomic_numbers, dtype=np.int64)

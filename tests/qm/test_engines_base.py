@@ -127,6 +127,8 @@ def test_deadline_check() -> None:
 def test_bad_geometry_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="shape"):
         ScriptedEngine("ok").optimize(WATER_Z, WATER_XYZ[:2])
+    with pytest.raises(ValueError, match="NaN"):
+        ScriptedEngine("ok").optimize(WATER_Z, WATER_XYZ * np.nan)
     with pytest.raises(ValueError, match="multiplicity"):
         ScriptedEngine("ok").optimize(WATER_Z, WATER_XYZ, multiplicity=0)
 

@@ -46,6 +46,8 @@ def test_parse_truncated_and_empty_output(orca_outputs_dir: Path) -> None:
     assert not parsed.converged and not parsed.terminated_normally
     assert parsed.n_cycles == 1 and parsed.final_energy_hartree == -382.055108617704
     assert np.allclose(parsed.final_positions_angstrom[0], [-1.415253, 0.230222, 0.0])
+    external = parse_orca_output("FINAL SINGLE POINT ENERGY (From external program)      -5.070544440612\n")
+    assert external.final_energy_hartree == -5.070544440612
     empty = parse_orca_output("")
     assert empty.version is None and empty.final_energy_hartree is None and empty.final_positions_angstrom is None
 

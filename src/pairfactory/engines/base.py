@@ -252,6 +252,8 @@ def _check_geometry(
         )
     if len(numbers) == 0:
         raise ValueError("cannot optimize an empty geometry")
+    if not np.all(np.isfinite(positions)):
+        raise ValueError("positions hold NaN or infinite coordinates")
     if int(multiplicity) < 1:
         raise ValueError(f"multiplicity must be >= 1, got {multiplicity}")
     return numbers, positions.copy()

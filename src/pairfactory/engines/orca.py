@@ -34,7 +34,9 @@ from pairfactory.records import SampleStatus
 ORCA_BINARY_ENV = "ORCA_BINARY"
 
 _VERSION_RE = re.compile(r"Program Version\s+(\S+)")
-_ENERGY_RE = re.compile(r"^FINAL SINGLE POINT ENERGY\s+(-?\d+\.\d+)", re.M)
+# Runs through ORCA's external-program interface (e.g. XTB2) print
+# "FINAL SINGLE POINT ENERGY (From external program)  -5.07...".
+_ENERGY_RE = re.compile(r"^FINAL SINGLE POINT ENERGY(?:\s*\([^)\n]*\))?\s+(-?\d+\.\d+)", re.M)
 _CYCLE_RE = re.compile(r"GEOMETRY OPTIMIZATION CYCLE\s+(\d+)")
 _COORDS_HEADER = "CARTESIAN COORDINATES (ANGSTROEM)"
 _ATOM_LINE_RE = re.compile(r"^\s*([A-Za-z]{1,3})\s+(-?\d+\.\d+)\s+(-?\d+\.\d+)\s+(-?\d+\.\d+)\s*$")
