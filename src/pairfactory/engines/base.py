@@ -111,19 +111,32 @@ class Deadline:
                 restore()
 
 
-@dataclass
 class Trace:
-    """The last geometry and energy an optimizer reported, kept for timeouts and failures."""
+    """The last geometry and energy an optimizer reported, kept for timeouts and failures.
 
-    positions_angstrom: np.ndarray | None = None
-    energy_hartree: float | None = None
-    n_steps: int = 0
+    The three values live in one tuple replaced by a single assignment, so an alarm interrupt
+    cannot leave a geometry of one step next to the energy of another.
+    """
+
+    def __init__(self) -> None:
+        self._state: tuple[np.ndarray | None, float | None, int] = (None, None, 0)
 
     def update(self, positions_angstrom: np.ndarray, energy_hartree: float | None, n_steps: int) -> None:
-        self.positions_angstrom = np.array(positions_angstrom, dtype=np.float64).reshape(-1, 3)
-        if energy_hartree is not None:
-            self.energy_hartree = float(energy_hartree)
-        self.n_steps = int(n_steps)
+        positions = np.array(positions_angstrom, dtype=np.float64).reshape(-1, 3)
+        energy = None if energy_hartree is None else float(energy_hartree)
+        self._state = (positions, energy, int(n_steps))
+
+    @property
+    def positions_angstrom(self) -> np.ndarray | None:
+        return self._state[0]
+
+    @property
+    def energy_hartree(self) -> float | None:
+        return self._state[1]
+
+    @property
+    def n_steps(self) -> int:
+        return self._state[2]
 
 
 @dataclass
