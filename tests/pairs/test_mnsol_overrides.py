@@ -133,3 +133,5 @@ def test_without_overrides_the_closed_shell_rules_reject(tmp_path: Path, mnsol_c
     assert reasons[1229] == S.RADICAL  # [H]
     assert reasons[2378] == S.CHARGED  # diethylpropanedioate as a dianion
     assert len(curated.tables[TARGET]) + len(curated.rejects) == 2530
+    # exactly SOURCE.md's charge / radical / fragment rows (a charged radical counts as charged)
+    assert dict(curated.rejects[S.REASON].value_counts()) == {S.CHARGED: 19, S.RADICAL: 3, S.MULTI_FRAGMENT: 3}

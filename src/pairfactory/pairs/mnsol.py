@@ -9,6 +9,7 @@ rejections (the dataset holds neutral solutes only; nitro groups are zwitterion-
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -16,8 +17,11 @@ import pandas as pd
 from pairfactory import units
 from pairfactory.pairs import curation as C
 from pairfactory.pairs import schema as S
-from pairfactory.pairs.overrides import Override, load_overrides
+from pairfactory.pairs.overrides import DEFAULT_OVERRIDES_PATH, Override, load_overrides
 from pairfactory.pairs.readers import read_delimited
+from pairfactory.pairs.writer import file_sha256
+
+log = logging.getLogger(__name__)
 
 DATASET = "mnsol"
 TARGET = "dg_solv_kcal_mol"
@@ -33,6 +37,8 @@ def read_raw(path: str | Path, *, overrides_path: str | Path | None = None, hint
     path = Path(path)
     raw = read_delimited(path, sep=";", required_columns=REQUIRED_COLUMNS, hint=hint or "pass --mnsol-csv PATH")
     overrides = load_overrides(overrides_path)
+    overrides_file = Path(overrides_path) if overrides_path is not None else DEFAULT_OVERRIDES_PATH
+    used: set[tuple[str, str]] = set()
     solute_input, solvent_input, overridden, preset_reason, preset_detail = [], [], [], [], []
     for solute_name, solvent_name, solute_smiles, solvent_smiles in zip(
         raw[COL_SOLUTE].str.strip(), raw[COL_SOLVENT].str.strip(), raw[COL_SOLUTE_SMILES], raw[COL_SOLVENT_SMILES]
@@ -44,6 +50,7 @@ def read_raw(path: str | Path, *, overrides_path: str | Path | None = None, hint
             entry = overrides.get((kind, name))
             if entry is None:
                 continue
+            used.add((kind, name))
             if entry.action == "reject":
                 rejection = rejection or entry
             else:
@@ -72,15 +79,22 @@ def read_raw(path: str | Path, *, overrides_path: str | Path | None = None, hint
             TARGET: raw[COL_VALUE],
         }
     )
-    from pairfactory.pairs.overrides import DEFAULT_OVERRIDES_PATH
-
+    unused = sorted(f"{kind} {name!r}" for kind, name in set(overrides) - used)
+    if unused:
+        # a different mnsol.csv copy may spell names differently: say which corrections did not apply
+        log.info("%d override entries matched no row of %s: %s", len(unused), path, ", ".join(unused))
     return C.RawPairs(
         dataset=DATASET,
         source=path,
         frame=frame,
         targets=[C.TargetColumn(TARGET, units.UNIT_KCAL_PER_MOL, TARGET)],
         closed_shell_only=True,
-        settings={"overrides": str(overrides_path or DEFAULT_OVERRIDES_PATH.name), "overrides_entries": len(overrides)},
+        settings={
+            "overrides": str(overrides_path) if overrides_path is not None else DEFAULT_OVERRIDES_PATH.name,
+            "overrides_sha256": file_sha256(overrides_file),
+            "overrides_entries": len(overrides),
+            "overrides_matched": len(used),
+        },
     )
 
 
