@@ -37,20 +37,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
         type=Path,
+        metavar="DIR",
         help="folder laid out like ../shared/data (chromophore/, freesolv/, mnsol/, combisolv_exp/): "
         "default for every input path below",
     )
-    parser.add_argument("--chromophore-csv", type=Path, help="Chromophore DB_for_chromophore_Sci_Data_rev02.csv")
-    parser.add_argument("--freesolv-txt", type=Path, help="FreeSolv database.txt")
-    parser.add_argument("--mnsol-csv", type=Path, help="MNSol mnsol.csv (semicolon-separated, with SMILES)")
-    parser.add_argument("--combisolv-csv", type=Path, help="CombiSolv-Exp-8780.csv (for combisolv and freesolv_cgib)")
-    parser.add_argument("--mnsol-overrides", type=Path, help="MNSol override table (default: the bundled YAML)")
+    parser.add_argument("--chromophore-csv", type=Path, metavar="PATH", help="Chromophore DB_for_chromophore_Sci_Data_rev02.csv")
+    parser.add_argument("--freesolv-txt", type=Path, metavar="PATH", help="FreeSolv database.txt")
+    parser.add_argument("--mnsol-csv", type=Path, metavar="PATH", help="MNSol mnsol.csv (semicolon-separated, with SMILES)")
+    parser.add_argument("--combisolv-csv", type=Path, metavar="PATH", help="CombiSolv-Exp-8780.csv (for combisolv and freesolv_cgib)")
+    parser.add_argument("--mnsol-overrides", type=Path, metavar="PATH", help="MNSol override table (default: the bundled YAML)")
     parser.add_argument(
         "--exclude-solid-state",
         action="store_true",
         help="reject Chromophore solid-state/film rows (solvent == chromophore) instead of flagging them",
     )
-    parser.add_argument("--out-dir", type=Path, default=Path("results/pairs"), help="output folder (default: %(default)s)")
+    parser.add_argument("--out-dir", type=Path, metavar="DIR", default=Path("results/pairs"), help="output folder (default: %(default)s)")
 
 
 def _explicit_path(args: argparse.Namespace, input_key: str) -> Path | None:
