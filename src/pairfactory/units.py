@@ -7,7 +7,9 @@ with these factors only.
 
 from __future__ import annotations
 
-# CODATA 2018, as used by ASE 3.29 (ase.units): 1 Hartree = 27.211386245988 eV.
+# CODATA 2018: 1 Hartree = 27.211386245988 eV. ASE 3.29 still defaults to CODATA 2014
+# (27.211386024367243 eV); energies that come back from an ASE calculator in eV are converted with
+# ase.units.Hartree in the engine so that they reproduce the engine's own Hartree value exactly.
 HARTREE_TO_EV: float = 27.211386245988
 EV_TO_HARTREE: float = 1.0 / HARTREE_TO_EV
 # 1 Hartree = 627.509474 kcal/mol (CODATA 2018 via Eh·N_A / 4184 J).
