@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,12 +14,11 @@ from pairfactory.pairs.registry import BUNDLED_DATA_DIR
 
 @pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread() -> None:
-    # the suite shares 2 cores; nothing here uses torch, but keep the house rule if it is loaded
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        return
-    torch.set_num_threads(1)
+    # the suite shares 2 cores; curation never imports torch (importing it here would cost seconds),
+    # but if another test module loaded it, keep the house rule of one thread
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
