@@ -8,6 +8,7 @@ rule collect:
     output:
         manifest=f"{MANIFEST_DIR}/{{dataset}}/{{tag}}/manifest.parquet",
         summary=f"{MANIFEST_DIR}/{{dataset}}/{{tag}}/summary.json",
+        summary_md=f"{MANIFEST_DIR}/{{dataset}}/{{tag}}/summary.md",
     log:
         "results/logs/collect/{dataset}/{tag}.log",
     conda:

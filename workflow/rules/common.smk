@@ -194,6 +194,12 @@ def shard_files(wildcards):
 # evaluation
 
 
+def evaluate_protocol():
+    """The evaluate keys a fold's result depends on (not which tables/models run, nor resources)."""
+    skip = {"tables", "models", "splits", "device", "threads", "mem_mb", "runtime_min"}
+    return {k: v for k, v in sorted(config["evaluate"].items()) if k not in skip}
+
+
 def evaluate_dirs():
     """One folder per fold, the layout `pairfactory evaluate` and `report` use."""
     ev = config["evaluate"]

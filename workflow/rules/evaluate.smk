@@ -20,7 +20,7 @@ rule evaluate:
     params:
         table=lambda wildcards: f"{PAIRS_DIR}/{wildcards.dataset}/{wildcards.target}.parquet",
         # the protocol settings are what the result depends on; other config keys are not
-        protocol=config["evaluate"],
+        protocol=evaluate_protocol(),
         seed=config["seed"],
         out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
     shell:
