@@ -40,6 +40,8 @@ TARGETS: dict[str, list[str]] = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs-dir", default="results/pairs", help="pair tables: <dir>/<dataset>/<target>.parquet")
+    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"),
+                        help="raw datasets, used only to curate a missing pair table")
     parser.add_argument("--results", default="results/evaluate")
     parser.add_argument("--report", default="results/report")
     parser.add_argument("--datasets", nargs="+", default=["freesolv_cgib", "freesolv", "mnsol"], choices=sorted(TARGETS))
@@ -60,6 +62,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _curate(dataset: str, data_dir: str, pairs_dir: str) -> None:
+    """Build a missing pair table with the pairs stage (same code as `pairfactory pairs`)."""
+    from pairfactory.pairs import curate, write_curated
+
+    LOG.info("curating %s from %s into %s", dataset, data_dir, pairs_dir)
+    write_curated(curate(dataset, data_dir=data_dir), pairs_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -74,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         for target in TARGETS[dataset]:
             path = Path(args.pairs_dir) / dataset / f"{target}.parquet"
             if not path.is_file():
-                raise UserError(f"{path} is missing; build it with `pairfactory pairs` (dataset {dataset}) first")
+                _curate(dataset, args.data_dir, args.pairs_dir)
             tables[(dataset, target)] = (path, read_pairs(path))
             LOG.info("%s/%s: %d pairs from %s", dataset, target, len(tables[(dataset, target)][1]), path)
 

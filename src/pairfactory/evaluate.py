@@ -203,6 +203,17 @@ def _pair_ids_of(ds: Any, index: np.ndarray) -> np.ndarray:
     return pair_ids[index.astype(np.int64)]
 
 
+def _hparams_for(model_name: str, hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """The config's shared ``hidden_dim`` goes only to models that have one (AttentiveFP sizes its
+    layers with ``graph_feat_size``); every other key is passed on, so a typo still fails."""
+    from pairfactory.models import default_hparams
+
+    given = dict(hparams)
+    if "hidden_dim" in given and "hidden_dim" not in default_hparams(model_name):
+        LOG.info("model %s has no hidden_dim; ignoring hidden_dim=%s", model_name, given.pop("hidden_dim"))
+    return given
+
+
 def run_fold(
     pairs_path: str | Path,
     model_name: str,
@@ -250,8 +261,9 @@ def run_fold(
     )
 
     settings = replace(options.settings, seed=options.model_seed(repeat))
+    hparams = _hparams_for(model_name, options.hparams)
     seed_everything(settings.seed)  # before building: initial weights depend on the seed
-    model = build_model(model_name, **options.hparams)
+    model = build_model(model_name, **hparams)
     result = train_model(model, datasets["train"], datasets["valid"], datasets["test"], settings, log=LOG, progress=progress)
 
     frames = []
@@ -297,7 +309,7 @@ def run_fold(
         seed=options.seed,
         split_seed=options.split_seed(repeat),
         model_seed=settings.seed,
-        hparams=dict(options.hparams),
+        hparams=dict(getattr(model, "hparams", hparams)),
         settings=settings.to_dict(),
         pairs_path=str(pairs_path),
     )

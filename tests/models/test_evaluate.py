@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import logging
 from pathlib import Path
@@ -20,20 +20,29 @@ from pairfactory.train import TrainSettings  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 
 
-def freesolv_table(n: int, dataset: str = "freesolv") -> pd.DataFrame:
-    rows = []
-    for line in (REPO / "data" / "freesolv" / "database.txt").read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        fields = [f.strip() for f in line.split(";")]
-        rows.append((fields[1], float(fields[3])))
-        if len(rows) == n:
-            break
-    frame = pd.DataFrame(rows, columns=["solute_smiles", "value"])
-    frame.insert(0, "pair_id", [hashlib.sha1(s.encode()).hexdigest()[:16] for s in frame["solute_smiles"]])
-    frame["solvent_smiles"] = "O"
-    frame["dataset"], frame["target"], frame["unit"] = dataset, "dg_hydration_kcal_mol", "kcal/mol"
-    return frame
+@functools.lru_cache(maxsize=1)
+def _curated_freesolv() -> pd.DataFrame:
+    from pairfactory.pairs import curate
+
+    return curate("freesolv", input_path=REPO / "data" / "freesolv" / "database.txt").tables["dg_hydration_kcal_mol"]
+
+
+def freesolv_table(n: int) -> pd.DataFrame:
+    """The first ``n`` rows of the real curated FreeSolv pair table (bundled raw file)."""
+    frame = _curated_freesolv().head(n).copy()
+    frame["dataset"] = 'freesolv'
+    return frame.reset_index(drop=True)
+
+
+def write_pair_table(frame: pd.DataFrame, path: Path) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pairfactory.pairs.schema import PAIR_SCHEMA
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(frame, schema=PAIR_SCHEMA, preserve_index=False), path)
+    return path
 
 
 @pytest.fixture()
@@ -41,10 +50,7 @@ def table_path(tmp_path) -> Path:
     import torch
 
     torch.set_num_threads(1)
-    path = tmp_path / "pairs" / "freesolv" / "dg_hydration_kcal_mol.parquet"
-    path.parent.mkdir(parents=True)
-    freesolv_table(30).to_parquet(path, index=False)
-    return path
+    return write_pair_table(freesolv_table(30), tmp_path / "pairs" / "freesolv" / "dg_hydration_kcal_mol.parquet")
 
 
 def _cli(table_path: Path, out: Path, *extra: str) -> int:
@@ -72,6 +78,7 @@ def test_evaluate_cli_writes_files_and_resumes(table_path, tmp_path, caplog):
     preds = pd.read_parquet(out / "predictions.parquet")
     assert list(preds.columns) == ["pair_id", "role", "y_true", "y_pred"]
     table = pd.read_parquet(table_path)
+    assert len(table) == 30
     assert sorted(preds["pair_id"]) == sorted(table["pair_id"])  # every pair once, in one role
     truth = preds.merge(table[["pair_id", "value"]], on="pair_id")
     assert (truth["y_true"] == truth["value"].astype("float32").astype(float)).all()  # ids map to the right rows
@@ -99,7 +106,7 @@ def test_evaluate_cli_errors(table_path, tmp_path, capsys):
     bad = tmp_path / "bad.parquet"
     pd.DataFrame({"pair_id": ["a"], "value": [1.0]}).to_parquet(bad)
     assert _cli(bad, out) == 2
-    assert "missing column(s)" in capsys.readouterr().err
+    assert "missing column" in capsys.readouterr().err
     assert not (out / "metrics.json").exists()
 
 
@@ -110,8 +117,7 @@ def test_unfeaturizable_pairs_are_recorded(tmp_path):
     table = freesolv_table(24)
     # a pentavalent carbon: RDKit refuses it, so the featurizer rejects the pair
     table.loc[3, "solute_smiles"] = "C(C)(C)(C)(C)C"
-    path = tmp_path / "t.parquet"
-    table.to_parquet(path, index=False)
+    path = write_pair_table(table, tmp_path / "t.parquet")
     options = ProtocolOptions(settings=TrainSettings(max_epochs=2, batch_size=8, device="cpu"), graph_cache=tmp_path / "gc.pt")
     frame = run_protocol(path, "cigin", "random", tmp_path / "ev", options, repeats=1, folds=[0, 1], progress=False)
     assert len(frame) == 2
