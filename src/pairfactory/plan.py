@@ -304,10 +304,15 @@ def load_systems(pairs_dir: str | Path, dataset: str) -> pd.DataFrame:
     paths = sorted(p for p in folder.glob("*.parquet") if p.name != "rejects.parquet" and not p.name.startswith("."))
     if not paths:
         raise UserError(f"{folder} holds no pair tables (*.parquet other than rejects.parquet)")
+    import pyarrow.parquet as pq
+
     tables = []
     for path in paths:
         try:
-            tables.append(pd.read_parquet(path))
+            # Only the columns a system needs: the plan runs at DAG time on every workflow start.
+            names = pq.read_schema(path).names
+            wanted = [c for c in (*_REQUIRED_PAIR_COLUMNS, "solid_state") if c in names]
+            tables.append(pd.read_parquet(path, columns=wanted))
         except Exception as err:  # pyarrow raises several types for a damaged file
             raise InputFileError(path, f"cannot be read as Parquet ({err}); regenerate it with 'pairfactory pairs'") from err
     return systems_from_pair_tables(tables)

@@ -190,3 +190,29 @@ def test_load_systems_and_plan_from_config(tmp_path: Path) -> None:
         PlanSettings.from_config(config, "mnsol")
     with pytest.raises(UserError, match="pairfactory pairs"):
         load_systems(tmp_path / "pairs", "mnsol")
+
+
+def test_plan_cli_writes_the_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from pairfactory.cli import main
+
+    folder = tmp_path / "pairs" / "freesolv"
+    folder.mkdir(parents=True)
+    pair_table(SOLUTES).to_parquet(folder / "dg.parquet")
+    config = {
+        "datasets": ["freesolv"],
+        "qm": {"datasets": {"freesolv": {"max_systems": 10, "max_heavy_atoms": 8}}},
+        "samples": {"per_system": 3},
+        "shards": {"systems_per_shard": 4, "samples_per_shard": 2},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "plan.parquet"
+    args = ["plan", "--config", str(tmp_path / "config.yaml"), "--dataset", "freesolv",
+            "--pairs-dir", str(tmp_path / "pairs"), "--out", str(out)]
+    assert main(args) == 0
+    assert "10 systems selected, 30 samples in 6 shards" in capsys.readouterr().out
+    plan = pd.read_parquet(out)
+    assert plan.shard_id.tolist()[:2] == ["s00000-k000", "s00000-k001"]
+    assert plan.n_samples.sum() == 30
+    assert main(args[:-2] + ["--dataset", "mnsol"]) == 2  # no pair tables, no QM for it
