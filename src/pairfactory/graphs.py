@@ -511,7 +511,7 @@ class PairGraphDataset:
     always holds. ``dataset[i].index`` is the row position (0-based, ``iloc``) in ``pairs_df``.
     """
 
-    pairs_df: pd.DataFrame
+    pairs_df: pd.DataFrame = field(repr=False)
     cache: GraphCache
     target_column: str = "value"
     items: list[PairItem] = field(init=False, repr=False)
