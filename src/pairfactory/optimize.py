@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import socket
 import time
 from collections import Counter
@@ -32,6 +33,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow.parquet as pq
+
 from pairfactory import __version__
 from pairfactory.errors import UserError
 from pairfactory.plan import ShardSpec
@@ -40,7 +43,6 @@ from pairfactory.shards import (
     AttemptRecord,
     SampleRow,
     sample_id_for,
-    table_from_rows,
     validate_shard,
     write_shard,
 )
@@ -61,6 +63,8 @@ DEFAULT_PARTS_CACHE = "results/parts"
 # kept, so the reference is not stuck in a high conformer that the complex's copy relaxes out of.
 PART_CONFORMERS = 3
 PART_CACHE_FORMAT = 1
+# Seconds between saves of the finished samples of a running shard (resumed after an interruption).
+DEFAULT_CHECKPOINT_EVERY_S = 60.0
 
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -321,6 +325,8 @@ class ShardSummary:
     failed: int
     by_status: dict[str, int]
     up_to_date: bool
+    # samples taken from an interrupted earlier run's checkpoint
+    resumed: int = 0
     attempts: int = 0
     wall_time_s: float = 0.0
     cpu_time_s: float = 0.0
@@ -345,11 +351,14 @@ def run_shard(
     parts_cache: str | Path = DEFAULT_PARTS_CACHE,
     engine: Engine | None = None,
     progress: bool = True,
+    checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S,
 ) -> ShardSummary:
     """Optimize every (system, k) of ``spec`` and write the shard atomically to ``out_path``.
 
     ``systems_df`` holds at least the shard's systems (columns of ``pairfactory.plan``);
     ``engine`` may be passed to reuse one across shards (it must match ``config["engine"]``).
+    Finished samples are saved every ``checkpoint_every_s`` seconds and when the run is
+    interrupted (``checkpoint_path(out_path)``); the next run resumes from them.
     """
     from tqdm import tqdm
 
@@ -393,46 +402,113 @@ def run_shard(
 
     wall0, cpu0 = time.monotonic(), time.process_time()
     engine_cpu = 0.0
-    rows: list[SampleRow] = []
+    checkpoint = checkpoint_path(out_path)
+    done = _load_checkpoint(checkpoint, spec, tag, settings.global_seed)
+    if done:
+        log.info("%s: resuming, %d of %d samples from %s", spec.shard_id, len(done), spec.n_samples, checkpoint)
+    records: list[dict[str, Any]] = []
     log.info("%s: %d systems x %d samples with %s (%s), %d thread(s) -> %s", spec.shard_id, len(spec.system_ids),
              len(spec.sample_indices), tag, engine.method, threads, out_path)
     bar = tqdm(total=spec.n_samples, desc=spec.shard_id, unit="sample", disable=not progress, mininterval=1.0)
+    last_checkpoint, new_since_checkpoint = time.monotonic(), 0
     try:
         for system_id, k in spec.expected_pairs():
-            system = systems[system_id]
-            row, cpu = _run_sample(system, k, context, sampling, settings, parts)
+            if (system_id, k) in done:
+                records.append(done[(system_id, k)])
+                bar.update(1)
+                continue
+            row, cpu = _run_sample(systems[system_id], k, context, sampling, settings, parts)
             engine_cpu += cpu
-            rows.append(row)
+            records.append(asdict(row))
+            new_since_checkpoint += 1
             bar.update(1)
             bar.set_postfix_str(f"{row.status} {row.wall_time_s:.1f}s", refresh=False)
             log.info("%s k=%d: %s after %d attempt(s), %s steps, %.2f s%s", system_id, k, row.status, row.attempts,
                      row.n_steps, row.wall_time_s, f" ({row.message})" if row.message else "")
+            if time.monotonic() - last_checkpoint >= checkpoint_every_s:
+                _write_records(records, checkpoint)
+                last_checkpoint, new_since_checkpoint = time.monotonic(), 0
+    except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM from a job's time limit, a crash): keep what is done so the
+        # next run resumes instead of starting over.
+        if new_since_checkpoint:
+            _write_records(records, checkpoint)
+            log.warning("%s: interrupted after %d of %d samples; saved them to %s", spec.shard_id, len(records),
+                        spec.n_samples, checkpoint)
+        raise
     finally:
         bar.close()
 
-    table = table_from_rows(rows)
-    write_shard(table, out_path)
-    by_status = Counter(r.status for r in rows)
+    _write_records(records, out_path)
+    checkpoint.unlink(missing_ok=True)
+    by_status = Counter(r["status"] for r in records)
     summary = ShardSummary(
         shard_id=spec.shard_id,
         out_path=str(out_path),
-        n_samples=len(rows),
+        n_samples=len(records),
         ok=by_status.get(STATUS_OK, 0),
-        failed=len(rows) - by_status.get(STATUS_OK, 0),
+        failed=len(records) - by_status.get(STATUS_OK, 0),
         by_status=dict(by_status),
         up_to_date=False,
-        attempts=sum(r.attempts for r in rows),
+        resumed=len(done),
+        attempts=sum(r["attempts"] for r in records),
         wall_time_s=time.monotonic() - wall0,
         cpu_time_s=time.process_time() - cpu0,
         engine_cpu_s=engine_cpu + parts.engine_cpu_s,
         parts_computed=parts.computed,
         parts_loaded=parts.loaded,
-        sample_wall_times_s=[r.wall_time_s or 0.0 for r in rows],
+        sample_wall_times_s=[r["wall_time_s"] or 0.0 for r in records if (r["system_id"], r["k"]) not in done],
     )
     log.info("%s: wrote %d samples (%d ok, %s) in %.1f s; parts computed %d, loaded %d; %.1f%% of CPU in the engine",
              spec.shard_id, summary.n_samples, summary.ok, dict(by_status), summary.wall_time_s,
              summary.parts_computed, summary.parts_loaded, 100 * summary.engine_cpu_fraction)
     return summary
+
+
+def checkpoint_path(out_path: str | Path) -> Path:
+    """Where a running shard keeps its finished samples (hidden: not a shard to readers)."""
+    out_path = Path(out_path)
+    return out_path.with_name(f".{out_path.stem}.partial.parquet")
+
+
+def _write_records(records: list[dict[str, Any]], path: Path) -> None:
+    import pyarrow as pa
+
+    from pairfactory.shards import SHARD_SCHEMA
+
+    write_shard(pa.Table.from_pylist(records, schema=SHARD_SCHEMA), path)
+
+
+def _load_checkpoint(path: Path, spec: ShardSpec, tag: str, global_seed: int) -> dict[tuple[str, int], dict[str, Any]]:
+    """The samples of an interrupted earlier run that belong to this very shard, settings and seed."""
+    if not path.is_file():
+        return {}
+    from pairfactory.shards import SHARD_SCHEMA
+
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # a damaged checkpoint only costs recomputation
+        log.warning("ignoring unreadable checkpoint %s (%s)", path, err)
+        return {}
+    if not table.schema.equals(SHARD_SCHEMA, check_metadata=False):
+        log.warning("ignoring checkpoint %s: it has another schema", path)
+        return {}
+    wanted = set(spec.expected_pairs())
+    done: dict[tuple[str, int], dict[str, Any]] = {}
+    for record in table.to_pylist():
+        pair = (record["system_id"], record["k"])
+        if (
+            pair in wanted
+            and record["shard_id"] == spec.shard_id
+            and record["engine_tag"] == tag
+            and record["global_seed"] == global_seed
+            and record["sample_id"] == sample_id_for(record["system_id"], record["k"], global_seed, tag)
+        ):
+            done[pair] = record
+    if len(done) < table.num_rows:
+        log.info("checkpoint %s: %d of its %d samples do not belong to this shard/settings; recomputing those",
+                 path, table.num_rows - len(done), table.num_rows)
+    return done
 
 
 @dataclass(frozen=True)
@@ -603,6 +679,9 @@ def run(args: argparse.Namespace) -> int:
     # Before anything imports tblite/numpy's BLAS: their thread pools are sized at load time.
     threads = default_threads() if args.threads is None else args.threads
     configure_threads(threads)
+    # SLURM and Snakemake stop a job with SIGTERM: turn it into an exception so run_shard saves the
+    # finished samples before the process ends.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     from pairfactory.config import load_config
     from pairfactory.plan import find_shard, plan_for_dataset
 
@@ -616,6 +695,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{summary.shard_id}: {summary.n_samples} samples, {summary.ok} ok, by status {summary.by_status}; "
               f"wrote {summary.out_path}")
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 @contextmanager

@@ -263,3 +263,42 @@ def test_optimize_cli(tmp_path: Path) -> None:
     bad = list(args)
     bad[bad.index("s00000-k000")] = "s00003-k000"
     assert main(bad) == 2
+
+
+def test_interrupted_shard_resumes_from_its_checkpoint(first_run: dict[str, Any], tmp_path: Path) -> None:
+    from pairfactory.optimize import checkpoint_path
+
+    class InterruptingEngine(CountingEngine):
+        def optimize(self, numbers: Any, positions: Any, *args: Any, **kwargs: Any) -> Any:
+            if len(numbers) > 3 and len([n for n in self.calls if n > 3]) >= 2:
+                raise KeyboardInterrupt  # the third complex: as if the job were stopped here
+            return super().optimize(numbers, positions, *args, **kwargs)
+
+    out = tmp_path / "s00000-k000.parquet"
+    parts = first_run["root"] / "parts"  # warm: only complexes reach the engine
+    with pytest.raises(KeyboardInterrupt):
+        run_shard(first_run["spec"], first_run["systems"], first_run["config"], out, 1, parts_cache=parts,
+                  engine=InterruptingEngine(first_run["engine"].inner), progress=False)
+    assert not out.exists()
+    saved = read_shard(checkpoint_path(out))
+    assert saved.num_rows == 2
+
+    engine = CountingEngine(first_run["engine"].inner)
+    summary = run_shard(first_run["spec"], first_run["systems"], first_run["config"], out, 1, parts_cache=parts,
+                        engine=engine, progress=False)
+    assert summary.resumed == 2 and len(engine.calls) == 2 and summary.n_samples == 4
+    assert not checkpoint_path(out).exists()
+    assert validate_shard(out, first_run["spec"]).valid
+    # identical to the uninterrupted run
+    a, b = read_shard(first_run["out"]).to_pandas(), read_shard(out).to_pandas()
+    assert a.sample_id.tolist() == b.sample_id.tolist()
+    assert a.energy_hartree.tolist() == b.energy_hartree.tolist()
+
+    # a checkpoint made with another seed is not reused
+    other_out = tmp_path / "other.parquet"
+    checkpoint_path(other_out).write_bytes(out.read_bytes())  # 4 samples of seed SEED
+    engine.calls.clear()
+    summary = run_shard(first_run["spec"], first_run["systems"], dict(first_run["config"], seed=SEED + 1), other_out,
+                        1, parts_cache=parts, engine=engine, progress=False)
+    assert summary.resumed == 0 and len(engine.calls) == 4
+    assert not checkpoint_path(other_out).exists()
