@@ -74,13 +74,14 @@ def collect(
     import pyarrow.dataset as pads
 
     from pairfactory.optimize import OptimizeSettings
-    from pairfactory.plan import PlanSettings, plan_for_dataset
+    from pairfactory.plan import PlanSettings, plan_for_dataset, sampling_key_for
     from pairfactory.shards import SHARD_SCHEMA, file_sha256, shard_paths, validate_shard
 
     shards_dir, out_dir = Path(shards_dir), Path(out_dir)
     settings = OptimizeSettings.from_config(config)
     plan_settings = PlanSettings.from_config(config, dataset)
     tag = settings.engine_tag()
+    sampling_key = sampling_key_for(config)
     if shards_dir.name != tag:
         log.warning("shards folder %s is not named after the configured engine tag %s", shards_dir, tag)
     systems, specs = plan_for_dataset(config, pairs_dir, dataset)
@@ -92,7 +93,8 @@ def collect(
     invalid: list[str] = []
     for spec in specs:
         path = shards_dir / f"{spec.shard_id}.parquet"
-        result = validate_shard(path, spec, engine_tag=tag, global_seed=settings.global_seed)
+        result = validate_shard(path, spec, engine_tag=tag, global_seed=settings.global_seed,
+                                sampling_key=sampling_key)
         validations.append((spec, result))
         if not path.is_file():
             missing.append(spec.shard_id)

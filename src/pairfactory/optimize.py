@@ -373,7 +373,11 @@ def run_shard(
     if engine.tag != tag:
         raise UserError(f"the engine passed has tag {engine.tag}, but config.engine gives {tag}")
 
-    existing = validate_shard(out_path, spec, engine_tag=tag, global_seed=settings.global_seed)
+    from pairfactory.plan import sampling_key_for
+
+    sampling_key = sampling_key_for(config)
+    existing = validate_shard(out_path, spec, engine_tag=tag, global_seed=settings.global_seed,
+                              sampling_key=sampling_key)
     if existing.valid:
         print(f"{spec.shard_id}: up to date ({out_path})")
         log.info("%s: up to date (%s)", spec.shard_id, out_path)
@@ -398,12 +402,13 @@ def run_shard(
         engine_settings_json=json.dumps(engine.settings_dict(), sort_keys=True, default=str),
         host=socket.gethostname(),
         threads=threads,
+        sampling_key=sampling_key,
     )
 
     wall0, cpu0 = time.monotonic(), time.process_time()
     engine_cpu = 0.0
     checkpoint = checkpoint_path(out_path)
-    done = _load_checkpoint(checkpoint, spec, tag, settings.global_seed)
+    done = _load_checkpoint(checkpoint, spec, tag, settings.global_seed, sampling_key)
     if done:
         log.info("%s: resuming, %d of %d samples from %s", spec.shard_id, len(done), spec.n_samples, checkpoint)
     records: list[dict[str, Any]] = []
@@ -479,7 +484,9 @@ def _write_records(records: list[dict[str, Any]], path: Path) -> None:
     write_shard(pa.Table.from_pylist(records, schema=SHARD_SCHEMA), path)
 
 
-def _load_checkpoint(path: Path, spec: ShardSpec, tag: str, global_seed: int) -> dict[tuple[str, int], dict[str, Any]]:
+def _load_checkpoint(
+    path: Path, spec: ShardSpec, tag: str, global_seed: int, sampling_key: str
+) -> dict[tuple[str, int], dict[str, Any]]:
     """The samples of an interrupted earlier run that belong to this very shard, settings and seed."""
     if not path.is_file():
         return {}
@@ -502,6 +509,7 @@ def _load_checkpoint(path: Path, spec: ShardSpec, tag: str, global_seed: int) ->
             and record["shard_id"] == spec.shard_id
             and record["engine_tag"] == tag
             and record["global_seed"] == global_seed
+            and record["sampling_settings_json"] == sampling_key
             and record["sample_id"] == sample_id_for(record["system_id"], record["k"], global_seed, tag)
         ):
             done[pair] = record
@@ -521,6 +529,7 @@ class _RowContext:
     engine_settings_json: str
     host: str
     threads: int
+    sampling_key: str
 
 
 def _run_sample(
@@ -593,6 +602,7 @@ def _run_sample(
         wall_time_s=sum(a.wall_time_s or 0.0 for a in history),
         attempts=len(history),
         attempt_history=history,
+        sampling_settings_json=ctx.sampling_key,
         engine_name=ctx.engine.name,
         engine_method=ctx.engine.method,
         engine_tag=ctx.engine_tag,

@@ -226,9 +226,15 @@ def parse_shard_id(shard_id: str) -> tuple[int, int]:
 
 
 def content_hash_for(
-    system_ids: Iterable[str], solute_smiles: Iterable[str], solvent_smiles: Iterable[str], sample_indices: Iterable[int]
+    system_ids: Iterable[str],
+    solute_smiles: Iterable[str],
+    solvent_smiles: Iterable[str],
+    sample_indices: Iterable[int],
+    sampling_key: str = "",
 ) -> str:
     digest = hashlib.sha256()
+    if sampling_key:
+        digest.update(f"sampling:{sampling_key}\n".encode())
     for sid, solute, solvent in zip(system_ids, solute_smiles, solvent_smiles, strict=True):
         digest.update(f"{sid}\t{solute}\t{solvent}\n".encode())
     digest.update(("k:" + ",".join(str(k) for k in sample_indices)).encode())
@@ -240,8 +246,13 @@ def plan_shards(
     samples_per_system: int,
     systems_per_shard: int,
     samples_per_shard: int,
+    sampling_key: str = "",
 ) -> list[ShardSpec]:
-    """Cut ``systems`` (already selected and ordered) × ``range(samples_per_system)`` into shards."""
+    """Cut ``systems`` (already selected and ordered) × ``range(samples_per_system)`` into shards.
+
+    ``sampling_key`` (see ``sampling_key_for``) enters every content hash: the same systems and
+    indices sampled with other complex-building settings are other work.
+    """
     for name, value in (
         ("samples.per_system", samples_per_system),
         ("shards.systems_per_shard", systems_per_shard),
@@ -266,7 +277,7 @@ def plan_shards(
                     shard_id=shard_id_for(block, sample_block),
                     system_ids=tuple(block_ids),
                     sample_indices=ks,
-                    content_hash=content_hash_for(block_ids, block_solutes, block_solvents, ks),
+                    content_hash=content_hash_for(block_ids, block_solutes, block_solvents, ks, sampling_key),
                     solute_smiles=tuple(block_solutes),
                     solvent_smiles=tuple(block_solvents),
                 )
@@ -365,9 +376,25 @@ def plan_for_dataset(
     settings = PlanSettings.from_config(config, dataset)
     systems = selected_systems(config, pairs_dir, dataset)
     specs = plan_shards(
-        systems, settings.samples_per_system, settings.systems_per_shard, settings.samples_per_shard
+        systems,
+        settings.samples_per_system,
+        settings.systems_per_shard,
+        settings.samples_per_shard,
+        sampling_key_for(config),
     )
     return systems, specs
+
+
+def sampling_key_for(config: dict[str, Any]) -> str:
+    """Canonical JSON of the complex-building settings (config ``samples`` less ``per_system``,
+    defaults filled), so a config that spells out a default gives the same key as one that omits it."""
+    import json
+    from dataclasses import asdict
+
+    from pairfactory.samples import SamplingSettings
+
+    settings = SamplingSettings.from_config(config.get("samples") or {})
+    return json.dumps(asdict(settings), sort_keys=True, separators=(",", ":"))
 
 
 def find_shard(specs: Sequence[ShardSpec], shard_id: str) -> ShardSpec:

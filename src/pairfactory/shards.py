@@ -92,6 +92,8 @@ SHARD_SCHEMA = pa.schema(
         pa.field("attempt_history", pa.list_(ATTEMPT_TYPE)),
         # JSON of the sampler's arrangement (placement of the solvent copies) of the last attempt
         pa.field("arrangement", pa.string()),
+        # canonical JSON of the complex-building settings (pairfactory.plan.sampling_key_for)
+        pa.field("sampling_settings_json", pa.string()),
         pa.field("engine_name", pa.string(), nullable=False),
         pa.field("engine_method", pa.string()),
         pa.field("engine_tag", pa.string(), nullable=False),
@@ -162,6 +164,7 @@ class SampleRow:
     attempts: int
     attempt_history: list[AttemptRecord] = field(default_factory=list)
     arrangement: str | None = None
+    sampling_settings_json: str | None = None
     engine_name: str = ""
     engine_method: str | None = None
     engine_tag: str = ""
@@ -286,11 +289,12 @@ def validate_shard(
     *,
     engine_tag: str | None = None,
     global_seed: int | None = None,
+    sampling_key: str | None = None,
 ) -> ShardValidation:
     """Check a shard file: schema, statuses, unique sample ids, counts, and (with ``expected``)
-    that every (system, k) of the plan is there exactly once and nothing else is. ``engine_tag``
-    and ``global_seed`` (when given) must match every row, so a shard made with other settings
-    is not taken as up to date."""
+    that every (system, k) of the plan is there exactly once and nothing else is. ``engine_tag``,
+    ``global_seed`` and ``sampling_key`` (when given) must match every row, so a shard made with
+    other settings is not taken as up to date."""
     path = Path(path)
     reasons: list[str] = []
     if not path.is_file():
@@ -303,7 +307,7 @@ def validate_shard(
         return ShardValidation(str(path), False, [_schema_difference(table.schema)], rows=table.num_rows)
 
     columns = table.select(
-        ["sample_id", "shard_id", "system_id", "k", "global_seed", "status", "engine_tag"]
+        ["sample_id", "shard_id", "system_id", "k", "global_seed", "status", "engine_tag", "sampling_settings_json"]
     ).to_pydict()
     rows = table.num_rows
     statuses = Counter(columns["status"])
@@ -332,6 +336,9 @@ def validate_shard(
         other_seeds = sorted(set(columns["global_seed"]) - {global_seed})
         if other_seeds:
             reasons.append(f"made with global seed(s) {other_seeds}, expected {global_seed}")
+
+    if sampling_key is not None and set(columns["sampling_settings_json"]) - {sampling_key}:
+        reasons.append("made with other sampling settings (config samples section) than expected")
 
     if expected is not None:
         if rows != expected.n_samples:

@@ -159,6 +159,11 @@ def test_rerun_is_a_no_op_and_a_broken_shard_is_recomputed(first_run: dict[str, 
         run_shard(first_run["spec"], first_run["systems"], other, out, 1, parts_cache=first_run["root"] / "parts",
                   engine=ExplodingEngine(first_run["engine"].inner), progress=False)
     assert out.stat().st_mtime_ns == before  # the failed run left the old shard alone
+    # other complex-building settings: not up to date either
+    two_waters = dict(first_run["config"], samples={"n_solvent": 2})
+    with pytest.raises(AssertionError, match="must not be recomputed"):
+        run_shard(first_run["spec"], first_run["systems"], two_waters, out, 1, parts_cache=first_run["root"] / "parts",
+                  engine=ExplodingEngine(first_run["engine"].inner), progress=False)
 
     # a truncated shard is recomputed (here by the real engine, parts from the cache)
     broken = tmp_path / "broken.parquet"

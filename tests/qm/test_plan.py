@@ -140,6 +140,19 @@ def test_content_hash_covers_smiles() -> None:
     assert plan_shards(systems, 2, 4, 2)[0].content_hash != plan_shards(changed, 2, 4, 2)[0].content_hash
 
 
+def test_sampling_settings_enter_the_content_hash() -> None:
+    from pairfactory.plan import sampling_key_for
+
+    systems = systems_from_pair_tables([pair_table(SOLUTES[:4])])
+    default = sampling_key_for({})
+    assert sampling_key_for({"samples": {"per_system": 9, "n_solvent": 1}}) == default  # defaults spelled out
+    two = sampling_key_for({"samples": {"n_solvent": 2}})
+    assert two != default
+    assert plan_shards(systems, 2, 4, 2, default)[0].content_hash != plan_shards(systems, 2, 4, 2, two)[0].content_hash
+    with pytest.raises(UserError, match="n_solvnet"):
+        sampling_key_for({"samples": {"n_solvnet": 2}})
+
+
 def test_select_systems_is_stable_when_rows_are_appended() -> None:
     old = systems_from_pair_tables([pair_table(SOLUTES[:15])])
     new = systems_from_pair_tables([pair_table(SOLUTES)])

@@ -62,7 +62,7 @@ def make_row(system_id: str, k: int, status: str = "ok", shard_id: str = "s00000
         interaction_energy_hartree=e_int, interaction_energy_kcal_mol=None if e_int is None else e_int * 627.5,
         solute_status="ok", solvent_status="ok", wall_time_s=0.5, attempts=1,
         attempt_history=[AttemptRecord(0, 1234 + k, status, None, 12, status == "ok", energy, 0.5)],
-        arrangement='{"seed": 1}', engine_name="xtb", engine_method="GFN2-xTB", engine_tag=TAG,
+        arrangement='{"seed": 1}', sampling_settings_json='{"n_solvent":1}', engine_name="xtb", engine_method="GFN2-xTB", engine_tag=TAG,
         engine_settings_json="{}", engine_version="tblite 0.4.0", pairfactory_version="0.1.0", host="test",
         threads=1, started_at=now, finished_at=now,
     )
@@ -130,6 +130,7 @@ def test_wrong_counts_duplicates_and_settings_are_invalid(tmp_path: Path) -> Non
     assert validate_shard(path, spec).valid
     assert any("engine tag" in r for r in validate_shard(path, spec, engine_tag="xtb-ffffffff").reasons)
     assert any("global seed" in r for r in validate_shard(path, spec, global_seed=5).reasons)
+    assert any("sampling settings" in r for r in validate_shard(path, spec, sampling_key='{"n_solvent":2}').reasons)
     other = ShardSpec("s00001-k000", spec.system_ids, spec.sample_indices, spec.content_hash)
     assert any("belong to shard" in r for r in validate_shard(path, other).reasons)
 
