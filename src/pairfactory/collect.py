@@ -72,6 +72,7 @@ def collect(
     """Validate, reconcile and write the manifest; raises UserError if a shard is missing or invalid."""
     import pandas as pd
     import pyarrow.dataset as pads
+    from tqdm import tqdm
 
     from pairfactory.optimize import OptimizeSettings
     from pairfactory.plan import PlanSettings, plan_for_dataset, sampling_key_for
@@ -91,7 +92,7 @@ def collect(
     validations: list[tuple[Any, ShardValidation]] = []
     missing: list[str] = []
     invalid: list[str] = []
-    for spec in specs:
+    for spec in tqdm(specs, desc=f"validate {dataset} shards", unit="shard", mininterval=1.0):
         path = shards_dir / f"{spec.shard_id}.parquet"
         result = validate_shard(path, spec, engine_tag=tag, global_seed=settings.global_seed,
                                 sampling_key=sampling_key)
