@@ -315,7 +315,8 @@ def validate_shard(
     if unknown:
         reasons.append(f"unknown status values {unknown}")
     ok = statuses.get(STATUS_OK, 0)
-    failed = sum(n for s, n in statuses.items() if s != STATUS_OK)
+    # failed = a known failure status; a row with an unknown status is neither, so it breaks the sum
+    failed = sum(n for s, n in statuses.items() if s in STATUS_VALUES and s != STATUS_OK)
 
     sample_ids = columns["sample_id"]
     dupes = [sid for sid, n in Counter(sample_ids).items() if n > 1]
@@ -357,7 +358,7 @@ def validate_shard(
             reasons.append(f"{len(repeated)} (system, k) present more than once, e.g. {repeated[0]}")
         if extra:
             reasons.append(f"{len(extra)} (system, k) not in the plan, e.g. {extra[0]}")
-    if ok + failed != rows:  # statuses are non-null by schema, so this guards the counting itself
+    if ok + failed != rows:
         reasons.append(f"ok ({ok}) + failed ({failed}) != rows ({rows})")
     return ShardValidation(str(path), not reasons, reasons, rows=rows, ok=ok, failed=failed, by_status=dict(statuses))
 

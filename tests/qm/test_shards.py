@@ -142,7 +142,9 @@ def test_wrong_counts_duplicates_and_settings_are_invalid(tmp_path: Path) -> Non
     bad_status = full_rows(spec)
     bad_status[0].status = "exploded"
     write_shard(table_from_rows(bad_status), path)
-    assert any("unknown status" in r for r in validate_shard(path, spec).reasons)
+    reasons = validate_shard(path, spec).reasons
+    assert any("unknown status" in r for r in reasons)
+    assert any("ok (3) + failed (0) != rows (4)" in r for r in reasons)
 
 
 def test_failed_write_leaves_no_file_at_final_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
