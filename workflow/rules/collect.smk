@@ -18,10 +18,13 @@ rule collect:
         mem_mb=4000,
         runtime=30,
     params:
+        # a Path: Snakemake records only builtin-typed params, so a new snapshot (any config
+        # change) is no rerun trigger by itself; the params below are
+        config_file=Path(CONFIG_FILE),
         pairs_dir=PAIRS_DIR,
         shards_dir=lambda wildcards: f"{SHARDS_DIR}/{wildcards.dataset}/{wildcards.tag}",
         out_dir=lambda wildcards, output: os.path.dirname(output.manifest),
     shell:
-        "pairfactory collect --config {CONFIG_FILE} --dataset {wildcards.dataset} "
+        "pairfactory collect --config {params.config_file} --dataset {wildcards.dataset} "
         "--pairs-dir {params.pairs_dir} --shards-dir {params.shards_dir} "
         "--out-dir {params.out_dir} > {log} 2>&1"

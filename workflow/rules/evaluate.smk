@@ -18,12 +18,15 @@ rule evaluate:
         mem_mb=lambda wildcards, attempt: config["evaluate"]["mem_mb"] * attempt,
         runtime=lambda wildcards, attempt: config["evaluate"]["runtime_min"] * attempt,
     params:
+        # a Path: Snakemake records only builtin-typed params, so a new snapshot (any config
+        # change) is no rerun trigger by itself; the params below are
+        config_file=Path(CONFIG_FILE),
         table=lambda wildcards: f"{PAIRS_DIR}/{wildcards.dataset}/{wildcards.target}.parquet",
         # the protocol settings are what the result depends on; other config keys are not
         protocol=evaluate_protocol(),
         seed=config["seed"],
         out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
     shell:
-        "pairfactory evaluate --config {CONFIG_FILE} --pairs {params.table} "
+        "pairfactory evaluate --config {params.config_file} --pairs {params.table} "
         "--model {wildcards.model} --split {wildcards.split} --fold {wildcards.fold} "
         "--repeat {wildcards.repeat} --threads {threads} --out {params.out_dir} > {log} 2>&1"

@@ -16,6 +16,9 @@ rule optimize:
         mem_mb=lambda wildcards, attempt: config["qm"]["mem_mb"] * attempt,
         runtime=lambda wildcards, attempt: config["qm"]["runtime_min"] * attempt,
     params:
+        # a Path: Snakemake records only builtin-typed params, so a new snapshot (any config
+        # change) is no rerun trigger by itself; the params below are
+        config_file=Path(CONFIG_FILE),
         # what the shard computes: its systems, their SMILES and its sample indices (pairfactory.plan)
         content_hash=shard_content_hash,
         seed=config["seed"],
@@ -24,6 +27,6 @@ rule optimize:
     shell:
         # first log line: where the shard ran (the SLURM job id makes a shard traceable to sacct/squeue)
         'echo "optimize {wildcards.dataset}/{wildcards.shard} on $(hostname), SLURM job ${{SLURM_JOB_ID:-none}}" > {log}; '
-        "pairfactory optimize --config {CONFIG_FILE} --dataset {wildcards.dataset} "
+        "pairfactory optimize --config {params.config_file} --dataset {wildcards.dataset} "
         "--pairs-dir {params.pairs_dir} --shard {wildcards.shard} --out {output} "
         "--threads {threads} >> {log} 2>&1"

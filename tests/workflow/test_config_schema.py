@@ -1,0 +1,97 @@
+"""A wrong config key or value fails before any job runs, naming the key; the workflow and the CLI
+stages read the same schema and fill the same defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pairfactory.config import load_config
+from pairfactory.errors import UserError
+from workflow_helpers import REPO_ROOT, freesolv_subset, run_snakemake, small_qm_config, write_config
+
+
+@pytest.fixture()
+def workdir(tmp_path: Path) -> Path:
+    freesolv_subset(tmp_path / "raw" / "freesolv.txt", 20)
+    return tmp_path
+
+
+def _assert_failed_before_any_job(workdir: Path, run_output: str, returncode: int, *needles: str) -> None:
+    assert returncode != 0, run_output[-3000:]
+    for needle in needles:
+        assert needle in run_output, f"{needle!r} not in:\n{run_output[-3000:]}"
+    # no job ran: no pair table, no log of a job
+    assert not (workdir / "results" / "pairs").exists()
+    assert not (workdir / "results" / "logs").exists()
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "needles"),
+    [
+        # a misspelt key deep down is named with its place
+        ("qm", {"datasets": {"freesolv": {"max_sytems": 3}}}, ["max_sytems", "['qm']['datasets']['freesolv']"]),
+        ("shards", {"systems_per_shard": 0}, ["systems_per_shard", "minimum"]),
+        ("engine", {"name": "gaussian"}, ["gaussian", "['engine']['name']"]),
+        ("evaluate", {"models": ["attentivefp", "gcn"]}, ["gcn", "['evaluate']['models']"]),
+        ("samples", {"per_system": "8"}, ["per_system", "not of type 'integer'"]),
+        ("engine", {"xtb": {"fmax": 0.1}}, ["fmax", "['engine']['xtb']"]),
+    ],
+)
+def test_schema_rejects_a_wrong_key_or_value_naming_it(
+    workdir: Path, section: str, values: dict, needles: list[str]
+) -> None:
+    write_config(workdir, small_qm_config(**{section: values}))
+    run = run_snakemake(workdir, "-n", "--cores", "1")
+    _assert_failed_before_any_job(workdir, run.output, run.returncode, *needles)
+
+
+def test_unknown_top_level_section_is_rejected(workdir: Path) -> None:
+    config = small_qm_config()
+    config["qm_settings"] = {"threads": 2}
+    write_config(workdir, config)
+    run = run_snakemake(workdir, "-n", "--cores", "1")
+    _assert_failed_before_any_job(workdir, run.output, run.returncode, "qm_settings")
+
+
+def test_qm_dataset_must_be_curated(workdir: Path) -> None:
+    write_config(workdir, small_qm_config(qm={"datasets": {"freesolv": {}, "mnsol": {}}}))
+    run = run_snakemake(workdir, "-n", "--cores", "1")
+    _assert_failed_before_any_job(workdir, run.output, run.returncode, "qm.datasets.mnsol")
+
+
+def test_dataset_without_its_data_path_is_named(workdir: Path) -> None:
+    write_config(workdir, small_qm_config(datasets=["freesolv", "combisolv"]))
+    run = run_snakemake(workdir, "-n", "--cores", "1")
+    _assert_failed_before_any_job(workdir, run.output, run.returncode, "data.combisolv_csv")
+
+
+def test_missing_raw_file_is_named(workdir: Path) -> None:
+    write_config(workdir, small_qm_config(data={"freesolv_txt": "raw/nope.txt"}))
+    run = run_snakemake(workdir, "-n", "--cores", "1")
+    _assert_failed_before_any_job(workdir, run.output, run.returncode, "data.freesolv_txt", "raw/nope.txt")
+
+
+def test_workflow_and_cli_fill_the_same_defaults(workdir: Path) -> None:
+    write_config(workdir, small_qm_config())
+    run_snakemake(workdir, "-n", "--cores", "1").check()
+    # the workflow hands the stages a snapshot of its effective config ...
+    (snapshot,) = (workdir / "results" / "config").glob("config-*.yaml")
+    from_workflow = yaml.safe_load(snapshot.read_text())
+    # ... which is what pairfactory.config makes of the same file
+    assert from_workflow == load_config(workdir / "config.yaml")
+    assert from_workflow["engine"]["xtb"]["fmax_ev_per_angstrom"] == 0.05
+    assert from_workflow["evaluate"]["folds"] == 5
+
+
+@pytest.mark.parametrize("path", ["config.yaml", "config/full.yaml"])
+def test_shipped_configs_are_valid(path: str) -> None:
+    config = load_config(REPO_ROOT / path)
+    assert set(config["qm"]["datasets"]) <= set(config["datasets"])
+
+
+def test_load_config_names_the_key() -> None:
+    with pytest.raises(UserError, match=r"qm\.datasets\.freesolv: .*'max_sytems'"):
+        load_config(REPO_ROOT / "config.yaml", {"qm": {"datasets": {"freesolv": {"max_sytems": 1}}}})
