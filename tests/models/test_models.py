@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from pairfactory.errors import UserError
 from pairfactory.graphs import GraphCache, PairItem, collate_pairs, featurize_mol
 from pairfactory.models import MODEL_NAMES, ModelOutput, build_model, default_hparams
-from pairfactory.models.layers import EdgeConditionedConv, NodeLayout, interaction_blocks
+from pairfactory.models.layers import EdgeConditionedConv, NodeLayout, distinct_rows, interaction_blocks
 
 torch.set_num_threads(1)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -97,6 +97,16 @@ def test_edge_conditioned_conv_equals_dgl_nnconv(cache):
         ours.bias.copy_(ref.bias)
     h = torch.randn(graph.num_nodes(), dim)
     torch.testing.assert_close(ours(graph, h, graph.edata["e"]), ref(graph, h, graph.edata["e"]), rtol=1e-5, atol=1e-5)
+
+
+def test_distinct_rows_of_binary_and_general_matrices():
+    torch.manual_seed(0)
+    binary = (torch.rand(300, 11) < 0.3).float()
+    general = torch.randint(0, 3, (300, 4)).float() / 2
+    for x in (binary, general):
+        rows, inverse = distinct_rows(x)
+        assert torch.equal(rows[inverse], x)
+        assert rows.shape[0] == torch.unique(x, dim=0).shape[0]
 
 
 @pytest.mark.parametrize("name", INTERACTION_MODELS)

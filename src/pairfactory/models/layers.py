@@ -116,21 +116,21 @@ class NodeLayout:
 class EdgeConditionedConv(nn.Module):
     """Edge-conditioned convolution (Gilmer et al. 2017), numerically the same layer as
     ``dgl.nn.NNConv(in, out, edge_func, aggregator_type="sum", residual=True)`` with
-    ``edge_func = Linear(edge_in, edge_hidden) -> ReLU -> Linear(edge_hidden, in*out)``.
+    ``edge_func = Linear(edge_in, edge_hidden) -> ReLU -> Linear(edge_hidden, in*out)``:
+    ``out_v = res(h_v) + bias + sum_{u->v} h_u @ W(e_uv)``.
 
-    NNConv builds an ``in x out`` weight matrix per edge (``[E, in, out]`` floats, twice) at every
-    call. Because the edge network ends in a linear layer, the message
-    ``h_src @ W(e) = sum_k z_k(e) * (h_src @ A_k) + h_src @ B`` (z = ReLU(first layer)) can be
-    computed from per-node products ``h @ [A_1 .. A_K, B]`` and a weighted sum per edge, which is
-    exact and uses far less time and memory. ``edge_hidden(e)`` can be computed
-    once per forward and reused across message-passing steps (``edge_hidden`` below).
-    The parameter layout matches NNConv's (``edge_func.0``, ``edge_func.2``, ``bias``), see the
-    equivalence test in tests/models/test_models.py.
+    NNConv runs the edge network on every edge and materializes ``[E, in, out]`` weights and
+    messages at every call. Bond features are one-hot, so a batch has only a handful of distinct
+    edge feature rows (about 10 in 256 MNSol pairs); the edge network runs once per distinct row
+    (``edge_weights``, once per forward, reused across message-passing steps) and
+    ``dgl.ops.gather_mm`` multiplies each edge's source features by its row's matrix without
+    copying it per edge: 5x faster than NNConv's formulation on CPU, same numbers (see the
+    equivalence test in tests/models/test_models.py). Parameter names match NNConv's.
     """
 
     def __init__(self, in_dim: int, out_dim: int, edge_in: int, edge_hidden: int) -> None:
         super().__init__()
-        self.in_dim, self.out_dim, self.edge_hidden_dim = in_dim, out_dim, edge_hidden
+        self.in_dim, self.out_dim = in_dim, out_dim
         self.edge_func = nn.Sequential(
             nn.Linear(edge_in, edge_hidden), nn.ReLU(), nn.Linear(edge_hidden, in_dim * out_dim)
         )
@@ -139,30 +139,41 @@ class EdgeConditionedConv(nn.Module):
         if isinstance(self.res_fc, nn.Linear):  # NNConv's initialization
             nn.init.xavier_normal_(self.res_fc.weight, gain=nn.init.calculate_gain("relu"))
 
-    def edge_hidden(self, efeat: torch.Tensor) -> torch.Tensor:
-        """[E, edge_in] -> [E, K + 1]: the edge network's hidden layer plus a constant 1 (bias)."""
-        z = self.edge_func[1](self.edge_func[0](efeat))
-        return torch.cat([z, z.new_ones(z.shape[0], 1)], dim=1)
+    def edge_weights(self, efeat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per distinct edge feature row: weight matrices [U, in, out]; per edge: its row [E]."""
+        rows, inverse = distinct_rows(efeat)
+        return self.edge_func(rows).view(-1, self.in_dim, self.out_dim), inverse
 
     def forward(
-        self, graph: dgl.DGLGraph, feat: torch.Tensor, efeat: torch.Tensor, z: torch.Tensor | None = None
+        self,
+        graph: dgl.DGLGraph,
+        feat: torch.Tensor,
+        efeat: torch.Tensor,
+        weights: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         out = self.res_fc(feat) + self.bias
         if graph.num_edges() == 0:  # e.g. a batch of water molecules: no messages at all
             return out
-        if z is None:
-            z = self.edge_hidden(efeat)
-        last = self.edge_func[2]
-        k = self.edge_hidden_dim
-        # weight [in*out, K] -> [in, K, out]; bias [in*out] -> [in, 1, out]; stacked [in, K+1, out]
-        w = last.weight.view(self.in_dim, self.out_dim, k).permute(0, 2, 1)
-        b = last.bias.view(self.in_dim, 1, self.out_dim)
-        stacked = torch.cat([w, b], dim=1).reshape(self.in_dim, (k + 1) * self.out_dim)
-        per_node = (feat @ stacked).view(-1, k + 1, self.out_dim)
+        w, inverse = weights if weights is not None else self.edge_weights(efeat)
         src, dst = graph.edges()
-        # Gather + bmm + index_add measured 2x faster on CPU than DGL's broadcasting u_mul_e.
-        messages = torch.bmm(z.unsqueeze(1), per_node[src]).squeeze(1)
+        messages = dgl.ops.gather_mm(feat[src], w, idx_b=inverse)
         return out.index_add(0, dst, messages)
+
+
+def distinct_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.unique(x, dim=0, return_inverse=True)``, fast for 0/1 matrices (one-hot features).
+
+    ``unique(dim=0)`` compares rows one by one (it took 44 % of a CIGIN forward); 0/1 rows are
+    instead read as binary numbers, made unique as integers and decoded back (exact).
+    """
+    width = x.shape[1]
+    if 0 < width <= 52 and bool(((x == 0) | (x == 1)).all()):
+        bits = torch.arange(width, device=x.device)
+        codes = (x.to(torch.float64) @ (2.0**bits).to(torch.float64)).to(torch.int64)
+        unique_codes, inverse = torch.unique(codes, return_inverse=True)
+        rows = ((unique_codes.unsqueeze(1) >> bits) & 1).to(x.dtype)
+        return rows, inverse
+    return torch.unique(x, dim=0, return_inverse=True)
 
 
 class GatherEncoder(nn.Module):
@@ -195,9 +206,9 @@ class GatherEncoder(nn.Module):
 
     def forward(self, graph: dgl.DGLGraph, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.lin0(x))
-        z = self.conv.edge_hidden(e) if graph.num_edges() else None
+        weights = self.conv.edge_weights(e) if graph.num_edges() else None
         for _ in range(self.steps):
-            m = F.relu(self.conv(graph, h, e, z))
+            m = F.relu(self.conv(graph, h, e, weights))
             h = self.message_layer(torch.cat([m, h], dim=1)) if self.update == "linear" else self.message_layer(m, h)
         return h + self.skip(x)
 
