@@ -53,6 +53,12 @@ def test_build_model_names_and_errors():
         build_model("cigin", beta=1.0)
     with pytest.raises(UserError, match="contradicts"):
         build_model("cgib", contrastive=True)
+    with pytest.raises(UserError, match="message_passing_steps"):
+        build_model("cigin", message_passing_steps=0)
+    with pytest.raises(UserError, match="kl_form"):
+        build_model("cgib", kl_form="approx")
+    with pytest.raises(UserError, match="dropout"):
+        build_model("attentivefp", dropout=1.5)
     # the published defaults
     assert default_hparams("cigin")["message_passing_steps"] == 6
     cgib = default_hparams("cgib_contrastive")
@@ -178,11 +184,18 @@ def test_prediction_is_invariant_to_atom_order(name, cache):
     torch.testing.assert_close(perm, ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kl_form", ["cgib", "exact"])
-@pytest.mark.parametrize("name", ["cgib", "cgib_contrastive"])
-def test_information_bottleneck_terms(name, kl_form, cache):
+@pytest.mark.parametrize(
+    "name,hp",
+    [
+        ("cgib", {"kl_form": "cgib"}),
+        ("cgib", {"kl_form": "exact"}),
+        ("cgib_contrastive", {"kl_form": "cgib"}),
+        ("cgib_contrastive", {"kl_form": "exact", "contrast_target": "full"}),
+    ],
+)
+def test_information_bottleneck_terms(name, hp, cache):
     batch = make_batch(cache)
-    model = fresh(name, kl_form=kl_form, beta=0.5)
+    model = fresh(name, beta=0.5, **hp)
     model.train()
     for seed in range(3):
         torch.manual_seed(seed)

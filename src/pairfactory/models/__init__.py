@@ -74,7 +74,10 @@ def build_model(
             f"model {name!r} has no hyper-parameter(s) {unknown}; it accepts {sorted(accepted)} "
             "(check the evaluate section of the config)"
         )
-    return factory(node_in=node_in, edge_in=edge_in, **given)
+    try:
+        return factory(node_in=node_in, edge_in=edge_in, **given)
+    except ValueError as err:  # an invalid value (not a bug): say which model and how to fix it
+        raise UserError(f"model {name!r}: invalid hyper-parameter value: {err}") from err
 
 
 def _lookup(name: str) -> tuple[Callable[..., PairModel], type[PairModel]]:

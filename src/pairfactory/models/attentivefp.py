@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from dgl.nn.functional import edge_softmax
 from torch import nn
 
-from pairfactory.models.layers import ModelOutput, PairModel, mlp_head, zero_loss
+from pairfactory.models.layers import ModelOutput, PairModel, mlp_head, require_positive, zero_loss
 
 
 class _GetContext(nn.Module):
@@ -99,7 +99,9 @@ class _GlobalPool(nn.Module):
 class AttentiveFPEncoder(nn.Module):
     """AttentiveFPGNN + AttentiveFPReadout for one molecule type: graph -> [B, size]."""
 
-    def __init__(self, node_in: int, edge_in: int, size: int, num_layers: int, num_timesteps: int, dropout: float):
+    def __init__(
+        self, node_in: int, edge_in: int, size: int, num_layers: int, num_timesteps: int, dropout: float
+    ) -> None:
         super().__init__()
         if num_layers < 1 or num_timesteps < 1:
             raise ValueError(f"num_layers and num_timesteps must be >= 1 (got {num_layers}, {num_timesteps})")
@@ -133,6 +135,9 @@ class AttentiveFP(PairModel):
         head_hidden: tuple[int, ...] = (256, 128),
     ) -> None:
         super().__init__()
+        require_positive(graph_feat_size=graph_feat_size, num_layers=num_layers, num_timesteps=num_timesteps)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), not {dropout}")
         self.hparams = {
             "node_in": node_in, "edge_in": edge_in, "graph_feat_size": graph_feat_size,
             "num_layers": num_layers, "num_timesteps": num_timesteps, "dropout": dropout,

@@ -21,7 +21,9 @@ Follows Namkyeong/CGIB ``MolecularInteraction/models/CGIB.py`` and ``CGIB_cont.p
 - conditional term: ``cgib`` regresses the solvent's Set2Set vector from the compressed solute's
   (``Linear(4h, 4h)``, MSE); ``cgib_contrastive`` uses InfoNCE between the compressed solute
   vector and the solvent vector of the same pair (cosine similarity / ``tau``) against the other
-  pairs of the batch;
+  pairs of the batch (``contrast_target="full"``: against the uncompressed solute vector of the
+  same pair instead, our option: with a single solvent, e.g. water in FreeSolv, every solvent
+  vector is nearly the same and the published target gives a constant log(batch size));
 - defaults ``beta = 1.0`` (weight of KL and conditional term) and ``tau = 1.0``, as CGIB's
   ``argument.py``.
 
@@ -55,6 +57,7 @@ from pairfactory.models.layers import (
     PairModel,
     interact,
     mlp_head,
+    require_positive,
 )
 
 _EPS = 1e-7
@@ -83,6 +86,7 @@ class CGIB(PairModel):
         beta: float = 1.0,
         contrastive: bool = False,
         tau: float = 1.0,
+        contrast_target: str = "solvent",
         kl_form: str = "cgib",
         temperature: float = 1.0,
         update: str = "linear",
@@ -90,17 +94,23 @@ class CGIB(PairModel):
         super().__init__()
         if kl_form not in ("cgib", "exact"):
             raise ValueError(f"kl_form must be 'cgib' or 'exact', not {kl_form!r}")
-        if tau <= 0 or temperature <= 0 or beta < 0:
-            raise ValueError(f"need tau > 0, temperature > 0, beta >= 0 (got {tau}, {temperature}, {beta})")
+        if contrast_target not in ("solvent", "full"):
+            raise ValueError(f"contrast_target must be 'solvent' or 'full', not {contrast_target!r}")
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0, not {beta}")
+        require_positive(
+            hidden_dim=hidden_dim, edge_hidden_dim=edge_hidden_dim, message_passing_steps=message_passing_steps,
+            set2set_steps=set2set_steps, set2set_layers=set2set_layers, tau=tau, temperature=temperature,
+        )
         hidden = hidden_dim or node_in
         edge_hidden = edge_hidden_dim or edge_in
         self.hparams = {
             "node_in": node_in, "edge_in": edge_in, "hidden_dim": hidden, "edge_hidden_dim": edge_hidden,
             "message_passing_steps": message_passing_steps, "set2set_steps": set2set_steps,
             "set2set_layers": set2set_layers, "beta": beta, "contrastive": contrastive, "tau": tau,
-            "kl_form": kl_form, "temperature": temperature, "update": update,
+            "contrast_target": contrast_target, "kl_form": kl_form, "temperature": temperature, "update": update,
         }
-        self.beta, self.contrastive, self.tau = beta, contrastive, tau
+        self.beta, self.contrastive, self.tau, self.contrast_target = beta, contrastive, tau, contrast_target
         self.kl_form, self.temperature = kl_form, temperature
         self.solute_gather = GatherEncoder(node_in, edge_in, hidden, edge_hidden, message_passing_steps, update)
         self.solvent_gather = GatherEncoder(node_in, edge_in, hidden, edge_hidden, message_passing_steps, update)
@@ -127,7 +137,8 @@ class CGIB(PairModel):
         solvent_feats = torch.cat([hv, inter.solvent_prime], dim=1)
 
         gv = self.set2set_solvent(solvent_bg, solvent_feats)
-        full = self.predictor(torch.cat([self.set2set_solute(solute_bg, solute_feats), gv], dim=1)).squeeze(-1)
+        gu = self.set2set_solute(solute_bg, solute_feats)
+        full = self.predictor(torch.cat([gu, gv], dim=1)).squeeze(-1)
         logits = self.compressor(solute_feats).squeeze(-1)
         aux: dict[str, torch.Tensor] = {
             "interaction_map": inter.imap.detach(),
@@ -141,7 +152,7 @@ class CGIB(PairModel):
         gu_noisy = self.set2set_solute(solute_bg, noisy)
         bottleneck = self.predictor(torch.cat([gu_noisy, gv], dim=1)).squeeze(-1)
         if self.contrastive:
-            cond = info_nce(gu_noisy, gv, self.tau)
+            cond = info_nce(gu_noisy, gv if self.contrast_target == "solvent" else gu, self.tau)
         else:
             assert self.solvent_predictor is not None
             cond = F.mse_loss(self.solvent_predictor(gu_noisy), gv)

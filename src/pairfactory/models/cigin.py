@@ -27,6 +27,7 @@ from pairfactory.models.layers import (
     PairModel,
     interact,
     mlp_head,
+    require_positive,
     zero_loss,
 )
 
@@ -45,6 +46,10 @@ class CIGIN(PairModel):
         tanh: bool = True,
     ) -> None:
         super().__init__()
+        require_positive(
+            hidden_dim=hidden_dim, edge_hidden_dim=edge_hidden_dim, message_passing_steps=message_passing_steps,
+            set2set_steps=set2set_steps, set2set_layers=set2set_layers,
+        )
         hidden = hidden_dim or node_in
         edge_hidden = edge_hidden_dim or edge_in
         self.hparams = {

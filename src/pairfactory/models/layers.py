@@ -281,5 +281,12 @@ def mlp_head(in_dim: int, hidden: tuple[int, ...] = (256, 128), dropout: float =
     return nn.Sequential(*layers)
 
 
+def require_positive(**values: int | float | None) -> None:
+    """Raise ValueError naming every size/step argument that is given and not > 0."""
+    bad = {k: v for k, v in values.items() if v is not None and not v > 0}
+    if bad:
+        raise ValueError(f"must be > 0: {bad}")
+
+
 def zero_loss(like: torch.Tensor) -> torch.Tensor:
     return like.new_zeros(())
