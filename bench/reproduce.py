@@ -49,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default="random", choices=("random", "solute", "scaffold"))
     parser.add_argument("--folds", type=int, default=5, help="k of k-fold (CGIB: 5)")
     parser.add_argument("--repeats", type=int, default=5, help="repeats of the k-fold CV (CGIB: 5)")
+    parser.add_argument("--run-folds", type=int, default=None, help="run only the first N folds of each repeat")
     parser.add_argument("--epochs", type=int, default=TrainSettings.max_epochs, help="max epochs (CGIB: 500)")
     parser.add_argument("--patience", type=int, default=TrainSettings.patience, help="early stopping (CGIB: 50)")
     parser.add_argument("--batch-size", type=int, default=TrainSettings.batch_size, help="CGIB: 256")
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [
         (repeat, fold, dataset, target, model)
         for repeat in range(args.repeats)
-        for fold in range(args.folds)
+        for fold in range(min(args.folds, args.run_folds or args.folds))
         for (dataset, target) in tables
         for model in args.models
     ]

@@ -269,9 +269,11 @@ def train_model(
             best_state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
         scheduler.step(valid_mse)
         bar.set_postfix(loss=f"{train_loss:.3g}", valid=f"{valid_m['rmse']:.3g}", best=best_epoch)
-        log.debug(
-            "epoch %d: train loss %.4g, valid RMSE %.4g, test RMSE %.4g, lr %.2g",
-            epoch, train_loss, valid_m["rmse"], test_m["rmse"], lr_now,
+        # a line every 10 epochs: runs in the background (no bar) still show progress
+        log.log(
+            logging.INFO if epoch % 10 == 0 else logging.DEBUG,
+            "epoch %d/%d: train loss %.4g, valid RMSE %.4g, test RMSE %.4g, lr %.2g, best epoch %d",
+            epoch, settings.max_epochs, train_loss, valid_m["rmse"], test_m["rmse"], lr_now, best_epoch,
         )
         if epoch - best_epoch >= settings.patience:
             stopped_early = True
