@@ -606,18 +606,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    cache = GraphCache(args.cache)
-    rows: list[dict[str, str]] = []
-    n_smiles = 0
+    import pyarrow.parquet as pq
+
+    # Check every table before featurizing anything, so a typo fails in a second.
     for table in args.pairs:
-        if not table.exists():
+        if not table.is_file():
             raise InputFileError(table, "no such pair table; run `pairfactory pairs` first")
         try:
-            df = pd.read_parquet(table, columns=[SOLUTE_COLUMN, SOLVENT_COLUMN])
+            columns = set(pq.read_schema(table).names)
         except Exception as err:
-            raise InputFileError(table, f"not a pair table with {SOLUTE_COLUMN}/{SOLVENT_COLUMN}: {err}") from err
-        smiles = list(dict.fromkeys(df[SOLUTE_COLUMN].tolist() + df[SOLVENT_COLUMN].tolist()))
-        n_smiles += len(smiles)
+            raise InputFileError(table, f"not a Parquet file ({err})") from err
+        if not {SOLUTE_COLUMN, SOLVENT_COLUMN} <= columns:
+            raise InputFileError(
+                table, f"not a pair table: no {SOLUTE_COLUMN}/{SOLVENT_COLUMN} columns (has {sorted(columns)})"
+            )
+
+    cache = GraphCache(args.cache)
+    rows: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for table in args.pairs:
+        df = pd.read_parquet(table, columns=[SOLUTE_COLUMN, SOLVENT_COLUMN])
+        smiles = [s for s in dict.fromkeys(df[SOLUTE_COLUMN].tolist() + df[SOLVENT_COLUMN].tolist()) if s not in seen]
+        seen.update(smiles)
         failed = cache.featurize_all(smiles, desc=f"featurize {table.name}")
         rows += [{"smiles": s, "reason": r, "table": str(table)} for s, r in failed.items()]
     cache.save()
@@ -625,7 +635,7 @@ def run(args: argparse.Namespace) -> int:
         args.rejects.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(rows, columns=["smiles", "reason", "table"]).to_parquet(args.rejects, index=False)
     print(
-        f"{n_smiles} unique SMILES in {len(args.pairs)} table(s): {n_smiles - len(rows)} featurized, "
+        f"{len(seen)} unique SMILES in {len(args.pairs)} table(s): {len(seen) - len(rows)} featurized, "
         f"{len(rows)} failed; cache {args.cache} holds {len(cache)} graphs "
         f"(features: {ATOM_FEATURE_DIM} per atom, {BOND_FEATURE_DIM} per bond, spec {FEATURE_SPEC_HASH})"
     )

@@ -287,6 +287,7 @@ def test_featurize_cli_writes_cache_and_rejects(tmp_path):
     rej = pd.read_parquet(rejects)
     assert sorted(rej["smiles"]) == ["C1CC", "not_a_smiles"]
     assert main(["featurize", "--pairs", str(tmp_path / "missing.parquet"), "--cache", str(cache)]) == 2
+    assert main(["featurize", "--pairs", str(table), str(rejects), "--cache", str(cache)]) == 2  # not a pair table
 
 
 def test_featurize_help_has_an_example(capsys):
