@@ -30,6 +30,7 @@ from pathlib import Path
 _threads_arg = next((sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == "--threads"), "1")
 for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_name] = _threads_arg
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `pairfactory optimize` does
 
 import pandas as pd  # noqa: E402
 

@@ -88,12 +88,17 @@ def default_threads() -> int:
 
 
 def configure_threads(threads: int) -> None:
-    """Set the OpenMP/BLAS thread variables. Only effective before the engine libraries are
-    imported (their pools are sized at load time); the engine also limits its pool per call."""
+    """Set the OpenMP/BLAS thread variables (and passive OpenMP waiting). Only effective before the
+    engine libraries are imported (their pools are set up at load time); the engine also limits
+    its pool per call."""
     if threads < 1:
         raise UserError(f"--threads must be >= 1, got {threads}")
     for name in THREAD_ENV_VARS:
         os.environ[name] = str(threads)
+    # OpenMP's default active wait makes idle threads spin: on a machine whose cores are shared
+    # (other jobs, other shards) a 2-thread xtb shard then ran 8-14x slower than with passive
+    # waiting (docs/shards.md, "Measured"). An explicit setting by the user wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 # ---------------------------------------------------------------------------------------------

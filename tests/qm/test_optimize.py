@@ -229,6 +229,23 @@ def test_default_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     assert default_threads() == len(os.sched_getaffinity(0))
 
 
+def test_configure_threads_sets_pools_and_keeps_an_explicit_wait_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from pairfactory.optimize import configure_threads
+
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY"):
+        monkeypatch.delenv(name, raising=False)
+    configure_threads(3)
+    assert os.environ["OMP_NUM_THREADS"] == os.environ["OPENBLAS_NUM_THREADS"] == "3"
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    configure_threads(1)
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE" and os.environ["MKL_NUM_THREADS"] == "1"
+    with pytest.raises(UserError, match="threads"):
+        configure_threads(0)
+
+
 def test_unknown_system_is_a_user_error(tmp_path: Path) -> None:
     systems = tiny_systems(["CO"])
     spec = plan_shards(tiny_systems(["CCO"]), 1, 1, 1)[0]
