@@ -145,7 +145,9 @@ class OptimizeSettings:
 
     def engine_tag(self) -> str:
         """The tag of the configured engine settings (the shard folder name)."""
-        return self.build_engine(1).tag
+        from pairfactory.engines import engine_tag_for_config
+
+        return engine_tag_for_config(self.engine_config)
 
 
 def attempt_key(system_id: str, attempt: int) -> str:

@@ -28,10 +28,12 @@ class ScriptedEngine(Engine):
     def __init__(self, behaviour: str) -> None:
         super().__init__()
         self.behaviour = behaviour
+        self.settings = {"behaviour": behaviour}
         self.finished_long_step = False
 
-    def settings_dict(self) -> dict:
-        return {"engine": self.name, "behaviour": self.behaviour}
+    @classmethod
+    def result_settings(cls, settings: dict) -> dict:
+        return {"engine": cls.name, **settings}
 
     def _optimize(self, atomic_numbers, positions_angstrom, charge, multiplicity, deadline: Deadline, trace: Trace) -> Outcome:
         trace.update(positions_angstrom + 0.01, -1.5, 1)
@@ -179,3 +181,16 @@ def test_engine_settings_fill_defaults() -> None:
     assert settings.binary == "/opt/orca/orca"
     with pytest.raises(UserError, match="both set"):
         engine_settings({"name": "orca", "orca": {"binary": "/a/orca", "executable": "/b/orca"}})
+
+
+def test_engine_tag_for_config_needs_no_binary_and_matches_the_built_engine(tmp_path, monkeypatch):
+    from pairfactory.engines import build_engine, engine_tag_for_config
+
+    xtb_config = {"name": "xtb", "xtb": {"fmax_ev_per_angstrom": 0.1}}
+    assert engine_tag_for_config(xtb_config) == build_engine(xtb_config).tag
+    assert engine_tag_for_config(xtb_config) != engine_tag_for_config({"name": "xtb"})
+    # ORCA: a dry run plans shards on a machine without the binary
+    monkeypatch.delenv("ORCA_BINARY", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    orca_config = {"name": "orca", "orca": {"binary": str(tmp_path / "missing-orca")}}
+    assert engine_tag_for_config(orca_config).startswith("orca-")

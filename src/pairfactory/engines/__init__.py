@@ -18,7 +18,7 @@ ENGINE_NAMES = ("xtb", "pyscf", "orca")
 # every engine): accepted here and ignored, they are not engine settings.
 _KEYS_READ_ELSEWHERE = frozenset({"max_attempts", "timeout_s"})
 
-__all__ = ["ENGINE_NAMES", "Engine", "build_engine", "engine_tag", "engine_settings"]
+__all__ = ["ENGINE_NAMES", "Engine", "build_engine", "engine_tag", "engine_settings", "engine_tag_for_config"]
 
 
 def engine_settings(engine_config: dict[str, Any] | None) -> tuple[str, Any]:
@@ -57,17 +57,28 @@ def engine_settings(engine_config: dict[str, Any] | None) -> tuple[str, Any]:
     return name, settings_from_section(OrcaSettings, section, "engine.orca")
 
 
-def build_engine(engine_config: dict[str, Any] | None, threads: int = 1) -> Engine:
-    """The configured engine, ready to ``optimize``. A missing ORCA binary fails here, early."""
-    name, settings = engine_settings(engine_config)
+def _engine_class(name: str) -> type[Engine]:
     if name == "xtb":
         from pairfactory.engines.xtb import XtbEngine
 
-        return XtbEngine(settings, threads=threads)
+        return XtbEngine
     if name == "pyscf":
         from pairfactory.engines.pyscf import PyscfEngine
 
-        return PyscfEngine(settings, threads=threads)
+        return PyscfEngine
     from pairfactory.engines.orca import OrcaEngine
 
-    return OrcaEngine(settings, threads=threads)
+    return OrcaEngine
+
+
+def build_engine(engine_config: dict[str, Any] | None, threads: int = 1) -> Engine:
+    """The configured engine, ready to ``optimize``. A missing ORCA binary fails here, early."""
+    name, settings = engine_settings(engine_config)
+    return _engine_class(name)(settings, threads=threads)
+
+
+def engine_tag_for_config(engine_config: dict[str, Any] | None) -> str:
+    """The tag of the configured engine without building it: planning a workflow (a dry run on a
+    login node) must not need the ORCA binary that only compute nodes have."""
+    name, settings = engine_settings(engine_config)
+    return engine_tag(_engine_class(name).result_settings(settings))

@@ -164,9 +164,13 @@ class Engine(ABC):
         self.threads = int(threads)
         self.default_timeout_s = default_timeout_s
 
+    @classmethod
     @abstractmethod
+    def result_settings(cls, settings: Any) -> dict[str, Any]:
+        """Every setting that changes results (not threads, not the timeout budget), with the engine name."""
+
     def settings_dict(self) -> dict[str, Any]:
-        """Every setting that changes results (not threads, not the timeout budget)."""
+        return self.result_settings(self.settings)
 
     @property
     def tag(self) -> str:

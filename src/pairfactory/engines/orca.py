@@ -176,11 +176,12 @@ class OrcaEngine(Engine):
         # Known after the first run (parsed from the output header); ORCA has no cheap --version.
         self.version = "orca (version not yet read)"
 
-    def settings_dict(self) -> dict[str, Any]:
+    @classmethod
+    def result_settings(cls, settings: Any) -> dict[str, Any]:
         # Where ORCA lives, how many processes it uses and debug file keeping do not change results.
         return {
-            "engine": self.name,
-            **settings_as_dict(self.settings, exclude=("binary", "nprocs", "maxcore_mb", "keep_files", "timeout_s")),
+            "engine": cls.name,
+            **settings_as_dict(settings, exclude=("binary", "nprocs", "maxcore_mb", "keep_files", "timeout_s")),
         }
 
     def orca_blocks(self) -> str:

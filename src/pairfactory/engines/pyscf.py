@@ -95,8 +95,9 @@ class PyscfEngine(Engine):
             f"pyscf {importlib.metadata.version('pyscf')}, geometric {importlib.metadata.version('geometric')}"
         )
 
-    def settings_dict(self) -> dict[str, Any]:
-        return {"engine": self.name, **settings_as_dict(self.settings, exclude=("timeout_s",))}
+    @classmethod
+    def result_settings(cls, settings: Any) -> dict[str, Any]:
+        return {"engine": cls.name, **settings_as_dict(settings, exclude=("timeout_s",))}
 
     def _mean_field(self, atomic_numbers: np.ndarray, positions_angstrom: np.ndarray, charge: int, multiplicity: int) -> Any:
         from pyscf import dft, gto, scf

@@ -56,8 +56,9 @@ class XtbEngine(Engine):
         self.method = self.settings.method
         self.version = f"tblite {importlib.metadata.version('tblite')}"
 
-    def settings_dict(self) -> dict[str, Any]:
-        return {"engine": self.name, **settings_as_dict(self.settings, exclude=("timeout_s",))}
+    @classmethod
+    def result_settings(cls, settings: Any) -> dict[str, Any]:
+        return {"engine": cls.name, **settings_as_dict(settings, exclude=("timeout_s",))}
 
     def _calculator(self, charge: int, multiplicity: int) -> Any:
         from tblite.ase import TBLite
