@@ -74,9 +74,10 @@ def collect(
     import pyarrow.dataset as pads
     from tqdm import tqdm
 
+    from pairfactory.io import file_sha256
     from pairfactory.optimize import OptimizeSettings
     from pairfactory.plan import PlanSettings, plan_for_dataset, sampling_key_for
-    from pairfactory.shards import SHARD_SCHEMA, file_sha256, shard_paths, validate_shard
+    from pairfactory.shards import SHARD_SCHEMA, shard_paths, validate_shard
 
     shards_dir, out_dir = Path(shards_dir), Path(out_dir)
     settings = OptimizeSettings.from_config(config)
@@ -261,18 +262,16 @@ def _summary_markdown(summary: dict[str, Any]) -> str:
 def _write_outputs(out_dir: Path, manifest: Any, summary: dict[str, Any]) -> None:
     import io
 
-    from pairfactory.shards import atomic_write
+    from pairfactory.io import atomic_write_bytes, atomic_write_text
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # Encoded first: a manifest that cannot be encoded leaves no summaries behind either.
     buffer = io.BytesIO()
     manifest.to_parquet(buffer, index=False)
     payload = buffer.getvalue()
     # The manifest last: the workflow's target, it appears only when the summaries are there too.
-    json_text = json.dumps(summary, indent=2, sort_keys=False).encode()
-    atomic_write(out_dir / SUMMARY_JSON, lambda handle: handle.write(json_text))
-    md_text = _summary_markdown(summary).encode()
-    atomic_write(out_dir / SUMMARY_MD, lambda handle: handle.write(md_text))
-    atomic_write(out_dir / MANIFEST_NAME, lambda handle: handle.write(payload))
+    atomic_write_text(out_dir / SUMMARY_JSON, json.dumps(summary, indent=2, sort_keys=False))
+    atomic_write_text(out_dir / SUMMARY_MD, _summary_markdown(summary))
+    atomic_write_bytes(out_dir / MANIFEST_NAME, payload)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -29,14 +29,13 @@ import argparse
 import hashlib
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pairfactory.errors import InputFileError, UserError
+from pairfactory.io import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import dgl
@@ -425,15 +424,7 @@ class GraphCache:
             # non-canonical spellings seen -> canonical key, so they hit without RDKit next run
             "aliases": {k: v for k, v in self._alias.items() if k != v},
         }
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-        try:
-            torch.save(payload, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(target, lambda tmp: torch.save(payload, tmp))
         if target == self.path:
             self._dirty = False
         log.info("graph cache %s: wrote %d graphs", target, len(keys))

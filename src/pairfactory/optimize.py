@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from pairfactory import __version__
 from pairfactory.errors import UserError
+from pairfactory.io import atomic_write_text
 from pairfactory.plan import ShardSpec
 from pairfactory.shards import (
     STATUS_OK,
@@ -230,11 +231,7 @@ class PartsCache:
         return result
 
     def _store(self, result: PartResult) -> None:
-        from pairfactory.shards import atomic_write
-
-        self.folder.mkdir(parents=True, exist_ok=True)
-        payload = json.dumps(asdict(result), sort_keys=True).encode()
-        atomic_write(self.path_for(result.smiles), lambda handle: handle.write(payload))
+        atomic_write_text(self.path_for(result.smiles), json.dumps(asdict(result), sort_keys=True))
 
     def _compute(self, smiles: str) -> PartResult:
         """Optimize PART_CONFORMERS conformers and keep the lowest energy among the best status."""

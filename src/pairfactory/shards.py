@@ -1,4 +1,4 @@
-"""Shard files: the Parquet schema of optimized samples, atomic writes, validation, reading, XYZ export.
+"""Shard files: the Parquet schema of optimized samples, writing, validation, reading, XYZ export.
 
 One shard = one Parquet file ``results/shards/{dataset}/{engine_tag}/{shard_id}.parquet`` with one
 row per (system, sample index k). Every quantity carries its unit in its column name. See
@@ -15,19 +15,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import os
-import tempfile
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pairfactory.errors import InputFileError, UserError
+from pairfactory.io import atomic_write, atomic_write_text
 
 if TYPE_CHECKING:
     import pyarrow.dataset as pads
@@ -188,7 +187,7 @@ def table_from_rows(rows: Sequence[SampleRow]) -> pa.Table:
 
 
 def write_shard(table: pa.Table, path: str | Path) -> Path:
-    """Write ``table`` to ``path`` atomically: a temporary file in the same folder, fsync, rename.
+    """Write ``table`` to ``path`` atomically (``pairfactory.io.atomic_write``).
 
     A reader (or Snakemake) never sees a half-written shard at ``path``: either the old file or
     the complete new one. A crash leaves at most a hidden ``.{name}.*.tmp`` file, which is removed
@@ -197,50 +196,8 @@ def write_shard(table: pa.Table, path: str | Path) -> Path:
     path = Path(path)
     if not table.schema.equals(SHARD_SCHEMA, check_metadata=False):
         raise ValueError("table does not have the shard schema; build it with table_from_rows")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda handle: pq.write_table(table.replace_schema_metadata(SHARD_SCHEMA.metadata), handle))
+    atomic_write(path, lambda tmp: pq.write_table(table.replace_schema_metadata(SHARD_SCHEMA.metadata), tmp))
     return path
-
-
-def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Call ``write(binary_file_handle)`` on a temp file next to ``path``, then rename it into place."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp creates 0600; give the result the permissions a plain open() would have.
-        os.fchmod(fd, 0o666 & ~_current_umask())
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        # BaseException too: a KeyboardInterrupt mid-write must not leave the temp file behind.
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Make the rename itself durable; not every filesystem allows opening a directory.
-    try:
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 def read_shard(path: str | Path) -> pa.Table:
@@ -251,14 +208,6 @@ def read_shard(path: str | Path) -> pa.Table:
         return pq.read_table(path)
     except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ... for damaged files
         raise InputFileError(path, f"is not a readable Parquet shard ({err}); delete it and rerun optimize") from err
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,12 +394,9 @@ def export_xyz(shards_dir: str | Path, system_id: str, out_path: str | Path, ok_
         frames.append(atoms)
     if not frames:
         raise UserError(f"system {system_id} has {len(rows)} samples but none with an optimized geometry to export")
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
     write(buffer, frames, format="extxyz")
-    payload = buffer.getvalue().encode()
-    atomic_write(out_path, lambda handle: handle.write(payload))
+    atomic_write_text(out_path, buffer.getvalue())
     return len(frames)
 
 

@@ -211,6 +211,26 @@ def test_cache_with_other_feature_spec_is_rebuilt(tmp_path, monkeypatch, caplog)
     assert "other features" in caplog.text
 
 
+def test_failed_cache_save_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    path = tmp_path / "cache.pt"
+    cache = GraphCache(path)
+    cache.get("CCO")
+    cache.save()
+    assert path.stat().st_mode & 0o777 != 0o600  # not the temp file's private mode
+    before = path.read_bytes()
+    cache.get("CCC")
+
+    def broken_save(obj, target):
+        Path(target).write_bytes(b"partial")
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk went away"):
+        cache.save()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.pt"]
+
+
 def test_corrupt_cache_file_is_rebuilt_with_a_warning(tmp_path, caplog):
     path = tmp_path / "cache.pt"
     path.write_bytes(b"not a torch file")

@@ -15,9 +15,10 @@ from pairfactory.cli import main
 from pairfactory.collect import collect, message_class
 from pairfactory.config import load_config
 from pairfactory.errors import UserError
+from pairfactory.io import file_sha256
 from pairfactory.optimize import OptimizeSettings, run_shard
 from pairfactory.plan import plan_for_dataset
-from pairfactory.shards import file_sha256, read_shard
+from pairfactory.shards import read_shard
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pairfactory import shards
+from pairfactory import io as pf_io
 from pairfactory.errors import InputFileError, UserError
 from pairfactory.plan import ShardSpec, content_hash_for
 from pairfactory.shards import (
@@ -154,7 +154,7 @@ def test_failed_write_leaves_no_file_at_final_path(tmp_path: Path, monkeypatch: 
     def broken_replace(src: str, dst: str) -> None:
         raise OSError("disk went away before the rename")
 
-    monkeypatch.setattr(shards.os, "replace", broken_replace)
+    monkeypatch.setattr(pf_io.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk went away"):
         write_shard(table_from_rows(full_rows(spec)), path)
     assert not path.exists()
@@ -164,14 +164,15 @@ def test_failed_write_leaves_no_file_at_final_path(tmp_path: Path, monkeypatch: 
 _KILLED_WRITER = r"""
 import sys, time
 from pathlib import Path
-from pairfactory.shards import atomic_write
+from pairfactory.io import atomic_write
 path, marker = Path(sys.argv[1]), Path(sys.argv[2])
 
-def slow_write(handle):
-    handle.write(b"PAR1" + b"\0" * 1_000_000)  # a partial file
-    handle.flush()
-    marker.write_text("writing")
-    time.sleep(60)
+def slow_write(tmp):
+    with open(tmp, "wb") as handle:
+        handle.write(b"PAR1" + b"\0" * 1_000_000)  # a partial file
+        handle.flush()
+        marker.write_text("writing")
+        time.sleep(60)
 
 atomic_write(path, slow_write)
 """

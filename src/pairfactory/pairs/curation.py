@@ -286,7 +286,7 @@ def reconcile(
 
 def summarize(raw: RawPairs, tables: dict[str, pd.DataFrame], rejects: pd.DataFrame, n_rows: int) -> dict[str, Any]:
     """Counts per target (in / kept / rejected by reason and flags) as plain JSON-able values."""
-    from pairfactory.pairs.writer import file_sha256
+    from pairfactory.io import file_sha256
 
     targets: dict[str, Any] = {}
     for target in raw.targets:

@@ -15,11 +15,11 @@ from pathlib import Path
 import pandas as pd
 
 from pairfactory import units
+from pairfactory.io import file_sha256
 from pairfactory.pairs import curation as C
 from pairfactory.pairs import schema as S
 from pairfactory.pairs.overrides import DEFAULT_OVERRIDES_PATH, Override, load_overrides
 from pairfactory.pairs.readers import read_delimited
-from pairfactory.pairs.writer import file_sha256
 
 log = logging.getLogger(__name__)
 

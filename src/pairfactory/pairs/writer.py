@@ -1,17 +1,13 @@
 """Writing and reading curated pair tables: Parquet with explicit schemas, written atomically.
 
 Layout (docs/architecture.md): ``{out_dir}/{dataset}/{target}.parquet``, ``rejects.parquet``,
-``summary.json`` and ``summary.md``. Every file goes to a temporary name in the same folder first and
-is moved into place with ``os.replace``, so a reader never sees half a file.
+``summary.json`` and ``summary.md``. Every file is written with ``pairfactory.io.atomic_write``, so a
+reader never sees half a file.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,48 +16,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pairfactory.errors import InputFileError
+from pairfactory.io import atomic_write, atomic_write_text
 from pairfactory.pairs import schema as S
 
 if TYPE_CHECKING:
     from pairfactory.pairs.curation import CuratedDataset
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        # mkstemp creates 0600; give the result the permissions a plain open() would have
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
 def _write_table(frame: pd.DataFrame, schema: pa.Schema, path: Path) -> None:
     table = pa.Table.from_pandas(frame.reindex(columns=schema.names), schema=schema, preserve_index=False)
-    _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
-
-
-def _write_text(text: str, path: Path) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def write_curated(curated: CuratedDataset, out_dir: str | Path) -> list[Path]:
@@ -76,10 +40,10 @@ def write_curated(curated: CuratedDataset, out_dir: str | Path) -> list[Path]:
     _write_table(curated.rejects, S.REJECT_SCHEMA, path)
     written.append(path)
     path = folder / "summary.json"
-    _write_text(json.dumps(curated.summary, indent=2, sort_keys=False) + "\n", path)
+    atomic_write_text(path, json.dumps(curated.summary, indent=2, sort_keys=False) + "\n")
     written.append(path)
     path = folder / "summary.md"
-    _write_text(summary_markdown(curated.summary), path)
+    atomic_write_text(path, summary_markdown(curated.summary))
     written.append(path)
     return written
 
