@@ -155,6 +155,19 @@ def test_build_engine_defaults_and_tags() -> None:
     assert pyscf.method == "B3LYP/def2-SVP" and pyscf.tag.startswith("pyscf-")
 
 
+def test_settings_outside_the_tag_do_not_change_it() -> None:
+    from pairfactory.engines import engine_tag_for_config
+
+    pyscf = engine_tag_for_config({"name": "pyscf"})
+    assert engine_tag_for_config({"name": "pyscf", "pyscf": {"timeout_s": 5}}) == pyscf
+    assert engine_tag_for_config({"name": "pyscf", "pyscf": {"max_steps": 7}}) != pyscf
+    orca = {"keywords": "XTB2 Opt"}
+    base = engine_tag_for_config({"name": "orca", "orca": orca})
+    moved = {"binary": "/elsewhere/orca", "nprocs": 8, "maxcore_mb": 4000, "keep_files": True, "timeout_s": 5}
+    assert engine_tag_for_config({"name": "orca", "orca": {**orca, **moved}}) == base
+    assert engine_tag_for_config({"name": "orca", "orca": {**orca, "max_steps": 7}}) != base
+
+
 @pytest.mark.parametrize(
     "config, message",
     [

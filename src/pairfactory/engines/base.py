@@ -157,6 +157,9 @@ class Engine(ABC):
     name: str = ""
     method: str = ""
     version: str = ""
+    # Settings fields that do not change results, so they stay out of the engine tag: a longer
+    # time budget must not move finished shards to a new folder.
+    settings_outside_tag: tuple[str, ...] = ("timeout_s",)
 
     def __init__(self, threads: int = 1, default_timeout_s: float | None = None) -> None:
         if threads < 1:
@@ -165,9 +168,9 @@ class Engine(ABC):
         self.default_timeout_s = default_timeout_s
 
     @classmethod
-    @abstractmethod
     def result_settings(cls, settings: Any) -> dict[str, Any]:
         """Every setting that changes results (not threads, not the timeout budget), with the engine name."""
+        return {"engine": cls.name, **settings_as_dict(settings, exclude=cls.settings_outside_tag)}
 
     def settings_dict(self) -> dict[str, Any]:
         return self.result_settings(self.settings)
@@ -296,3 +299,15 @@ def settings_from_section(cls: type[SettingsT], section: dict[str, Any] | None, 
 
 def settings_as_dict(settings: Any, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     return {k: v for k, v in asdict(settings).items() if k not in exclude}
+
+
+def require_positive_number(value: Any, key: str) -> None:
+    """UserError naming ``key`` unless ``value`` is an int or float > 0 (bool is not a number here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise UserError(f"{key} must be a number > 0, got {value!r}")
+
+
+def require_positive_int(value: Any, key: str) -> None:
+    """UserError naming ``key`` unless ``value`` is an int >= 1 (bool is not a count here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{key} must be an integer >= 1, got {value!r}")

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from ase.data import chemical_symbols
 
-from pairfactory.engines.base import Deadline, Engine, EngineTimeout, Outcome, ScfFailure, Trace, settings_as_dict
+from pairfactory.engines.base import Deadline, Engine, EngineTimeout, Outcome, ScfFailure, Trace, require_positive_int
 from pairfactory.errors import UserError
 from pairfactory.records import SampleStatus
 
@@ -65,12 +65,10 @@ class OrcaSettings:
                 f"engine.orca.keywords {self.keywords!r} has no optimization keyword: add 'Opt' "
                 "(e.g. 'XTB2 Opt' or 'B97-3c Opt')"
             )
-        for key in ("nprocs", "maxcore_mb", "max_steps"):
-            value = getattr(self, key)
-            if key == "nprocs" and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"engine.orca.{key} must be an integer >= 1, got {value!r}")
+        if self.nprocs is not None:
+            require_positive_int(self.nprocs, "engine.orca.nprocs")
+        require_positive_int(self.maxcore_mb, "engine.orca.maxcore_mb")
+        require_positive_int(self.max_steps, "engine.orca.max_steps")
         if self.timeout_s is not None and (isinstance(self.timeout_s, bool) or not self.timeout_s > 0):
             raise UserError(f"engine.orca.timeout_s must be a number > 0 or null, got {self.timeout_s!r}")
 
@@ -176,13 +174,9 @@ class OrcaEngine(Engine):
         # Known after the first run (parsed from the output header); ORCA has no cheap --version.
         self.version = "orca (version not yet read)"
 
-    @classmethod
-    def result_settings(cls, settings: Any) -> dict[str, Any]:
-        # Where ORCA lives, how many processes it uses and debug file keeping do not change results.
-        return {
-            "engine": cls.name,
-            **settings_as_dict(settings, exclude=("binary", "nprocs", "maxcore_mb", "keep_files", "timeout_s")),
-        }
+    # Where ORCA lives, how many processes and how much memory it uses, and debug file keeping
+    # do not change results either.
+    settings_outside_tag = ("binary", "nprocs", "maxcore_mb", "keep_files", "timeout_s")
 
     def orca_blocks(self) -> str:
         s = self.settings

@@ -17,7 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from pairfactory.engines.base import Deadline, Engine, Outcome, ScfFailure, Trace, settings_as_dict
+from pairfactory.engines.base import (
+    Deadline,
+    Engine,
+    Outcome,
+    ScfFailure,
+    Trace,
+    require_positive_int,
+    require_positive_number,
+)
 from pairfactory.errors import UserError
 
 CONVERGENCE_SETS = ("GAU", "GAU_LOOSE", "NWCHEM_LOOSE", "TURBOMOLE", "INTERFRAG_TIGHT", "GAU_TIGHT", "GAU_VERYTIGHT")
@@ -66,12 +74,9 @@ class PyscfSettings:
             raise UserError(f"engine.pyscf.method must be a non-empty string (HF or a functional), got {self.method!r}")
         if not isinstance(self.basis, str) or not self.basis.strip():
             raise UserError(f"engine.pyscf.basis must be a non-empty basis-set name, got {self.basis!r}")
-        for key in ("max_steps", "scf_max_cycle"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"engine.pyscf.{key} must be an integer >= 1, got {value!r}")
-        if isinstance(self.scf_conv_tol, bool) or not isinstance(self.scf_conv_tol, (int, float)) or not self.scf_conv_tol > 0:
-            raise UserError(f"engine.pyscf.scf_conv_tol must be a number > 0, got {self.scf_conv_tol!r}")
+        require_positive_int(self.max_steps, "engine.pyscf.max_steps")
+        require_positive_int(self.scf_max_cycle, "engine.pyscf.scf_max_cycle")
+        require_positive_number(self.scf_conv_tol, "engine.pyscf.scf_conv_tol")
         if str(self.convergence_set).upper() not in CONVERGENCE_SETS:
             raise UserError(
                 f"engine.pyscf.convergence_set must be one of {', '.join(CONVERGENCE_SETS)}; got {self.convergence_set!r}"
@@ -94,10 +99,6 @@ class PyscfEngine(Engine):
         self.version = (
             f"pyscf {importlib.metadata.version('pyscf')}, geometric {importlib.metadata.version('geometric')}"
         )
-
-    @classmethod
-    def result_settings(cls, settings: Any) -> dict[str, Any]:
-        return {"engine": cls.name, **settings_as_dict(settings, exclude=("timeout_s",))}
 
     def _mean_field(self, atomic_numbers: np.ndarray, positions_angstrom: np.ndarray, charge: int, multiplicity: int) -> Any:
         from pyscf import dft, gto, scf

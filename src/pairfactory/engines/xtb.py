@@ -11,7 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from pairfactory.engines.base import Deadline, Engine, Outcome, ScfFailure, Trace, settings_as_dict
+from pairfactory.engines.base import (
+    Deadline,
+    Engine,
+    Outcome,
+    ScfFailure,
+    Trace,
+    require_positive_int,
+    require_positive_number,
+)
 from pairfactory.errors import UserError
 
 XTB_METHODS = ("GFN2-xTB", "GFN1-xTB", "IPEA1-xTB")
@@ -38,13 +46,13 @@ class XtbSettings:
             raise UserError(
                 f"engine.xtb.optimizer must be one of {', '.join(ASE_OPTIMIZERS)}; got {self.optimizer!r}"
             )
-        _positive_number(self.accuracy, "engine.xtb.accuracy")
-        _positive_number(self.electronic_temperature_k, "engine.xtb.electronic_temperature_k")
-        _positive_number(self.fmax_ev_per_angstrom, "engine.xtb.fmax_ev_per_angstrom")
-        _positive_int(self.max_scf_iterations, "engine.xtb.max_scf_iterations")
-        _positive_int(self.max_steps, "engine.xtb.max_steps")
+        require_positive_number(self.accuracy, "engine.xtb.accuracy")
+        require_positive_number(self.electronic_temperature_k, "engine.xtb.electronic_temperature_k")
+        require_positive_number(self.fmax_ev_per_angstrom, "engine.xtb.fmax_ev_per_angstrom")
+        require_positive_int(self.max_scf_iterations, "engine.xtb.max_scf_iterations")
+        require_positive_int(self.max_steps, "engine.xtb.max_steps")
         if self.timeout_s is not None:
-            _positive_number(self.timeout_s, "engine.xtb.timeout_s")
+            require_positive_number(self.timeout_s, "engine.xtb.timeout_s")
 
 
 class XtbEngine(Engine):
@@ -55,10 +63,6 @@ class XtbEngine(Engine):
         super().__init__(threads=threads, default_timeout_s=self.settings.timeout_s)
         self.method = self.settings.method
         self.version = f"tblite {importlib.metadata.version('tblite')}"
-
-    @classmethod
-    def result_settings(cls, settings: Any) -> dict[str, Any]:
-        return {"engine": cls.name, **settings_as_dict(settings, exclude=("timeout_s",))}
 
     def _calculator(self, charge: int, multiplicity: int) -> Any:
         from tblite.ase import TBLite
@@ -156,13 +160,3 @@ def _thread_limit(threads: int) -> Iterator[None]:
 
     with threadpool_limits(limits=threads):
         yield
-
-
-def _positive_number(value: Any, key: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise UserError(f"{key} must be a number > 0, got {value!r}")
-
-
-def _positive_int(value: Any, key: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{key} must be an integer >= 1, got {value!r}")
