@@ -47,16 +47,13 @@ from __future__ import annotations
 import dgl
 import torch
 import torch.nn.functional as F
-from dgl.nn import Set2Set
 from torch import nn
 
 from pairfactory.models.layers import (
-    GatherEncoder,
+    GatherInteractionModel,
     ModelOutput,
     NodeLayout,
-    PairModel,
     interact,
-    mlp_head,
     require_positive,
 )
 
@@ -73,7 +70,7 @@ class _BatchNorm1dAnySize(nn.BatchNorm1d):
         return super().forward(x)
 
 
-class CGIB(PairModel):
+class CGIB(GatherInteractionModel):
     def __init__(
         self,
         node_in: int,
@@ -102,8 +99,9 @@ class CGIB(PairModel):
             hidden_dim=hidden_dim, edge_hidden_dim=edge_hidden_dim, message_passing_steps=message_passing_steps,
             set2set_steps=set2set_steps, set2set_layers=set2set_layers, tau=tau, temperature=temperature,
         )
-        hidden = hidden_dim or node_in
-        edge_hidden = edge_hidden_dim or edge_in
+        hidden, edge_hidden = self._build_backbone(
+            node_in, edge_in, hidden_dim, edge_hidden_dim, message_passing_steps, set2set_steps, set2set_layers, update
+        )
         self.hparams = {
             "node_in": node_in, "edge_in": edge_in, "hidden_dim": hidden, "edge_hidden_dim": edge_hidden,
             "message_passing_steps": message_passing_steps, "set2set_steps": set2set_steps,
@@ -112,11 +110,6 @@ class CGIB(PairModel):
         }
         self.beta, self.contrastive, self.tau, self.contrast_target = beta, contrastive, tau, contrast_target
         self.kl_form, self.temperature = kl_form, temperature
-        self.solute_gather = GatherEncoder(node_in, edge_in, hidden, edge_hidden, message_passing_steps, update)
-        self.solvent_gather = GatherEncoder(node_in, edge_in, hidden, edge_hidden, message_passing_steps, update)
-        self.set2set_solute = Set2Set(2 * hidden, set2set_steps, set2set_layers)
-        self.set2set_solvent = Set2Set(2 * hidden, set2set_steps, set2set_layers)
-        self.predictor = mlp_head(8 * hidden)
         self.compressor = nn.Sequential(
             nn.Linear(2 * hidden, hidden), _BatchNorm1dAnySize(hidden), nn.ReLU(), nn.Linear(hidden, 1)
         )
@@ -129,8 +122,7 @@ class CGIB(PairModel):
                     nn.init.zeros_(module.bias)
 
     def forward(self, solute_bg: dgl.DGLGraph, solvent_bg: dgl.DGLGraph) -> ModelOutput:
-        hu = F.normalize(self.solute_gather(solute_bg, solute_bg.ndata["h"], solute_bg.edata["e"]), dim=1)
-        hv = F.normalize(self.solvent_gather(solvent_bg, solvent_bg.ndata["h"], solvent_bg.edata["e"]), dim=1)
+        hu, hv = (F.normalize(h, dim=1) for h in self._encode(solute_bg, solvent_bg))
         solute_layout = NodeLayout.of(solute_bg)
         inter = interact(hu, hv, solute_layout, NodeLayout.of(solvent_bg), tanh=False)
         solute_feats = torch.cat([hu, inter.solute_prime], dim=1)
@@ -138,7 +130,7 @@ class CGIB(PairModel):
 
         gv = self.set2set_solvent(solvent_bg, solvent_feats)
         gu = self.set2set_solute(solute_bg, solute_feats)
-        full = self.predictor(torch.cat([gu, gv], dim=1)).squeeze(-1)
+        full = self._predict(gu, gv)
         logits = self.compressor(solute_feats).squeeze(-1)
         aux: dict[str, torch.Tensor] = {
             "interaction_map": inter.imap.detach(),
@@ -150,7 +142,7 @@ class CGIB(PairModel):
 
         noisy, kl = self._bottleneck(solute_feats, logits, solute_layout)
         gu_noisy = self.set2set_solute(solute_bg, noisy)
-        bottleneck = self.predictor(torch.cat([gu_noisy, gv], dim=1)).squeeze(-1)
+        bottleneck = self._predict(gu_noisy, gv)
         if self.contrastive:
             cond = info_nce(gu_noisy, gv if self.contrast_target == "solvent" else gu, self.tau)
         else:

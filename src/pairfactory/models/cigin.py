@@ -18,21 +18,18 @@ from __future__ import annotations
 
 import dgl
 import torch
-from dgl.nn import Set2Set
 
 from pairfactory.models.layers import (
-    GatherEncoder,
+    GatherInteractionModel,
     ModelOutput,
     NodeLayout,
-    PairModel,
     interact,
-    mlp_head,
     require_positive,
     zero_loss,
 )
 
 
-class CIGIN(PairModel):
+class CIGIN(GatherInteractionModel):
     def __init__(
         self,
         node_in: int,
@@ -50,27 +47,22 @@ class CIGIN(PairModel):
             hidden_dim=hidden_dim, edge_hidden_dim=edge_hidden_dim, message_passing_steps=message_passing_steps,
             set2set_steps=set2set_steps, set2set_layers=set2set_layers,
         )
-        hidden = hidden_dim or node_in
-        edge_hidden = edge_hidden_dim or edge_in
+        hidden, edge_hidden = self._build_backbone(
+            node_in, edge_in, hidden_dim, edge_hidden_dim, message_passing_steps, set2set_steps, set2set_layers, update
+        )
         self.hparams = {
             "node_in": node_in, "edge_in": edge_in, "hidden_dim": hidden, "edge_hidden_dim": edge_hidden,
             "message_passing_steps": message_passing_steps, "set2set_steps": set2set_steps,
             "set2set_layers": set2set_layers, "update": update, "tanh": tanh,
         }
         self.tanh = tanh
-        self.solute_gather = GatherEncoder(node_in, edge_in, hidden, edge_hidden, message_passing_steps, update)
-        self.solvent_gather = GatherEncoder(node_in, edge_in, hidden, edge_hidden, message_passing_steps, update)
-        self.set2set_solute = Set2Set(2 * hidden, set2set_steps, set2set_layers)
-        self.set2set_solvent = Set2Set(2 * hidden, set2set_steps, set2set_layers)
-        self.predictor = mlp_head(8 * hidden)
 
     def forward(self, solute_bg: dgl.DGLGraph, solvent_bg: dgl.DGLGraph) -> ModelOutput:
-        hu = self.solute_gather(solute_bg, solute_bg.ndata["h"], solute_bg.edata["e"])
-        hv = self.solvent_gather(solvent_bg, solvent_bg.ndata["h"], solvent_bg.edata["e"])
+        hu, hv = self._encode(solute_bg, solvent_bg)
         inter = interact(hu, hv, NodeLayout.of(solute_bg), NodeLayout.of(solvent_bg), tanh=self.tanh)
         gu = self.set2set_solute(solute_bg, torch.cat([hu, inter.solute_prime], dim=1))
         gv = self.set2set_solvent(solvent_bg, torch.cat([hv, inter.solvent_prime], dim=1))
-        prediction = self.predictor(torch.cat([gu, gv], dim=1)).squeeze(-1)
+        prediction = self._predict(gu, gv)
         return ModelOutput(
             prediction=prediction,
             aux_loss=zero_loss(prediction),

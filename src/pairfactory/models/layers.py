@@ -1,5 +1,6 @@
 """Building blocks shared by the pair models: the output record, padded node layouts, the
-CIGIN/CGIB message-passing encoder, the solute–solvent interaction map and the MLP head.
+CIGIN/CGIB message-passing encoder, the solute–solvent interaction map, the MLP head and the
+CIGIN backbone that CGIB builds on.
 
 Everything works on DGL *batched* graphs and never loops over pairs in Python: per-pair work
 (the interaction map, per-graph statistics) runs on padded ``[B, max_nodes, D]`` tensors with
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 import dgl
 import torch
 import torch.nn.functional as F
+from dgl.nn import Set2Set
 from torch import nn
 
 
@@ -290,3 +292,49 @@ def require_positive(**values: int | float | None) -> None:
 
 def zero_loss(like: torch.Tensor) -> torch.Tensor:
     return like.new_zeros(())
+
+
+# ------------------------------------------------------------------------------------------
+# The CIGIN backbone (CIGIN, CGIB)
+# ------------------------------------------------------------------------------------------
+
+
+class GatherInteractionModel(PairModel):
+    """CIGIN's architecture, which CGIB reuses as its backbone: a ``GatherEncoder`` per side, the
+    interaction map (``interact``), a Set2Set readout of ``[h, I h_other]`` per side and the MLP
+    head on both readouts. Subclasses validate their arguments, call ``_build_backbone`` and
+    write ``forward`` from ``_encode``, ``interact``, the Set2Set layers and ``_predict``.
+    """
+
+    def _build_backbone(
+        self,
+        node_in: int,
+        edge_in: int,
+        hidden_dim: int | None,
+        edge_hidden_dim: int | None,
+        message_passing_steps: int,
+        set2set_steps: int,
+        set2set_layers: int,
+        update: str,
+    ) -> tuple[int, int]:
+        """Create the shared layers; returns (hidden, edge_hidden), where None means the input size."""
+        hidden = hidden_dim or node_in
+        edge_hidden = edge_hidden_dim or edge_in
+        # The attribute names are the keys of saved state dicts, and the creation order decides
+        # the initial weights drawn for a seed: changing either breaks reproducing old runs.
+        self.solute_gather = GatherEncoder(node_in, edge_in, hidden, edge_hidden, message_passing_steps, update)
+        self.solvent_gather = GatherEncoder(node_in, edge_in, hidden, edge_hidden, message_passing_steps, update)
+        self.set2set_solute = Set2Set(2 * hidden, set2set_steps, set2set_layers)
+        self.set2set_solvent = Set2Set(2 * hidden, set2set_steps, set2set_layers)
+        self.predictor = mlp_head(8 * hidden)
+        return hidden, edge_hidden
+
+    def _encode(self, solute_bg: dgl.DGLGraph, solvent_bg: dgl.DGLGraph) -> tuple[torch.Tensor, torch.Tensor]:
+        """Node features of both sides after message passing: ([N_solute, h], [N_solvent, h])."""
+        hu = self.solute_gather(solute_bg, solute_bg.ndata["h"], solute_bg.edata["e"])
+        hv = self.solvent_gather(solvent_bg, solvent_bg.ndata["h"], solvent_bg.edata["e"])
+        return hu, hv
+
+    def _predict(self, solute_readout: torch.Tensor, solvent_readout: torch.Tensor) -> torch.Tensor:
+        """The head on the two Set2Set vectors of each pair: [B]."""
+        return self.predictor(torch.cat([solute_readout, solvent_readout], dim=1)).squeeze(-1)
