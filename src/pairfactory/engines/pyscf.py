@@ -17,15 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pairfactory.engines.base import (
-    Deadline,
-    Engine,
-    Outcome,
-    ScfFailure,
-    Trace,
-    require_positive_int,
-    require_positive_number,
-)
+from pairfactory.engines.base import Deadline, Engine, Outcome, ScfFailure, Trace, require_positive_int, require_positive_number
 from pairfactory.errors import UserError
 
 CONVERGENCE_SETS = ("GAU", "GAU_LOOSE", "NWCHEM_LOOSE", "TURBOMOLE", "INTERFRAG_TIGHT", "GAU_TIGHT", "GAU_VERYTIGHT")

@@ -11,15 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from pairfactory.engines.base import (
-    Deadline,
-    Engine,
-    Outcome,
-    ScfFailure,
-    Trace,
-    require_positive_int,
-    require_positive_number,
-)
+from pairfactory.engines.base import Deadline, Engine, Outcome, ScfFailure, Trace, require_positive_int, require_positive_number
 from pairfactory.errors import UserError
 
 XTB_METHODS = ("GFN2-xTB", "GFN1-xTB", "IPEA1-xTB")
