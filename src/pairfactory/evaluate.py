@@ -93,7 +93,7 @@ class FoldMetrics:
     seconds: float
     device: str
     seed: int
-    split_seed: int
+    split_seed: int | None
     model_seed: int
     hparams: dict[str, Any]
     settings: dict[str, Any]
@@ -307,7 +307,7 @@ def run_fold(
         seconds=time.perf_counter() - started,
         device=result.device,
         seed=options.seed,
-        split_seed=options.split_seed(repeat),
+        split_seed=None if split_kind == "scaffold" else options.split_seed(repeat),  # scaffold folds are seed-free
         model_seed=settings.seed,
         hparams=dict(getattr(model, "hparams", hparams)),
         settings=settings.to_dict(),
