@@ -623,8 +623,8 @@ def run(args: argparse.Namespace) -> int:
         rows += [{"smiles": s, "reason": r, "table": str(table)} for s, r in failed.items()]
     cache.save()
     if args.rejects is not None:
-        args.rejects.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(rows, columns=["smiles", "reason", "table"]).to_parquet(args.rejects, index=False)
+        rejects = pd.DataFrame(rows, columns=["smiles", "reason", "table"])
+        atomic_write(args.rejects, lambda tmp: rejects.to_parquet(tmp, index=False))
     print(
         f"{len(seen)} unique SMILES in {len(args.pairs)} table(s): {len(seen) - len(rows)} featurized, "
         f"{len(rows)} failed; cache {args.cache} holds {len(cache)} graphs "

@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from pairfactory.errors import InputFileError, UserError
+from pairfactory.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -434,7 +435,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.dataset}: {len(systems)} systems selected, {n_samples} samples in {len(specs)} shards")
     if args.out:
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        plan_table(specs).to_parquet(out, index=False)
+        table = plan_table(specs)
+        atomic_write(out, lambda tmp: table.to_parquet(tmp, index=False))
         print(f"wrote {out}")
     return 0
