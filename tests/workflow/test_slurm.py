@@ -86,8 +86,10 @@ def slurm_run(slurm_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> d
         except subprocess.TimeoutExpired:
             first.kill()
             raise
+    after_first = {p.stem for p in _shard_files(workdir)}
     second = run_snakemake(workdir, *args, timeout=400)
     return {
+        "shards_after_first": after_first,
         "workdir": workdir,
         "cancelled": cancelled,
         "first_returncode": first.returncode,
@@ -128,8 +130,14 @@ def test_cancelled_shard_job_is_redone_once_on_rerun(slurm_run: dict) -> None:
     assert slurm_run["first_returncode"] != 0, slurm_run["first_output"][-3000:]
     assert cancelled_id in slurm_run["first_output"]
     second = slurm_run["second"].check()
-    # the rerun re-did only what was missing: one shard (the cancelled one) and the collect step
-    assert len(_SUBMITTED_RE.findall(second.output)) == 2, second.output[-3000:]
+    debug = f"first run:\n{slurm_run['first_output'][-4000:]}\nsecond run:\n{second.output[-4000:]}"
+    # the cancelled job left no shard behind (shards are written atomically; Snakemake removes the
+    # outputs of a failed job) ...
+    shard = re.search(r"(s\d{5}-k\d{3})", comment).group(1)
+    assert shard not in slurm_run["shards_after_first"], debug
+    # ... and the rerun re-did only what was missing, plus the collect step
+    missing = {"s00000-k000", "s00001-k000"} - slurm_run["shards_after_first"]
+    assert len(_SUBMITTED_RE.findall(second.output)) == len(missing) + 1, debug
 
     samples = pd.concat([pd.read_parquet(p) for p in _shard_files(workdir)], ignore_index=True)
     assert len(samples) == N_SAMPLES
@@ -139,6 +147,5 @@ def test_cancelled_shard_job_is_redone_once_on_rerun(slurm_run: dict) -> None:
     assert summary["n_samples"] == N_SAMPLES
     assert summary["ok"] + summary["failed"] == N_SAMPLES
     # the cancelled shard was written by a later job
-    shard = re.search(r"(s\d{5}-k\d{3})", comment).group(1)
     (log,) = (workdir / "results" / "logs" / "optimize" / "freesolv").glob(f"*/{shard}.log")
     assert f"SLURM job {cancelled_id}" not in log.read_text().splitlines()[0]
