@@ -109,3 +109,20 @@ def test_make_splits_errors():
         make_splits("solute", ["C", "not-a-smiles("] * 10)
     with pytest.raises(UserError, match="groups"):
         make_splits("solute", ["CCO"] * 20)
+
+
+def test_oversized_group_fills_a_fold_and_is_cut_into_valid_and_test():
+    from pairfactory.splits import group_kfold
+
+    labels = ["big"] * 30 + [f"g{i}" for i in range(20)]
+    folds = group_kfold(labels, n_folds=5, seed=0)
+    _assert_partition(folds, len(labels))
+    big_rows = set(range(30))
+    holding = [s for s in folds if big_rows & set(s.valid.tolist())]
+    assert len(holding) == 1
+    split = holding[0]
+    assert set(split.valid.tolist()) | set(split.test.tolist()) == big_rows  # alone in its fold
+    assert not big_rows & set(split.train.tolist())
+    for other in folds:
+        if other is not split:
+            assert big_rows <= set(other.train.tolist())
