@@ -29,8 +29,13 @@ from workflow_helpers import (
 
 pytestmark = pytest.mark.slurm
 
-# 4 water-size systems x 2 samples in shards of 2 systems x 2 samples: 2 optimize jobs
-CONFIG = small_qm_config(shards={"systems_per_shard": 2, "samples_per_shard": 2})
+# 4 water-size systems x 2 samples in shards of 2 systems x 2 samples: 2 optimize jobs, each with
+# 2 threads (so 2 CPUs per SLURM job)
+QM_THREADS = 2
+CONFIG = small_qm_config(
+    shards={"systems_per_shard": 2, "samples_per_shard": 2},
+    qm={"datasets": {"freesolv": {"max_systems": None, "max_heavy_atoms": 3}}, "threads": QM_THREADS},
+)
 N_SAMPLES = 8
 _SUBMITTED_RE = re.compile(r"submitted with SLURM jobid (\d+)")
 
@@ -38,7 +43,7 @@ _SUBMITTED_RE = re.compile(r"submitted with SLURM jobid (\d+)")
 def _slurm_args(partition: str, workdir: Path) -> list[str]:
     return [
         "--profile", str(REPO_ROOT / "profiles" / "slurm"),
-        "--default-resources", f"slurm_partition={partition}", "runtime=10", "mem_mb=500", "cpus_per_task=1",
+        "--default-resources", f"slurm_partition={partition}", "runtime=10", "mem_mb=500",
         "--set-resources", f"optimize:slurm_partition={partition}", f"evaluate:slurm_partition={partition}",
         "--slurm-no-account",
         "--slurm-logdir", str(workdir / "slurm_logs"),
@@ -118,6 +123,9 @@ def test_shards_are_produced_by_slurm_jobs(slurm_run: dict) -> None:
         assert match.group(1) in submitted
         states = {job_id: state for job_id, state in _squeue("%i", "%T")}
         assert states.get(match.group(1)) == "COMPLETED"
+        # the job got as many CPUs as the rule has threads (qm.threads)
+        job = subprocess.run(["scontrol", "show", "job", match.group(1)], capture_output=True, text=True).stdout
+        assert f"NumCPUs={QM_THREADS} " in job, job
     # the collect step ran on SLURM too, and the plugin kept each job's SLURM log
     assert list((workdir / "slurm_logs").glob("rule_optimize/*/*.log"))
     assert list((workdir / "slurm_logs").glob("rule_collect/*/*.log"))
