@@ -99,6 +99,21 @@ class FoldMetrics:
     settings: dict[str, Any]
     pairs_path: str
     pairfactory_version: str = __version__
+    code_commit: str | None = None  # git HEAD of the source tree, when it is a git checkout
+    code_dirty: bool | None = None  # uncommitted changes under src/ at run time
+
+
+def _code_state() -> tuple[str | None, bool | None]:
+    """(HEAD commit, whether src/ has uncommitted changes): which model code produced a fold."""
+    import subprocess
+
+    src = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=10, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", str(src)], cwd=src, capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return head.stdout.strip(), bool(dirty.stdout.strip())
 
 
 # --------------------------------------------------------------------------------------------- I/O
@@ -246,6 +261,7 @@ def run_fold(
         return existing
 
     started = time.perf_counter()
+    code_commit, code_dirty = _code_state()
     table = read_pairs(pairs_path) if table is None else table
     dataset, target, unit = (str(table[c].iloc[0]) for c in ("dataset", "target", "unit"))
     split = make_splits(split_kind, table["solute_smiles"].tolist(), n_folds=options.n_folds, seed=options.split_seed(repeat))[fold]
@@ -312,6 +328,8 @@ def run_fold(
         hparams=dict(getattr(model, "hparams", hparams)),
         settings=settings.to_dict(),
         pairs_path=str(pairs_path),
+        code_commit=code_commit,
+        code_dirty=code_dirty,
     )
     payload = asdict(metrics)
     _atomic_write_text(out_dir / METRICS_FILE, json.dumps(payload, indent=2, sort_keys=True) + "\n")

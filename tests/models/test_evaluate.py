@@ -71,6 +71,7 @@ def test_evaluate_cli_writes_files_and_resumes(table_path, tmp_path, caplog):
     assert (metrics["fold"], metrics["repeat"], metrics["model"], metrics["split"]) == (1, 0, "cigin", "random")
     assert metrics["settings"]["max_epochs"] == 3 and metrics["settings"]["batch_size"] == 8
     assert metrics["device"] == "cpu" and metrics["split_seed"] == 0 and metrics["model_seed"] == 0
+    assert metrics["code_commit"] is None or len(metrics["code_commit"]) == 40
     history = pd.read_csv(out / "history.csv")
     assert len(history) == metrics["epochs_run"] == 3
     assert metrics["best_epoch"] == int(history["valid_rmse"].idxmin()) + 1
