@@ -95,3 +95,44 @@ def test_shipped_configs_are_valid(path: str) -> None:
 def test_load_config_names_the_key() -> None:
     with pytest.raises(UserError, match=r"qm\.datasets\.freesolv: .*'max_sytems'"):
         load_config(REPO_ROOT / "config.yaml", {"qm": {"datasets": {"freesolv": {"max_sytems": 1}}}})
+
+
+def _walk(schema: dict, where: str = "config"):
+    yield where, schema
+    for name, sub in schema.get("properties", {}).items():
+        yield from _walk(sub, f"{where}.{name}")
+    for name, sub in schema.get("$defs", {}).items():
+        yield from _walk(sub, f"$defs.{name}")
+
+
+def test_schema_is_closed_and_every_key_has_a_default() -> None:
+    schema = yaml.safe_load((REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    for where, node in _walk(schema):
+        types = node.get("type")
+        if types == "object" or (isinstance(types, list) and "object" in types):
+            assert node.get("additionalProperties") is False, f"{where} is not closed"
+        elif where.startswith("config.") and "$ref" not in node:
+            assert "default" in node, f"{where} has no default"
+
+
+def test_schema_defaults_match_the_stages_settings() -> None:
+    """The schema fills the defaults the stages would use themselves (one truth, two places)."""
+    from dataclasses import asdict
+
+    from pairfactory.engines.orca import OrcaSettings
+    from pairfactory.engines.pyscf import PyscfSettings
+    from pairfactory.engines.xtb import XtbSettings
+    from pairfactory.samples import SamplingSettings
+
+    from pairfactory.config import validate_config
+
+    config = load_config(REPO_ROOT / "config.yaml")
+    defaults = validate_config({})
+    assert defaults["engine"]["xtb"] == asdict(XtbSettings())
+    assert defaults["engine"]["pyscf"] == asdict(PyscfSettings())
+    orca = dict(defaults["engine"]["orca"])
+    orca["binary"] = orca.pop("executable")
+    assert orca == asdict(OrcaSettings())
+    sampling = {k: v for k, v in defaults["samples"].items() if k != "per_system"}
+    assert sampling == asdict(SamplingSettings())
+    assert config["engine"]["name"] == "xtb"
