@@ -19,21 +19,13 @@ shell.prefix(
     f'set -euo pipefail; export PATH="{os.path.dirname(sys.executable)}:$PATH"; '
 )
 
-# dataset -> targets (docs/architecture.md section 1) and the config keys of its raw files.
-TARGETS = {
-    "chromophore": ["absorption_max_nm", "emission_max_nm", "ln_lifetime_ns"],
-    "freesolv": ["dg_hydration_kcal_mol"],
-    "freesolv_cgib": ["dg_hydration_kcal_mol"],
-    "mnsol": ["dg_solv_kcal_mol"],
-    "combisolv": ["dg_solv_kcal_mol"],
-}
+# dataset -> the config key of its raw file (data.<key>) and the `pairfactory pairs` option taking
+# it, from the curation stage's own registry (one place for the datasets).
+from pairfactory.pairs.registry import DATASETS as _DATASET_SPECS
+
 RAW_FILES = {
-    "chromophore": {"chromophore_csv": "--chromophore-csv"},
-    "freesolv": {"freesolv_txt": "--freesolv-txt"},
-    # CGIB's FreeSolv: the CombiSolv-Exp rows tagged FreeSolv in its Source_all column
-    "freesolv_cgib": {"combisolv_csv": "--combisolv-csv"},
-    "mnsol": {"mnsol_csv": "--mnsol-csv"},
-    "combisolv": {"combisolv_csv": "--combisolv-csv"},
+    name: {spec.input_key: f"--{spec.input_key.replace('_', '-')}"}
+    for name, spec in _DATASET_SPECS.items()
 }
 
 PAIRS_DIR = "results/pairs"
