@@ -47,14 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        # Build each subparser only when its module imports: a stage under construction must not
-        # break the others.
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name and err.name.startswith("pairfactory"):
-                continue
-            raise
+        module = importlib.import_module(module_name)
         stage_parser = sub.add_parser(
             name,
             help=help_text,
