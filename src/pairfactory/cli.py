@@ -31,7 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 EPILOG = """examples:
-  pairfactory pairs --data-dir ../shared/data --out results/pairs
+  pairfactory pairs --data-dir ../shared/data --out-dir results/pairs
   pairfactory optimize --help
 """
 
