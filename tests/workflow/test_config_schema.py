@@ -33,11 +33,8 @@ def _assert_failed_before_any_job(workdir: Path, run_output: str, returncode: in
     [
         # a misspelt key deep down is named with its place
         ("qm", {"datasets": {"freesolv": {"max_sytems": 3}}}, ["max_sytems", "['qm']['datasets']['freesolv']"]),
-        ("shards", {"systems_per_shard": 0}, ["systems_per_shard", "minimum"]),
         ("engine", {"name": "gaussian"}, ["gaussian", "['engine']['name']"]),
-        ("evaluate", {"models": ["attentivefp", "gcn"]}, ["gcn", "['evaluate']['models']"]),
         ("samples", {"per_system": "8"}, ["per_system", "not of type 'integer'"]),
-        ("engine", {"xtb": {"fmax": 0.1}}, ["fmax", "['engine']['xtb']"]),
     ],
 )
 def test_schema_rejects_a_wrong_key_or_value_naming_it(
@@ -92,9 +89,20 @@ def test_shipped_configs_are_valid(path: str) -> None:
     assert set(config["qm"]["datasets"]) <= set(config["datasets"])
 
 
-def test_load_config_names_the_key() -> None:
-    with pytest.raises(UserError, match=r"qm\.datasets\.freesolv: .*'max_sytems'"):
-        load_config(REPO_ROOT / "config.yaml", {"qm": {"datasets": {"freesolv": {"max_sytems": 1}}}})
+@pytest.mark.parametrize(
+    ("override", "pattern"),
+    [
+        ({"qm": {"datasets": {"freesolv": {"max_sytems": 1}}}}, r"qm\.datasets\.freesolv: .*'max_sytems'"),
+        ({"shards": {"systems_per_shard": 0}}, r"shards\.systems_per_shard: 0 is less than the minimum"),
+        ({"evaluate": {"models": ["attentivefp", "gcn"]}}, r"evaluate\.models\.1: 'gcn' is not one of"),
+        ({"engine": {"xtb": {"fmax": 0.1}}}, r"engine\.xtb: .*'fmax'"),
+        ({"evaluate": {"tables": ["freesolv/dg_solv_kcal_mol"]}}, r"evaluate\.tables\.0"),
+    ],
+)
+def test_load_config_names_the_key(override: dict, pattern: str) -> None:
+    # the CLI stages read the same schema: same errors, naming the key
+    with pytest.raises(UserError, match=pattern):
+        load_config(REPO_ROOT / "config.yaml", override)
 
 
 def _walk(schema: dict, where: str = "config"):
