@@ -6,9 +6,11 @@ import hashlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 from snakemake.exceptions import WorkflowError
+from snakemake.iocontainers import Wildcards
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -35,7 +37,7 @@ EVALUATE_DIR = "results/evaluate"
 REPORT_DIR = "results/report"
 
 
-def check_config(config):
+def check_config(config: dict[str, Any]) -> None:
     """Cross-key checks the schema cannot express; fail at parse time, naming the key."""
     datasets = config["datasets"]
     for dataset in datasets:
@@ -68,7 +70,7 @@ def check_config(config):
 check_config(config)
 
 
-def file_sha256(path):
+def file_sha256(path: str) -> str:
     """Content hash of a raw file: with `mtime` left out of the rerun triggers, this (a param of the
     pairs rule) is what re-curates a dataset when its raw file changes."""
     digest = hashlib.sha256()
@@ -78,7 +80,7 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
-def write_config_snapshot(config):
+def write_config_snapshot(config: dict[str, Any]) -> str:
     """The effective config (config files + --config overrides + schema defaults) as one file that
     the stages read with --config. Its name is its content hash, so it is written once and never
     rewritten under a running job; it is deliberately not an input of any rule, so a config change
@@ -103,24 +105,24 @@ CONFIG_FILE = write_config_snapshot(config)
 # pairs
 
 
-def raw_inputs(wildcards):
+def raw_inputs(wildcards: Wildcards) -> dict[str, str]:
     return {key: config["data"][key] for key in RAW_FILES[wildcards.dataset]}
 
 
-def raw_hashes(wildcards):
+def raw_hashes(wildcards: Wildcards) -> dict[str, str]:
     return {
         key: file_sha256(config["data"][key]) for key in RAW_FILES[wildcards.dataset]
     }
 
 
-def raw_file_args(wildcards):
+def raw_file_args(wildcards: Wildcards) -> str:
     return " ".join(
         f"{flag} {config['data'][key]}"
         for key, flag in RAW_FILES[wildcards.dataset].items()
     )
 
 
-def pairs_options(wildcards):
+def pairs_options(wildcards: Wildcards) -> str:
     if wildcards.dataset == "chromophore" and config["pairs"]["exclude_solid_state"]:
         return "--exclude-solid-state"
     return ""
@@ -130,7 +132,7 @@ def pairs_options(wildcards):
 # QM shards
 
 
-def engine_tag():
+def engine_tag() -> str:
     """`xtb-1a2b3c4d`: the engine name + a hash of the settings that change results (the shard
     folder), computed by the optimize stage itself so that the two always agree."""
     from pairfactory.optimize import OptimizeSettings
@@ -143,7 +145,7 @@ ENGINE_TAG = engine_tag() if config["qm"]["datasets"] else None
 _PLANS = {}
 
 
-def shard_plan(dataset):
+def shard_plan(dataset: str) -> dict[str, Any]:
     """{shard_id: ShardSpec} of a dataset, from its pair tables (call after the pairs checkpoint).
 
     Cached per parse: the full Chromophore plan (~20,000 systems) is built once, not per job.
@@ -156,12 +158,12 @@ def shard_plan(dataset):
     return _PLANS[dataset]
 
 
-def sampling_settings():
+def sampling_settings() -> dict[str, Any]:
     """The `samples` keys that shape each starting complex (not per_system: that only adds blocks)."""
     return {k: v for k, v in sorted(config["samples"].items()) if k != "per_system"}
 
 
-def shard_content_hash(wildcards):
+def shard_content_hash(wildcards: Wildcards) -> str:
     """The shard's systems and sample indices, hashed: the param that re-runs a shard when (and only
     when) its own work changes."""
     plan = shard_plan(wildcards.dataset)
@@ -173,7 +175,7 @@ def shard_content_hash(wildcards):
     return plan[wildcards.shard].content_hash
 
 
-def shard_files(wildcards):
+def shard_files(wildcards: Wildcards) -> list[str]:
     """All shard files of a dataset; waits for its pair tables (the checkpoint)."""
     checkpoints.pairs.get(dataset=wildcards.dataset)
     return [
@@ -186,13 +188,13 @@ def shard_files(wildcards):
 # evaluation
 
 
-def evaluate_protocol():
+def evaluate_protocol() -> dict[str, Any]:
     """The evaluate keys a fold's result depends on (not which tables/models run, nor resources)."""
     skip = {"tables", "models", "splits", "device", "threads", "mem_mb", "runtime_min"}
     return {k: v for k, v in sorted(config["evaluate"].items()) if k not in skip}
 
 
-def evaluate_dirs():
+def evaluate_dirs() -> list[str]:
     """One folder per fold, the layout `pairfactory evaluate` and `report` use."""
     ev = config["evaluate"]
     return [
@@ -205,7 +207,7 @@ def evaluate_dirs():
     ]
 
 
-def evaluate_outputs():
+def evaluate_outputs() -> list[str]:
     return [f"{d}/metrics.json" for d in evaluate_dirs()]
 
 
@@ -213,7 +215,7 @@ def evaluate_outputs():
 # targets
 
 
-def final_outputs():
+def final_outputs() -> list[str]:
     outputs = [f"{PAIRS_DIR}/{dataset}" for dataset in config["datasets"]]
     outputs += [
         f"{MANIFEST_DIR}/{dataset}/{ENGINE_TAG}/manifest.parquet"
