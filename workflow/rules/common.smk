@@ -23,6 +23,8 @@ shell.prefix(
 
 # dataset -> the config key of its raw file (data.<key>) and the `pairfactory pairs` option taking
 # it, from the curation stage's own registry (one place for the datasets).
+from pairfactory.io import atomic_write_text, file_sha256
+from pairfactory.pairs.overrides import DEFAULT_OVERRIDES_PATH
 from pairfactory.pairs.registry import DATASETS as _DATASET_SPECS
 
 RAW_FILES = {
@@ -70,16 +72,6 @@ def check_config(config: dict[str, Any]) -> None:
 check_config(config)
 
 
-def file_sha256(path: str) -> str:
-    """Content hash of a raw file: with `mtime` left out of the rerun triggers, this (a param of the
-    pairs rule) is what re-curates a dataset when its raw file changes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_config_snapshot(config: dict[str, Any]) -> str:
     """The effective config (config files + --config overrides + schema defaults) as one file that
     the stages read with --config. Its name is its content hash, so it is written once and never
@@ -91,10 +83,7 @@ def write_config_snapshot(config: dict[str, Any]) -> str:
         / f"config-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
     )
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
     return str(path)
 
 
@@ -110,9 +99,14 @@ def raw_inputs(wildcards: Wildcards) -> dict[str, str]:
 
 
 def raw_hashes(wildcards: Wildcards) -> dict[str, str]:
-    return {
+    """Content, not mtime, decides re-curation: the raw files, and for MNSol the bundled SMILES
+    override table too (editing it must re-curate MNSol)."""
+    hashes = {
         key: file_sha256(config["data"][key]) for key in RAW_FILES[wildcards.dataset]
     }
+    if wildcards.dataset == "mnsol":
+        hashes["mnsol_overrides"] = file_sha256(DEFAULT_OVERRIDES_PATH)
+    return hashes
 
 
 def raw_file_args(wildcards: Wildcards) -> str:
