@@ -50,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--folds", type=int, default=5, help="k of k-fold (CGIB: 5)")
     parser.add_argument("--repeats", type=int, default=5, help="repeats of the k-fold CV (CGIB: 5)")
     parser.add_argument("--run-folds", type=int, default=None, help="run only the first N folds of each repeat")
+    parser.add_argument("--only-folds", type=int, nargs="+", default=None,
+                        help="run only these folds, in this order (e.g. to split folds over two processes)")
     parser.add_argument("--epochs", type=int, default=TrainSettings.max_epochs, help="max epochs (CGIB: 500)")
     parser.add_argument("--patience", type=int, default=TrainSettings.patience, help="early stopping (CGIB: 50)")
     parser.add_argument("--batch-size", type=int, default=TrainSettings.batch_size, help="CGIB: 256")
@@ -74,6 +76,8 @@ def _curate(dataset: str, data_dir: str, pairs_dir: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.only_folds and not all(0 <= f < args.folds for f in args.only_folds):
+        raise UserError(f"--only-folds must be in 0..{args.folds - 1} (got {args.only_folds})")
     settings = TrainSettings(
         lr=args.lr, batch_size=args.batch_size, max_epochs=args.epochs, patience=args.patience,
         seed=args.seed, device=args.device, num_threads=args.threads,
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [
         (repeat, fold, dataset, target, model)
         for repeat in range(args.repeats)
-        for fold in range(min(args.folds, args.run_folds or args.folds))
+        for fold in (args.only_folds or range(min(args.folds, args.run_folds or args.folds)))
         for (dataset, target) in tables
         for model in args.models
     ]
