@@ -76,9 +76,15 @@ start_munge() {
     die "munged did not start (see /var/log/munge/munged.log)"
 }
 
+# GNU nproc honours OMP_NUM_THREADS / OMP_THREAD_LIMIT: a caller that pinned its own threads to 1
+# (as the test suite does) would otherwise get a one-CPU node on which 2-thread jobs never start.
+machine_cpus() {
+    env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc
+}
+
 write_config() {
     local cpus mem_mb
-    cpus="$(nproc)"
+    cpus="$(machine_cpus)"
     # Leave ~1 GiB to the system so that slurmd does not drain the node for low memory.
     mem_mb="$(awk '/MemTotal/ {m = int($2 / 1024) - 1024; if (m < 512) m = 512; print m}' /proc/meminfo)"
     mkdir -p "$STATE_DIR"/{ctld,spool,log} /etc/slurm
@@ -158,7 +164,7 @@ cmd_start() {
         slurmd
     fi
     wait_node_idle
-    log "started: partition '$PARTITION' on $HOST ($(nproc) CPUs)"
+    log "started: partition '$PARTITION' on $HOST ($(machine_cpus) CPUs)"
     cmd_status
 }
 
