@@ -54,6 +54,6 @@ def test_full_scale_dry_run_schedules_the_whole_plan(full_scale: Path) -> None:
         "report": 1,
         "all": 1,
     }
-    # the real sizes: ~20,000 Chromophore systems x 8 samples in shards of 32 x 8, and 840 folds
+    # the real sizes: ~20,000 Chromophore systems x 8 samples in shards of 32 x 8, and 2,100 folds
     assert 900 <= expected_optimize <= 1100
-    assert expected_evaluate == 7 * 4 * 3 * 10
+    assert expected_evaluate == 7 * 4 * 3 * 5 * 5
