@@ -14,6 +14,7 @@ repeat ``r`` with ``r``). ``seed`` is the config's top-level ``seed`` unless ``-
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -103,8 +104,10 @@ class FoldMetrics:
     code_dirty: bool | None = None  # uncommitted changes under src/ at run time
 
 
+@functools.lru_cache(maxsize=1)
 def _code_state() -> tuple[str | None, bool | None]:
-    """(HEAD commit, whether src/ has uncommitted changes): which model code produced a fold."""
+    """(HEAD commit, whether src/ has uncommitted changes): which model code produced a fold.
+    Taken once per process (cached), because the code a process runs is the code it imported."""
     import subprocess
 
     src = Path(__file__).resolve().parents[1]
