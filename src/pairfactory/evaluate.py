@@ -385,7 +385,7 @@ def options_from_config(config: Mapping[str, Any] | None, args: argparse.Namespa
         if "patience" in section and section["patience"] is None:  # null = never stop early
             values["patience"] = section.get("epochs", TrainSettings.max_epochs)
     hparams: dict[str, Any] = {}
-    if "hidden_dim" in section:
+    if section.get("hidden_dim") is not None:  # null = the model's published default
         hparams["hidden_dim"] = int(section["hidden_dim"])
     n_folds = int(section.get("folds", 5))
     seed = int((config or {}).get("seed", 0))

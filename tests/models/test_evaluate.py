@@ -151,3 +151,10 @@ def test_options_from_config(tmp_path):
     args = parser.parse_args(["--pairs", "x", "--model", "cgib", "--out", "y", "--epochs", "2", "--seed", "5"])
     options = options_from_config(config, args)
     assert options.settings.max_epochs == 2 and options.seed == 5 and options.settings.batch_size == 4
+
+
+def test_config_hidden_dim_null_keeps_each_models_published_size():
+    from pairfactory.evaluate import options_from_config
+
+    assert "hidden_dim" not in options_from_config({"evaluate": {"hidden_dim": None}}).hparams
+    assert options_from_config({"evaluate": {"hidden_dim": 24}}).hparams["hidden_dim"] == 24
