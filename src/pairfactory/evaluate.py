@@ -17,8 +17,6 @@ import argparse
 import functools
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -30,6 +28,7 @@ import pandas as pd
 
 from pairfactory import __version__
 from pairfactory.errors import InputFileError, UserError
+from pairfactory.io import atomic_write, atomic_write_text
 from pairfactory.splits import SPLIT_KINDS, FoldSplit, make_splits
 from pairfactory.train import TrainSettings, regression_metrics
 
@@ -151,20 +150,6 @@ def read_pairs(path: str | Path) -> pd.DataFrame:
     if table["pair_id"].duplicated().any():
         raise InputFileError(path, "pair_id is not unique")
     return table.reset_index(drop=True)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
-def _atomic_write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
 
 
 def load_fold_metrics(out_dir: str | Path) -> dict[str, Any] | None:
@@ -297,12 +282,12 @@ def run_fold(
         raise AssertionError(f"test RMSE {test_metrics['rmse']} != {result.test_rmse} recorded at the best epoch")
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write_parquet(predictions, out_dir / PREDICTIONS_FILE)
+    atomic_write(out_dir / PREDICTIONS_FILE, lambda tmp: predictions.to_parquet(tmp, index=False))
     history = result.history_frame()
-    _atomic_write_text(out_dir / HISTORY_FILE, history.to_csv(index=False))
+    atomic_write_text(out_dir / HISTORY_FILE, history.to_csv(index=False))
     save_weights(result.best_state_dict, out_dir / WEIGHTS_FILE)
     if len(rejected):
-        _atomic_write_text(out_dir / "unfeaturizable.csv", rejected.to_csv(index=False))
+        atomic_write_text(out_dir / "unfeaturizable.csv", rejected.to_csv(index=False))
     metrics = FoldMetrics(
         dataset=dataset,
         target=target,
@@ -335,7 +320,7 @@ def run_fold(
         code_dirty=code_dirty,
     )
     payload = asdict(metrics)
-    _atomic_write_text(out_dir / METRICS_FILE, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out_dir / METRICS_FILE, json.dumps(payload, indent=2, sort_keys=True) + "\n")
     LOG.info("%s: test RMSE %.4g %s at epoch %d (%.0f s)", out_dir, metrics.rmse, unit, metrics.best_epoch, metrics.seconds)
     return payload
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -26,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from pairfactory.errors import UserError
+from pairfactory.io import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -353,16 +352,8 @@ def save_weights(state_dict: Mapping[str, Any], path: str | Path) -> Path:
     import torch
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu") for k, v in state_dict.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(tensors, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: torch.save(tensors, tmp))
     return path
 
 
