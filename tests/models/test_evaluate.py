@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from pathlib import Path
@@ -14,35 +13,10 @@ pytest.importorskip("torch")
 pytest.importorskip("dgl")
 
 from pairfactory.cli import main  # noqa: E402
-from pairfactory.evaluate import ProtocolOptions, options_from_config, run_fold, run_protocol  # noqa: E402
+from pairfactory.evaluate import ProtocolOptions, options_from_config, run_protocol  # noqa: E402
 from pairfactory.train import TrainSettings  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-@functools.lru_cache(maxsize=1)
-def _curated_freesolv() -> pd.DataFrame:
-    from pairfactory.pairs import curate
-
-    return curate("freesolv", input_path=REPO / "data" / "freesolv" / "database.txt").tables["dg_hydration_kcal_mol"]
-
-
-def freesolv_table(n: int) -> pd.DataFrame:
-    """The first ``n`` rows of the real curated FreeSolv pair table (bundled raw file)."""
-    frame = _curated_freesolv().head(n).copy()
-    frame["dataset"] = 'freesolv'
-    return frame.reset_index(drop=True)
-
-
-def write_pair_table(frame: pd.DataFrame, path: Path) -> Path:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from pairfactory.pairs.schema import PAIR_SCHEMA
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pandas(frame, schema=PAIR_SCHEMA, preserve_index=False), path)
-    return path
+from curated_tables import freesolv_rows, write_pair_table  # noqa: E402
 
 
 @pytest.fixture()
@@ -50,7 +24,7 @@ def table_path(tmp_path) -> Path:
     import torch
 
     torch.set_num_threads(1)
-    return write_pair_table(freesolv_table(30), tmp_path / "pairs" / "freesolv" / "dg_hydration_kcal_mol.parquet")
+    return write_pair_table(freesolv_rows(30), tmp_path / "pairs" / "freesolv" / "dg_hydration_kcal_mol.parquet")
 
 
 def _cli(table_path: Path, out: Path, *extra: str) -> int:
@@ -115,7 +89,7 @@ def test_unfeaturizable_pairs_are_recorded(tmp_path):
     import torch
 
     torch.set_num_threads(1)
-    table = freesolv_table(24)
+    table = freesolv_rows(24)
     # a pentavalent carbon: RDKit refuses it, so the featurizer rejects the pair
     table.loc[3, "solute_smiles"] = "C(C)(C)(C)(C)C"
     path = write_pair_table(table, tmp_path / "t.parquet")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
@@ -19,33 +18,7 @@ from pairfactory.evaluate import ProtocolOptions, run_protocol  # noqa: E402
 from pairfactory.report import collect_metrics, write_report  # noqa: E402
 from pairfactory.train import TrainSettings  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-@functools.lru_cache(maxsize=1)
-def _curated_freesolv() -> pd.DataFrame:
-    from pairfactory.pairs import curate
-
-    return curate("freesolv", input_path=REPO / "data" / "freesolv" / "database.txt").tables["dg_hydration_kcal_mol"]
-
-
-def freesolv_cgib_like_table(n: int) -> pd.DataFrame:
-    """The first ``n`` rows of the real curated FreeSolv pair table (bundled raw file)."""
-    frame = _curated_freesolv().head(n).copy()
-    # labelled as the CGIB FreeSolv table so that the published numbers appear next to ours
-    frame["dataset"] = 'freesolv_cgib'
-    return frame.reset_index(drop=True)
-
-
-def write_pair_table(frame: pd.DataFrame, path: Path) -> Path:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from pairfactory.pairs.schema import PAIR_SCHEMA
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pandas(frame, schema=PAIR_SCHEMA, preserve_index=False), path)
-    return path
+from curated_tables import freesolv_rows, write_pair_table  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +28,7 @@ def results_root(tmp_path_factory) -> Path:
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("report")
     table = tmp / "pairs.parquet"
-    write_pair_table(freesolv_cgib_like_table(30), table)
+    write_pair_table(freesolv_rows(30, dataset="freesolv_cgib"), table)
     options = ProtocolOptions(
         settings=TrainSettings(max_epochs=2, batch_size=8, device="cpu"), n_folds=3, graph_cache=tmp / "gc.pt"
     )

@@ -28,6 +28,13 @@ def _write_table(frame: pd.DataFrame, schema: pa.Schema, path: Path) -> None:
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
+def write_pair_table(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write one pair table with the pair schema (the counterpart of ``read_pair_table``), atomically."""
+    path = Path(path)
+    _write_table(frame, S.PAIR_SCHEMA, path)
+    return path
+
+
 def write_curated(curated: CuratedDataset, out_dir: str | Path) -> list[Path]:
     """Write one dataset's tables, rejects and summaries under ``out_dir/dataset``; return the paths."""
     folder = Path(out_dir) / curated.dataset
