@@ -52,6 +52,15 @@ class CollectResult:
     stale_shards: list[str] = field(default_factory=list)
 
 
+def _duration(seconds: float) -> str:
+    """A total that reads well at every scale: a laptop subset takes seconds, a cluster run days."""
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
 def message_class(status: str, message: str | None) -> str:
     """A failure message with its particulars (numbers, quoted SMILES) masked, to count alike failures."""
     if not message:
@@ -241,7 +250,7 @@ def _summary_markdown(summary: dict[str, Any]) -> str:
     wall = summary["wall_time_s"]
     if wall["median"] is not None:
         lines += ["", f"Wall time per sample: median {wall['median']:.2f} s, p90 {wall['p90']:.2f} s, "
-                      f"total {wall['total'] / 3600:.2f} h."]
+                      f"total {_duration(wall['total'])}."]
     if summary["stale_shards"]:
         lines += ["", f"Shard files not in the current plan (ignored): {', '.join(summary['stale_shards'])}"]
     systems = summary["systems"]
