@@ -47,6 +47,9 @@ EPILOG = """examples:
   pairfactory evaluate --config config.yaml --pairs results/pairs/mnsol/dg_solv_kcal_mol.parquet \\
       --model cgib --split scaffold --fold 2 --out results/evaluate/mnsol/dg_solv_kcal_mol/cgib/scaffold/r0-f2 \\
       --epochs 50 --force
+  # CGIB with a smaller bottleneck weight (published default: beta 1.0)
+  pairfactory evaluate --pairs results/pairs/freesolv_cgib/dg_hydration_kcal_mol.parquet --model cgib \\
+      --hparams '{"beta": 0.0001}' --out results/tune/cgib-beta0.0001/r0-f0
 """
 
 
@@ -57,8 +60,22 @@ class ProtocolOptions:
     settings: TrainSettings = field(default_factory=TrainSettings)
     n_folds: int = 5
     seed: int = 0
-    hparams: dict[str, Any] = field(default_factory=dict)
+    hparams: dict[str, Any] = field(default_factory=dict)  # for every model (config `hidden_dim`)
+    # per model name, over `hparams` (config `model_hparams`, then `--hparams` for the model run)
+    model_hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
     graph_cache: Path = DEFAULT_GRAPH_CACHE
+
+    def hparams_for(self, model_name: str) -> dict[str, Any]:
+        """The hyper-parameters a fold of ``model_name`` is built with: the shared ones, then the
+        model's own. The shared ``hidden_dim`` goes only to models that have one (AttentiveFP sizes its
+        layers with ``graph_feat_size``); every other key is passed on, so a typo still fails."""
+        from pairfactory.models import default_hparams
+
+        given = dict(self.hparams)
+        if "hidden_dim" in given and "hidden_dim" not in default_hparams(model_name):
+            LOG.info("model %s has no hidden_dim; ignoring hidden_dim=%s", model_name, given.pop("hidden_dim"))
+        given.update(self.model_hparams.get(model_name, {}))
+        return given
 
     def split_seed(self, repeat: int) -> int:
         return self.seed + repeat
@@ -206,17 +223,6 @@ def _pair_ids_of(ds: Any, index: np.ndarray) -> np.ndarray:
     return pair_ids[index.astype(np.int64)]
 
 
-def _hparams_for(model_name: str, hparams: Mapping[str, Any]) -> dict[str, Any]:
-    """The config's shared ``hidden_dim`` goes only to models that have one (AttentiveFP sizes its
-    layers with ``graph_feat_size``); every other key is passed on, so a typo still fails."""
-    from pairfactory.models import default_hparams
-
-    given = dict(hparams)
-    if "hidden_dim" in given and "hidden_dim" not in default_hparams(model_name):
-        LOG.info("model %s has no hidden_dim; ignoring hidden_dim=%s", model_name, given.pop("hidden_dim"))
-    return given
-
-
 def run_fold(
     pairs_path: str | Path,
     model_name: str,
@@ -265,7 +271,7 @@ def run_fold(
     )
 
     settings = replace(options.settings, seed=options.model_seed(repeat))
-    hparams = _hparams_for(model_name, options.hparams)
+    hparams = options.hparams_for(model_name)
     seed_everything(settings.seed)  # before building: initial weights depend on the seed
     model = build_model(model_name, **hparams)
     result = train_model(model, datasets["train"], datasets["valid"], datasets["test"], settings, log=LOG, progress=progress)
@@ -372,6 +378,7 @@ def options_from_config(config: Mapping[str, Any] | None, args: argparse.Namespa
     hparams: dict[str, Any] = {}
     if section.get("hidden_dim") is not None:  # null = the model's published default
         hparams["hidden_dim"] = int(section["hidden_dim"])
+    model_hparams = {name: dict(values) for name, values in (section.get("model_hparams") or {}).items()}
     n_folds = int(section.get("folds", 5))
     seed = int((config or {}).get("seed", 0))
     if args is not None:
@@ -389,13 +396,15 @@ def options_from_config(config: Mapping[str, Any] | None, args: argparse.Namespa
                 raise UserError(f"--hparams must be a JSON object, e.g. '{{\"hidden_dim\": 52}}' ({err})") from err
             if not isinstance(extra, dict):
                 raise UserError("--hparams must be a JSON object, e.g. '{\"hidden_dim\": 52}'")
-            hparams.update(extra)
+            # the flag is about the model this call runs, so it wins over the config's model_hparams
+            model_hparams.setdefault(args.model, {}).update(extra)
         if args.folds is not None:
             n_folds = args.folds
         if args.seed is not None:
             seed = args.seed
     graph_cache = Path(args.graph_cache) if args is not None and args.graph_cache else DEFAULT_GRAPH_CACHE
-    return ProtocolOptions(settings=TrainSettings.from_mapping(values), n_folds=n_folds, seed=seed, hparams=hparams, graph_cache=graph_cache)
+    return ProtocolOptions(settings=TrainSettings.from_mapping(values), n_folds=n_folds, seed=seed, hparams=hparams,
+                           model_hparams=model_hparams, graph_cache=graph_cache)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -416,7 +425,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr-factor", type=float, help="ReduceLROnPlateau factor (default 0.1)")
     parser.add_argument("--lr-patience", type=int, help="ReduceLROnPlateau patience (CGIB: 20)")
     parser.add_argument("--hidden-dim", type=int, help="model hidden size (passed to models.build_model)")
-    parser.add_argument("--hparams", help="extra model hyper-parameters as a JSON object")
+    parser.add_argument("--hparams", help="hyper-parameters of --model as a JSON object, e.g. '{\"beta\": 0.01}' "
+                        "(over the config's evaluate.model_hparams; names: pairfactory.models.default_hparams)")
     parser.add_argument("--seed", type=int, help="master seed (default: config `seed`, else 0)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: CUDA when usable")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default 1)")

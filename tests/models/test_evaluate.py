@@ -132,3 +132,21 @@ def test_config_hidden_dim_null_keeps_each_models_published_size():
 
     assert "hidden_dim" not in options_from_config({"evaluate": {"hidden_dim": None}}).hparams
     assert options_from_config({"evaluate": {"hidden_dim": 24}}).hparams["hidden_dim"] == 24
+
+
+def test_model_hparams_go_to_their_model_and_the_flag_wins_for_the_model_it_runs():
+    import argparse
+
+    from pairfactory.evaluate import add_arguments
+
+    config = {"evaluate": {"hidden_dim": 24, "model_hparams": {"cgib": {"beta": 0.1, "hidden_dim": 40}}}}
+    options = options_from_config(config)
+    assert options.hparams_for("cgib") == {"hidden_dim": 40, "beta": 0.1}  # the model's own over the shared size
+    assert options.hparams_for("cigin") == {"hidden_dim": 24}
+    assert options.hparams_for("attentivefp") == {}  # it has no hidden_dim
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--pairs", "x", "--model", "cgib", "--out", "y", "--hparams", '{"beta": 0.001}'])
+    options = options_from_config(config, args)
+    assert options.hparams_for("cgib") == {"hidden_dim": 40, "beta": 0.001}
+    assert options.hparams_for("cgib_contrastive") == {"hidden_dim": 24}

@@ -97,6 +97,8 @@ def test_shipped_configs_are_valid(path: str) -> None:
         ({"evaluate": {"models": ["attentivefp", "gcn"]}}, r"evaluate\.models\.1: 'gcn' is not one of"),
         ({"engine": {"xtb": {"fmax": 0.1}}}, r"engine\.xtb: .*'fmax'"),
         ({"evaluate": {"tables": ["freesolv/dg_solv_kcal_mol"]}}, r"evaluate\.tables\.0"),
+        ({"evaluate": {"model_hparams": {"gcn": {"beta": 1}}}}, r"evaluate\.model_hparams.*'gcn'"),
+        ({"evaluate": {"model_hparams": {"cgib": {"beta": [0.1, 0.01]}}}}, r"evaluate\.model_hparams\.cgib\.beta"),
     ],
 )
 def test_load_config_names_the_key(override: dict, pattern: str) -> None:
@@ -118,7 +120,10 @@ def test_schema_is_closed_and_every_key_has_a_default() -> None:
     for where, node in _walk(schema):
         types = node.get("type")
         if types == "object" or (isinstance(types, list) and "object" in types):
-            assert node.get("additionalProperties") is False, f"{where} is not closed"
+            # closed, or a map whose values have a schema (model hyper-parameters by name)
+            assert node.get("additionalProperties") is False or isinstance(node.get("additionalProperties"), dict), (
+                f"{where} is not closed"
+            )
         elif where.startswith("config.") and "$ref" not in node:
             assert "default" in node, f"{where} has no default"
 

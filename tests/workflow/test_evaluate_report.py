@@ -45,3 +45,12 @@ def test_evaluate_and_report_run_through_the_workflow(tmp_path: Path) -> None:
     write_config(tmp_path, config)
     again = run_snakemake(tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), "-n").check()
     assert again.job_counts() == {"evaluate": 2, "report": 1, "all": 1}
+    # another model's hyper-parameters are not this model's protocol; its own are
+    config["evaluate"]["epochs"] = 1
+    config["evaluate"]["model_hparams"] = {"cgib": {"beta": 0.01}}
+    write_config(tmp_path, config)
+    assert run_snakemake(tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), "-n").check().nothing_to_do
+    config["evaluate"]["model_hparams"] = {"attentivefp": {"num_layers": 1}}
+    write_config(tmp_path, config)
+    again = run_snakemake(tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), "-n").check()
+    assert again.job_counts() == {"evaluate": 2, "report": 1, "all": 1}

@@ -23,7 +23,7 @@ rule evaluate:
         config_file=Path(CONFIG_FILE),
         table=lambda wildcards: f"{PAIRS_DIR}/{wildcards.dataset}/{wildcards.target}.parquet",
         # the protocol settings are what the result depends on; other config keys are not
-        protocol=evaluate_protocol(),
+        protocol=lambda wildcards: evaluate_protocol(wildcards.model),
         seed=config["seed"],
         out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
     shell:
