@@ -9,6 +9,9 @@ Prints the grid as a Markdown table and writes it, with a CSV, beside the folds.
 example (CGIB's bottleneck weight on CGIB's FreeSolv, 5 folds, 4 processes of 1 thread):
   .venv/bin/python bench/select_hparams.py --pairs results/pairs/freesolv_cgib/dg_hydration_kcal_mol.parquet \\
       --model cgib --grid '{"beta": [1, 0.1, 0.01, 0.001, 0.0001, 0]}' --jobs 4
+summarize folds that ran elsewhere (no training):
+  .venv/bin/python bench/select_hparams.py --pairs results/pairs/mnsol/dg_solv_kcal_mol.parquet --model cgib \\
+      --grid '{"beta": [1, 0.1, 0.01, 0.001, 0.0001, 0]}' --results results/tune-device --no-run
 then use the choice, e.g. in config.yaml:  evaluate: {model_hparams: {cgib: {beta: 0.0001}}}
 """
 
@@ -55,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--graph-cache", default="results/graphs/graph_cache.pt")
+    parser.add_argument("--no-run", action="store_true",
+                        help="run nothing: only summarize the folds already under --results (e.g. copied from another machine)")
     return parser.parse_args(argv)
 
 
@@ -63,18 +68,12 @@ def _run_one(pairs: str, model: str, split: str, fold: int, repeat: int, out: st
     return run_fold(pairs, model, split, fold, repeat, out, options, progress=False)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.jobs < 1:
-        raise UserError(f"--jobs must be >= 1 (got {args.jobs})")
-    table = read_pairs(args.pairs)
-    dataset, target, unit = (str(table[c].iloc[0]) for c in ("dataset", "target", "unit"))
-    settings = TrainSettings(lr=args.lr, batch_size=args.batch_size, max_epochs=args.epochs, patience=args.patience,
-                             seed=args.seed, device=args.device, num_threads=args.threads)
-    labels = {setting_label(args.model, point): point for point in grid_points(parse_grid(args.grid))}
+def _run_missing(args: argparse.Namespace, dataset: str, target: str, labels: dict[str, dict],
+                 settings: TrainSettings) -> None:
+    """Run every (setting, repeat, fold) that has no metrics.json yet."""
     from pairfactory.graphs import GraphCache
 
+    table = read_pairs(args.pairs)
     cache = GraphCache(args.graph_cache)  # featurize once here, so the worker processes only read the cache
     cache.featurize_all(pd.concat([table["solute_smiles"], table["solvent_smiles"]]).unique())
     cache.save()
@@ -102,11 +101,24 @@ def main(argv: list[str] | None = None) -> int:
             LOG.info("[%d/%d, %.1f min] %s r%d f%d: valid RMSE %.3f, test RMSE %.3f", done, len(todo),
                      (time.monotonic() - started) / 60, label, repeat, fold, metrics["valid_rmse"], metrics["rmse"])
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be >= 1 (got {args.jobs})")
+    table = read_pairs(args.pairs)
+    dataset, target, unit = (str(table[c].iloc[0]) for c in ("dataset", "target", "unit"))
+    settings = TrainSettings(lr=args.lr, batch_size=args.batch_size, max_epochs=args.epochs, patience=args.patience,
+                             seed=args.seed, device=args.device, num_threads=args.threads)
+    labels = {setting_label(args.model, point): point for point in grid_points(parse_grid(args.grid))}
+    if not args.no_run:
+        _run_missing(args, dataset, target, labels, settings)
     summaries = summarize_settings(read_setting_metrics(Path(args.results), dataset, target, args.split, list(labels)), labels)
     selected = select_setting(summaries, folds_required=args.folds * args.repeats)
     text = (f"# {args.model} on {dataset}/{target}, {args.split} split, {args.folds} folds x {args.repeats} repeat(s)\n\n"
             f"Selected by the lowest mean validation RMSE: `{selected.label}`.\n\n" + summary_table(summaries, selected, unit))
-    stem = root / f"{args.model}-{args.split}-selection"
+    stem = Path(args.results) / dataset / target / f"{args.model}-{args.split}-selection"
     atomic_write_text(stem.with_suffix(".md"), text)
     pd.DataFrame([asdict(s) | {"selected": s.label == selected.label} for s in summaries]).to_csv(stem.with_suffix(".csv"), index=False)
     print(text)

@@ -110,6 +110,9 @@ def summary_table(summaries: Sequence[SettingSummary], selected: SettingSummary 
         "|---|---|---|---|---|---|",
     ]
     for s in summaries:
+        if s.folds == 0:
+            lines.append(f"| `{s.label}` | 0 | – | – | – | |")
+            continue
         mark = "**yes**" if selected is not None and s.label == selected.label else ""
         lines.append(
             f"| `{s.label}` | {s.folds} | {s.valid_rmse:.3f} | {s.test_rmse:.3f} ({s.test_rmse_std:.3f}) | "

@@ -37,19 +37,20 @@ def _fold(setting, fold, valid, test):
 
 
 def test_choice_uses_validation_only_and_complete_settings_only():
-    labels = {"m@b=1": {"b": 1}, "m@b=2": {"b": 2}, "m@b=3": {"b": 3}}
+    labels = {"m@b=1": {"b": 1}, "m@b=2": {"b": 2}, "m@b=3": {"b": 3}, "m@b=4": {"b": 4}}
     metrics = [
         _fold("m@b=1", 0, 1.0, 0.5), _fold("m@b=1", 1, 1.2, 0.5),  # best test, worse validation
         _fold("m@b=2", 0, 0.9, 0.9), _fold("m@b=2", 1, 1.1, 0.9),  # best validation
         _fold("m@b=3", 0, 0.1, 0.1),  # one fold missing: not comparable, not a candidate
     ]
     summaries = summarize_settings(metrics, labels)
-    assert [s.folds for s in summaries] == [2, 2, 1]
+    assert [s.folds for s in summaries] == [2, 2, 1, 0]
     chosen = select_setting(summaries, folds_required=2)
     assert chosen.label == "m@b=2" and chosen.test_rmse == pytest.approx(0.9)
     assert math.isclose(summaries[0].valid_rmse, 1.1)
     table = summary_table(summaries, chosen, "kcal/mol")
     assert "| `m@b=2` | 2 | 1.000 | 0.900 (0.000) | 10 | **yes** |" in table
+    assert "| `m@b=4` | 0 | – | – | – | |" in table  # not run yet
     with pytest.raises(UserError, match="rerun the same command"):
         select_setting(summaries, folds_required=3)
 
