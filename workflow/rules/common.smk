@@ -185,9 +185,20 @@ def shard_files(wildcards: Wildcards) -> list[str]:
 def evaluate_protocol(model: str) -> dict[str, Any]:
     """The evaluate keys a fold of `model` depends on (not which tables/models run, nor resources,
     nor another model's hyper-parameters)."""
-    skip = {"tables", "models", "splits", "device", "threads", "mem_mb", "runtime_min", "model_hparams"}
+    skip = {
+        "tables",
+        "models",
+        "splits",
+        "device",
+        "threads",
+        "mem_mb",
+        "runtime_min",
+        "model_hparams",
+    }
     protocol = {k: v for k, v in sorted(config["evaluate"].items()) if k not in skip}
-    protocol["model_hparams"] = config["evaluate"].get("model_hparams", {}).get(model, {})
+    protocol["model_hparams"] = (
+        config["evaluate"].get("model_hparams", {}).get(model, {})
+    )
     return protocol
 
 
