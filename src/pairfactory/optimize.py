@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.parquet as pq
 
 from pairfactory import __version__
+from pairfactory.engines.base import require_timeout
 from pairfactory.errors import UserError
 from pairfactory.io import atomic_write_text
 from pairfactory.plan import ShardSpec
@@ -127,8 +128,7 @@ class OptimizeSettings:
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise UserError(f"engine.max_attempts must be an integer >= 1, got {max_attempts!r}")
         timeout_s = engine.get("timeout_s")
-        if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or timeout_s <= 0):
-            raise UserError(f"engine.timeout_s must be a number > 0 or null, got {timeout_s!r}")
+        require_timeout(timeout_s, "engine.timeout_s")
         # The keys above belong to this stage, not to the engine's settings (and so not to its tag).
         engine_config = {k: v for k, v in engine.items() if k not in ("max_attempts", "timeout_s")}
         return cls(

@@ -207,3 +207,13 @@ def test_engine_tag_for_config_needs_no_binary_and_matches_the_built_engine(tmp_
     monkeypatch.setenv("PATH", str(tmp_path))
     orca_config = {"name": "orca", "orca": {"binary": str(tmp_path / "missing-orca")}}
     assert engine_tag_for_config(orca_config).startswith("orca-")
+
+
+@pytest.mark.parametrize("engine", ["xtb", "pyscf", "orca"])
+@pytest.mark.parametrize("timeout", ["60", True, 0, -5])
+def test_every_engine_refuses_a_bad_timeout_naming_the_key(engine, timeout):
+    # the same check for all three engines: a string must not pass until it meets a '>' at run time
+    from pairfactory.engines import engine_tag_for_config
+
+    with pytest.raises(UserError, match=rf"engine\.{engine}\.timeout_s must be a number > 0 or null, got"):
+        engine_tag_for_config({"name": engine, engine: {"timeout_s": timeout}})

@@ -307,6 +307,12 @@ def require_positive_number(value: Any, key: str) -> None:
         raise UserError(f"{key} must be a number > 0, got {value!r}")
 
 
+def require_timeout(value: Any, key: str) -> None:
+    """UserError naming ``key`` unless ``value`` is null (no limit) or a number of seconds > 0."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+        raise UserError(f"{key} must be a number > 0 or null, got {value!r}")
+
+
 def require_positive_int(value: Any, key: str) -> None:
     """UserError naming ``key`` unless ``value`` is an int >= 1 (bool is not a count here)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

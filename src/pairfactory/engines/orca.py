@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from ase.data import chemical_symbols
 
-from pairfactory.engines.base import Deadline, Engine, EngineTimeout, Outcome, ScfFailure, Trace, require_positive_int
+from pairfactory.engines.base import Deadline, Engine, EngineTimeout, Outcome, ScfFailure, Trace, require_positive_int, require_timeout
 from pairfactory.errors import UserError
 from pairfactory.records import SampleStatus
 
@@ -69,8 +69,7 @@ class OrcaSettings:
             require_positive_int(self.nprocs, "engine.orca.nprocs")
         require_positive_int(self.maxcore_mb, "engine.orca.maxcore_mb")
         require_positive_int(self.max_steps, "engine.orca.max_steps")
-        if self.timeout_s is not None and (isinstance(self.timeout_s, bool) or not self.timeout_s > 0):
-            raise UserError(f"engine.orca.timeout_s must be a number > 0 or null, got {self.timeout_s!r}")
+        require_timeout(self.timeout_s, "engine.orca.timeout_s")
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pairfactory.engines.base import Deadline, Engine, Outcome, ScfFailure, Trace, require_positive_int, require_positive_number
+from pairfactory.engines.base import Deadline, Engine, Outcome, ScfFailure, Trace, require_positive_int, require_positive_number, require_timeout
 from pairfactory.errors import UserError
 
 CONVERGENCE_SETS = ("GAU", "GAU_LOOSE", "NWCHEM_LOOSE", "TURBOMOLE", "INTERFRAG_TIGHT", "GAU_TIGHT", "GAU_VERYTIGHT")
@@ -73,8 +73,7 @@ class PyscfSettings:
             raise UserError(
                 f"engine.pyscf.convergence_set must be one of {', '.join(CONVERGENCE_SETS)}; got {self.convergence_set!r}"
             )
-        if self.timeout_s is not None and (isinstance(self.timeout_s, bool) or not self.timeout_s > 0):
-            raise UserError(f"engine.pyscf.timeout_s must be a number > 0 or null, got {self.timeout_s!r}")
+        require_timeout(self.timeout_s, "engine.pyscf.timeout_s")
 
     @property
     def is_hartree_fock(self) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from pairfactory.engines.base import Deadline, Engine, Outcome, ScfFailure, Trace, require_positive_int, require_positive_number
+from pairfactory.engines.base import Deadline, Engine, Outcome, ScfFailure, Trace, require_positive_int, require_positive_number, require_timeout
 from pairfactory.errors import UserError
 
 XTB_METHODS = ("GFN2-xTB", "GFN1-xTB", "IPEA1-xTB")
@@ -43,8 +43,7 @@ class XtbSettings:
         require_positive_number(self.fmax_ev_per_angstrom, "engine.xtb.fmax_ev_per_angstrom")
         require_positive_int(self.max_scf_iterations, "engine.xtb.max_scf_iterations")
         require_positive_int(self.max_steps, "engine.xtb.max_steps")
-        if self.timeout_s is not None:
-            require_positive_number(self.timeout_s, "engine.xtb.timeout_s")
+        require_timeout(self.timeout_s, "engine.xtb.timeout_s")
 
 
 class XtbEngine(Engine):
