@@ -41,6 +41,14 @@ def test_evaluate_and_report_run_through_the_workflow(tmp_path: Path) -> None:
     assert (tmp_path / "results" / "report" / "results.csv").is_file()
     # an unchanged config has nothing to do; a protocol change re-runs the folds (and the report)
     assert run_snakemake(tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), "-n").check().nothing_to_do
+    # a re-curation that writes the same table again (new files, new mtimes) re-runs no fold
+    forced = run_snakemake(tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), "--forcerun", "pairs").check()
+    assert forced.finished().get("pairs") == 1 and "evaluate" not in forced.finished(), forced.output[-3000:]
+    assert run_snakemake(tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), "-n").check().nothing_to_do
+    # a re-curation that changes the table re-runs its folds
+    freesolv_subset(tmp_path / "raw" / "freesolv.txt", 62)
+    changed = run_snakemake(tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), timeout=400).check()
+    assert changed.finished().get("evaluate") == 2, changed.output[-3000:]
     config["evaluate"]["epochs"] = 2
     write_config(tmp_path, config)
     again = run_snakemake(tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), "-n").check()

@@ -56,6 +56,14 @@ class SnakemakeRun:
         """(dataset, engine tag, shard id) of every optimize job scheduled (dry-run output)."""
         return set(_SHARD_OUTPUT_RE.findall(self.output))
 
+    def finished(self) -> dict[str, int]:
+        """Rule -> number of jobs a real run finished ('Finished jobid: N (Rule: name)'); unlike the
+        job stats, which are planned before a checkpoint re-evaluates the DAG."""
+        counts: dict[str, int] = {}
+        for rule in re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", self.output):
+            counts[rule] = counts.get(rule, 0) + 1
+        return counts
+
     def job_counts(self) -> dict[str, int]:
         """The 'Job stats' table of a dry-run: rule -> number of jobs."""
         if "Job stats:" not in self.output:

@@ -182,6 +182,23 @@ def shard_files(wildcards: Wildcards) -> list[str]:
 # evaluation
 
 
+def pair_table_path(wildcards: Wildcards) -> str:
+    return f"{PAIRS_DIR}/{wildcards.dataset}/{wildcards.target}.parquet"
+
+
+def pair_table_ready(wildcards: Wildcards) -> list[str]:
+    """No input file, only the wait for the dataset's curation (the checkpoint), as for the shards."""
+    checkpoints.pairs.get(dataset=wildcards.dataset)
+    return []
+
+
+def pair_table_sha256(wildcards: Wildcards) -> str:
+    """The content of the fold's pair table: the param that re-runs its folds when (and only when)
+    the table changes. Before the curation has run there is nothing to hash yet."""
+    path = pair_table_path(wildcards)
+    return file_sha256(path) if os.path.exists(path) else "not curated yet"
+
+
 def evaluate_protocol(model: str) -> dict[str, Any]:
     """The evaluate keys a fold of `model` depends on (not which tables/models run, nor resources,
     nor another model's hyper-parameters)."""

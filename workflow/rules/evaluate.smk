@@ -3,7 +3,9 @@
 
 rule evaluate:
     input:
-        pairs=f"{PAIRS_DIR}/{{dataset}}",
+        # waits for the curation without depending on its files: a re-curation that leaves this
+        # table's content unchanged re-runs no fold (param `table_sha256` below decides)
+        pair_table_ready,
     output:
         metrics=f"{EVALUATE_DIR}/{{dataset}}/{{target}}/{{model}}/{{split}}/r{{repeat}}-f{{fold}}/metrics.json",
         predictions=f"{EVALUATE_DIR}/{{dataset}}/{{target}}/{{model}}/{{split}}/r{{repeat}}-f{{fold}}/predictions.parquet",
@@ -21,7 +23,8 @@ rule evaluate:
         # a Path: Snakemake records only builtin-typed params, so a new snapshot (any config
         # change) is no rerun trigger by itself; the params below are
         config_file=Path(CONFIG_FILE),
-        table=lambda wildcards: f"{PAIRS_DIR}/{wildcards.dataset}/{wildcards.target}.parquet",
+        table=pair_table_path,
+        table_sha256=pair_table_sha256,
         # the protocol settings are what the result depends on; other config keys are not
         protocol=lambda wildcards: evaluate_protocol(wildcards.model),
         seed=config["seed"],
