@@ -3,7 +3,8 @@
 Reads every ``metrics.json`` under ``--results`` (the layout of ``pairfactory evaluate``:
 ``<dataset>/<target>/<model>/<split>/r<repeat>-f<fold>/``) and writes
 
-- ``results.csv``: one row per (dataset, target, split, model): number of folds, mean and standard
+- ``results.csv``: one row per (dataset, target, split, model variant: ``cgib`` at the model's default
+  hyper-parameters, ``cgib@beta=0.0001`` otherwise, so that differently trained folds never mix): number of folds, mean and standard
   deviation of the test RMSE over folds × repeats, the CGIB-style standard deviation over the repeats'
   fold means, MAE, R², epochs, time, and the published RMSE where the CGIB paper has one;
 - ``results.md``: the same as a Markdown table, published numbers and the project's targets side by side;
@@ -82,10 +83,24 @@ def collect_metrics(results_root: str | Path) -> pd.DataFrame:
         if missing:
             raise InputFileError(path, f"missing key(s) {', '.join(missing)}; was it written by `pairfactory evaluate`?")
         record["path"] = str(path.parent)
+        # folds of one model trained with other hyper-parameters are another row, never averaged in
+        record["base_model"] = record["model"]
+        record["model"] = _variant(record)
         rows.append(record)
     if not rows:
         raise UserError(f"no metrics.json under {root}; run `pairfactory evaluate` first")
     return pd.DataFrame(rows)
+
+
+def _variant(record: dict[str, Any]) -> str:
+    """``cgib`` at the model's defaults, ``cgib@beta=0.0001`` otherwise (``pairfactory.tune`` labels)."""
+    from pairfactory.models import MODEL_NAMES
+    from pairfactory.tune import non_default_hparams, setting_label
+
+    model = record["model"]
+    if model not in MODEL_NAMES or not isinstance(record.get("hparams"), dict):
+        return model
+    return setting_label(model, non_default_hparams(model, record["hparams"]))
 
 
 def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -95,7 +110,10 @@ def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
         dataset, target, split, model = key
         rmse = group["rmse"].to_numpy(dtype=float)
         per_repeat = group.groupby("repeat")["rmse"].mean()
-        pub, note = published_rmse(dataset, target, model, split)
+        base_model = group["base_model"].iloc[0] if "base_model" in group else model
+        pub, note = published_rmse(dataset, target, base_model, split)
+        if base_model != model and pub == pub:
+            note = "; ".join(filter(None, [note, f"published setting: {base_model} defaults"]))
         task = PUBLISHED_ALIAS.get(f"{dataset}/{target}", f"{dataset}/{target}")
         row = {
             "dataset": dataset,

@@ -55,6 +55,31 @@ def setting_label(model: str, hparams: Mapping[str, Any]) -> str:
     return model + SETTING_SEPARATOR + ",".join(parts)
 
 
+# Sizes that default to "follow the input" (None) and are recorded resolved: at their default when
+# they equal the size they follow.
+_SIZE_DEFAULTS = {"hidden_dim": "node_in", "edge_hidden_dim": "edge_in"}
+_NOT_SETTINGS = {"node_in", "edge_in", "contrastive"}  # fixed by the data or by the model's name
+
+
+def non_default_hparams(model: str, hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """The recorded hyper-parameters of a fold (``metrics.json`` ``hparams``) that differ from the
+    model's defaults: what makes two folds of one model name different models."""
+    from pairfactory.models import default_hparams
+
+    defaults = default_hparams(model)
+    changed: dict[str, Any] = {}
+    for name, value in hparams.items():
+        if name in _NOT_SETTINGS or name not in defaults:
+            continue
+        default = defaults[name]
+        if default is None and name in _SIZE_DEFAULTS:
+            default = hparams.get(_SIZE_DEFAULTS[name], value)
+        normal = list(value) if isinstance(value, (list, tuple)) else value
+        if normal != (list(default) if isinstance(default, (list, tuple)) else default):
+            changed[name] = value
+    return changed
+
+
 @dataclass(frozen=True)
 class SettingSummary:
     """One grid point over the folds it has finished."""
@@ -83,7 +108,7 @@ def summarize_settings(fold_metrics: Sequence[Mapping[str, Any]], labels: Mappin
             folds=len(part),
             valid_rmse=float(part["valid_rmse"].mean()),
             test_rmse=float(part["rmse"].mean()),
-            test_rmse_std=float(part["rmse"].std(ddof=1)) if len(part) > 1 else math.nan,
+            test_rmse_std=float(part["rmse"].std(ddof=0)) if len(part) > 1 else math.nan,  # as the report
             best_epoch=float(part["best_epoch"].mean()),
         ))
     return rows

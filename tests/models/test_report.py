@@ -74,3 +74,34 @@ def test_report_errors(tmp_path, results_root):
     with pytest.raises(UserError, match="missing key"):
         write_report(tmp_path / "broken", tmp_path / "out")
     assert np.isfinite(collect_metrics(results_root)["rmse"]).all()
+
+
+def test_folds_with_other_hyper_parameters_are_their_own_row(results_root, tmp_path):
+    import shutil
+
+    # a copy of the cigin folds, as if trained with 3 message-passing steps (the published CIGIN has 6)
+    root = tmp_path / "evaluate"
+    shutil.copytree(results_root, root)
+    src = root / "freesolv_cgib" / "dg_hydration_kcal_mol" / "cigin"
+    variant = src.parent / "cigin-mp3"
+    shutil.copytree(src, variant)
+    for path in variant.rglob("metrics.json"):
+        record = json.loads(path.read_text())
+        record["hparams"]["message_passing_steps"] = 3
+        record["rmse"] += 1.0
+        path.write_text(json.dumps(record))
+    summary = write_report(root, tmp_path / "report", plots=False)["summary"]
+    rows = summary.set_index("model")
+    assert sorted(rows.index) == ["attentivefp", "cigin", "cigin@message_passing_steps=3"]
+    assert rows.loc["cigin@message_passing_steps=3", "rmse_mean"] == pytest.approx(rows.loc["cigin", "rmse_mean"] + 1.0)
+    assert rows.loc["cigin@message_passing_steps=3", "published_rmse"] == 0.91
+    assert "published setting: cigin defaults" in rows.loc["cigin@message_passing_steps=3", "published_note"]
+
+
+def test_non_default_hparams_follow_the_recorded_sizes():
+    from pairfactory.tune import non_default_hparams
+
+    recorded = {"node_in": 51, "edge_in": 11, "hidden_dim": 51, "edge_hidden_dim": 11, "beta": 1.0, "contrastive": False}
+    assert non_default_hparams("cgib", recorded) == {}
+    assert non_default_hparams("cgib", recorded | {"hidden_dim": 32, "beta": 0.01}) == {"hidden_dim": 32, "beta": 0.01}
+    assert non_default_hparams("attentivefp", {"head_hidden": [256, 128], "node_in": 51}) == {}
