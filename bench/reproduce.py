@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--patience", type=int, default=TrainSettings.patience, help="early stopping (CGIB: 50)")
     parser.add_argument("--batch-size", type=int, default=TrainSettings.batch_size, help="CGIB: 256")
     parser.add_argument("--lr", type=float, default=TrainSettings.lr, help="CGIB: 1e-3")
+    parser.add_argument("--standardize-targets", action="store_true",
+                        help="train on standardized targets (not in CGIB's protocol; see docs/results.md)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = TrainSettings(
         lr=args.lr, batch_size=args.batch_size, max_epochs=args.epochs, patience=args.patience,
         seed=args.seed, device=args.device, num_threads=args.threads,
+        standardize_targets=args.standardize_targets,
     )
     options = ProtocolOptions(settings=settings, n_folds=args.folds, seed=args.seed, graph_cache=Path(args.graph_cache))
 

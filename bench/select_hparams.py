@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--patience", type=int, default=TrainSettings.patience, help="early stopping (CGIB: 50)")
     parser.add_argument("--batch-size", type=int, default=TrainSettings.batch_size, help="CGIB: 256")
     parser.add_argument("--lr", type=float, default=TrainSettings.lr, help="CGIB: 1e-3")
+    parser.add_argument("--standardize-targets", action="store_true",
+                        help="train on standardized targets (not in CGIB's protocol; see docs/results.md)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1, help="folds run at once, each in its own process")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
@@ -110,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     table = read_pairs(args.pairs)
     dataset, target, unit = (str(table[c].iloc[0]) for c in ("dataset", "target", "unit"))
     settings = TrainSettings(lr=args.lr, batch_size=args.batch_size, max_epochs=args.epochs, patience=args.patience,
-                             seed=args.seed, device=args.device, num_threads=args.threads)
+                             seed=args.seed, device=args.device, num_threads=args.threads,
+        standardize_targets=args.standardize_targets)
     labels = {setting_label(args.model, point): point for point in grid_points(parse_grid(args.grid))}
     if not args.no_run:
         _run_missing(args, dataset, target, labels, settings)

@@ -118,6 +118,8 @@ class FoldMetrics:
     pairfactory_version: str = __version__
     code_commit: str | None = None  # git HEAD of the source tree, when it is a git checkout
     code_dirty: bool | None = None  # uncommitted changes under src/ at run time
+    # model output = (y - mean) / std: model.pt predicts in these units (identity unless standardized)
+    target_scale: dict[str, float] | None = None
 
 
 @functools.lru_cache(maxsize=1)
@@ -324,6 +326,7 @@ def run_fold(
         pairs_path=str(pairs_path),
         code_commit=code_commit,
         code_dirty=code_dirty,
+        target_scale=asdict(result.target_scale),
     )
     payload = asdict(metrics)
     atomic_write_text(out_dir / METRICS_FILE, json.dumps(payload, indent=2, sort_keys=True) + "\n")
@@ -370,7 +373,7 @@ def options_from_config(config: Mapping[str, Any] | None, args: argparse.Namespa
         # config key -> TrainSettings field (the schema's names)
         for key, name in (("epochs", "max_epochs"), ("batch_size", "batch_size"), ("learning_rate", "lr"),
                           ("weight_decay", "weight_decay"), ("patience", "patience"), ("device", "device"),
-                          ("threads", "num_threads")):
+                          ("threads", "num_threads"), ("standardize_targets", "standardize_targets")):
             if key in section:
                 values[name] = section[key]
         if "patience" in section and section["patience"] is None:  # null = never stop early
@@ -384,7 +387,8 @@ def options_from_config(config: Mapping[str, Any] | None, args: argparse.Namespa
     if args is not None:
         for flag, name in (("epochs", "max_epochs"), ("batch_size", "batch_size"), ("lr", "lr"),
                            ("weight_decay", "weight_decay"), ("patience", "patience"), ("lr_factor", "lr_factor"),
-                           ("lr_patience", "lr_patience"), ("device", "device"), ("threads", "num_threads")):
+                           ("lr_patience", "lr_patience"), ("device", "device"), ("threads", "num_threads"),
+                           ("standardize_targets", "standardize_targets")):
             if getattr(args, flag, None) is not None:
                 values[name] = getattr(args, flag)
         if args.hidden_dim is not None:
@@ -424,6 +428,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patience", type=int, help="early-stopping patience in epochs (CGIB: 50)")
     parser.add_argument("--lr-factor", type=float, help="ReduceLROnPlateau factor (default 0.1)")
     parser.add_argument("--lr-patience", type=int, help="ReduceLROnPlateau patience (CGIB: 20)")
+    parser.add_argument("--standardize-targets", action="store_true", default=None,
+                        help="train on targets standardized with the training set's mean and std (not in CGIB's protocol)")
     parser.add_argument("--hidden-dim", type=int, help="model hidden size (passed to models.build_model)")
     parser.add_argument("--hparams", help="hyper-parameters of --model as a JSON object, e.g. '{\"beta\": 0.01}' "
                         "(over the config's evaluate.model_hparams; names: pairfactory.models.default_hparams)")

@@ -100,7 +100,10 @@ def _variant(record: dict[str, Any]) -> str:
     model = record["model"]
     if model not in MODEL_NAMES or not isinstance(record.get("hparams"), dict):
         return model
-    return setting_label(model, non_default_hparams(model, record["hparams"]))
+    changed = non_default_hparams(model, record["hparams"])
+    if (record.get("settings") or {}).get("standardize_targets"):
+        changed["standardize_targets"] = True  # a training setting, but it changes what is learned
+    return setting_label(model, changed)
 
 
 def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:

@@ -90,9 +90,15 @@ def test_folds_with_other_hyper_parameters_are_their_own_row(results_root, tmp_p
         record["hparams"]["message_passing_steps"] = 3
         record["rmse"] += 1.0
         path.write_text(json.dumps(record))
+    scaled = src.parent / "cigin-scaled"
+    shutil.copytree(src, scaled)
+    for path in scaled.rglob("metrics.json"):
+        record = json.loads(path.read_text())
+        record["settings"]["standardize_targets"] = True
+        path.write_text(json.dumps(record))
     summary = write_report(root, tmp_path / "report", plots=False)["summary"]
     rows = summary.set_index("model")
-    assert sorted(rows.index) == ["attentivefp", "cigin", "cigin@message_passing_steps=3"]
+    assert sorted(rows.index) == ["attentivefp", "cigin", "cigin@message_passing_steps=3", "cigin@standardize_targets=true"]
     assert rows.loc["cigin@message_passing_steps=3", "rmse_mean"] == pytest.approx(rows.loc["cigin", "rmse_mean"] + 1.0)
     assert rows.loc["cigin@message_passing_steps=3", "published_rmse"] == 0.91
     assert "published setting: cigin defaults" in rows.loc["cigin@message_passing_steps=3", "published_note"]

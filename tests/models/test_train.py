@@ -151,3 +151,33 @@ def test_empty_split_is_an_error(datasets):
     settings = TrainSettings(max_epochs=1, device="cpu")
     with pytest.raises(UserError, match="valid set is empty"):
         train_model(ConstantModel(), datasets["train"], [], datasets["test"], settings, progress=False)
+
+
+def test_standardized_targets_are_mapped_back_to_the_targets_units(datasets):
+    """Shifted far from zero (like absorption maxima in nm), a briefly trained model predicts around the
+    training mean only when the targets are standardized; the metrics are in the targets' units."""
+    from pairfactory.graphs import PairGraphDataset
+    from pairfactory.models import build_model
+    from pairfactory.train import TargetScale, seed_everything
+
+    shifted = {}
+    for role, ds in datasets.items():
+        frame = ds.pairs_df.copy()
+        frame["value"] = frame["value"] + 500.0
+        shifted[role] = PairGraphDataset(frame, ds.cache)
+    train_y = shifted["train"].pairs_df["value"].to_numpy()
+    results = {}
+    for standardize in (False, True):
+        seed_everything(0)
+        model = build_model("cigin", hidden_dim=16)
+        settings = TrainSettings(max_epochs=3, batch_size=8, seed=0, device="cpu", standardize_targets=standardize)
+        results[standardize] = train_model(model, shifted["train"], shifted["valid"], shifted["test"], settings)
+    scaled = results[True]
+    assert scaled.target_scale.mean == pytest.approx(train_y.mean())
+    assert scaled.target_scale.std == pytest.approx(train_y.std(), rel=1e-5)
+    assert results[False].target_scale == TargetScale()
+    test = scaled.predictions[scaled.predictions["role"] == "test"]
+    assert test["y_true"].mean() == pytest.approx(500 + datasets["test"].pairs_df["value"].mean())
+    assert abs(test["y_pred"].mean() - train_y.mean()) < 10  # in kcal/mol around 500, not around 0
+    assert scaled.test_rmse < 0.1 * results[False].test_rmse
+    assert TargetScale.fit(np.array([2.0, 2.0])) == TargetScale(mean=2.0, std=1.0)
