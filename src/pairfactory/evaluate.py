@@ -49,7 +49,8 @@ EPILOG = """examples:
       --epochs 50 --force
   # CGIB with a smaller bottleneck weight (published default: beta 1.0)
   pairfactory evaluate --pairs results/pairs/freesolv_cgib/dg_hydration_kcal_mol.parquet --model cgib \\
-      --hparams '{"beta": 0.0001}' --out results/tune/cgib-beta0.0001/r0-f0
+      --hparams '{"beta": 0.0001}' \\
+      --out results/tune/freesolv_cgib/dg_hydration_kcal_mol/cgib@beta=0.0001/random/r0-f0
 """
 
 
