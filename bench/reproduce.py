@@ -22,10 +22,11 @@ import sys
 import time
 from pathlib import Path
 
+from protocol_args import add_protocol_arguments, train_settings
+
 from pairfactory.errors import UserError
 from pairfactory.evaluate import ProtocolOptions, fold_dir, load_fold_metrics, read_pairs, run_fold
 from pairfactory.report import write_report
-from pairfactory.train import TrainSettings
 
 LOG = logging.getLogger("reproduce")
 TARGETS: dict[str, list[str]] = {
@@ -52,16 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--run-folds", type=int, default=None, help="run only the first N folds of each repeat")
     parser.add_argument("--only-folds", type=int, nargs="+", default=None,
                         help="run only these folds, in this order (e.g. to split folds over two processes)")
-    parser.add_argument("--epochs", type=int, default=TrainSettings.max_epochs, help="max epochs (CGIB: 500)")
-    parser.add_argument("--patience", type=int, default=TrainSettings.patience, help="early stopping (CGIB: 50)")
-    parser.add_argument("--batch-size", type=int, default=TrainSettings.batch_size, help="CGIB: 256")
-    parser.add_argument("--lr", type=float, default=TrainSettings.lr, help="CGIB: 1e-3")
-    parser.add_argument("--standardize-targets", action="store_true",
-                        help="train on standardized targets (not in CGIB's protocol; see docs/results.md)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--graph-cache", default="results/graphs/graph_cache.pt")
+    add_protocol_arguments(parser)
     parser.add_argument("--budget-min", type=float, default=None, help="launch no new fold after this many minutes")
     parser.add_argument("--report-every", type=int, default=3, help="rewrite the report after every N new folds")
     return parser.parse_args(argv)
@@ -80,11 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.only_folds and not all(0 <= f < args.folds for f in args.only_folds):
         raise UserError(f"--only-folds must be in 0..{args.folds - 1} (got {args.only_folds})")
-    settings = TrainSettings(
-        lr=args.lr, batch_size=args.batch_size, max_epochs=args.epochs, patience=args.patience,
-        seed=args.seed, device=args.device, num_threads=args.threads,
-        standardize_targets=args.standardize_targets,
-    )
+    settings = train_settings(args)
     options = ProtocolOptions(settings=settings, n_folds=args.folds, seed=args.seed, graph_cache=Path(args.graph_cache))
 
     tables = {}

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from protocol_args import add_protocol_arguments, train_settings
+
 from pairfactory.errors import UserError
 from pairfactory.evaluate import ProtocolOptions, load_fold_metrics, read_pairs, run_fold
 from pairfactory.io import atomic_write_text
@@ -49,17 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default="random", choices=SPLIT_KINDS)
     parser.add_argument("--folds", type=int, default=5, help="k of k-fold (CGIB: 5)")
     parser.add_argument("--repeats", type=int, default=1, help="repeats of the k-fold CV the choice averages over")
-    parser.add_argument("--epochs", type=int, default=TrainSettings.max_epochs, help="max epochs (CGIB: 500)")
-    parser.add_argument("--patience", type=int, default=TrainSettings.patience, help="early stopping (CGIB: 50)")
-    parser.add_argument("--batch-size", type=int, default=TrainSettings.batch_size, help="CGIB: 256")
-    parser.add_argument("--lr", type=float, default=TrainSettings.lr, help="CGIB: 1e-3")
-    parser.add_argument("--standardize-targets", action="store_true",
-                        help="train on standardized targets (not in CGIB's protocol; see docs/results.md)")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1, help="folds run at once, each in its own process")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--graph-cache", default="results/graphs/graph_cache.pt")
+    add_protocol_arguments(parser)
     parser.add_argument("--no-run", action="store_true",
                         help="run nothing: only summarize the folds already under --results (e.g. copied from another machine)")
     return parser.parse_args(argv)
@@ -111,9 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--jobs must be >= 1 (got {args.jobs})")
     table = read_pairs(args.pairs)
     dataset, target, unit = (str(table[c].iloc[0]) for c in ("dataset", "target", "unit"))
-    settings = TrainSettings(lr=args.lr, batch_size=args.batch_size, max_epochs=args.epochs, patience=args.patience,
-                             seed=args.seed, device=args.device, num_threads=args.threads,
-        standardize_targets=args.standardize_targets)
+    settings = train_settings(args)
     labels = {setting_label(args.model, point): point for point in grid_points(parse_grid(args.grid))}
     if not args.no_run:
         _run_missing(args, dataset, target, labels, settings)
