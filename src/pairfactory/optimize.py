@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.parquet as pq
 
 from pairfactory import __version__
-from pairfactory.engines.base import require_timeout
+from pairfactory.engines.base import require_positive_int, require_timeout
 from pairfactory.errors import UserError
 from pairfactory.io import atomic_write_text
 from pairfactory.plan import ShardSpec
@@ -125,8 +125,7 @@ class OptimizeSettings:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise UserError(f"seed must be an integer >= 0, got {seed!r}")
         max_attempts = engine.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-            raise UserError(f"engine.max_attempts must be an integer >= 1, got {max_attempts!r}")
+        require_positive_int(max_attempts, "engine.max_attempts")
         timeout_s = engine.get("timeout_s")
         require_timeout(timeout_s, "engine.timeout_s")
         # The keys above belong to this stage, not to the engine's settings (and so not to its tag).
