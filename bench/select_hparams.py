@@ -63,17 +63,15 @@ def _run_one(pairs: str, model: str, split: str, fold: int, repeat: int, out: st
     return run_fold(pairs, model, split, fold, repeat, out, options, progress=False)
 
 
-def _run_missing(args: argparse.Namespace, dataset: str, target: str, labels: dict[str, dict],
+def _run_missing(args: argparse.Namespace, table: pd.DataFrame, root: Path, labels: dict[str, dict],
                  settings: TrainSettings) -> None:
-    """Run every (setting, repeat, fold) that has no metrics.json yet."""
+    """Run every (setting, repeat, fold) under ``root`` that has no metrics.json yet."""
     from pairfactory.graphs import GraphCache
 
-    table = read_pairs(args.pairs)
     cache = GraphCache(args.graph_cache)  # featurize once here, so the worker processes only read the cache
     cache.featurize_all(pd.concat([table["solute_smiles"], table["solvent_smiles"]]).unique())
     cache.save()
 
-    root = Path(args.results) / dataset / target
     todo = []
     for label, point in labels.items():
         options = ProtocolOptions(settings=settings, n_folds=args.folds, seed=args.seed,
@@ -83,8 +81,8 @@ def _run_missing(args: argparse.Namespace, dataset: str, target: str, labels: di
                 out = root / label / args.split / f"r{repeat}-f{fold}"
                 if load_fold_metrics(out) is None:
                     todo.append((label, repeat, fold, str(out), options))
-    LOG.info("%s/%s %s: %d settings x %d folds, %d to run with %d processes",
-             dataset, target, args.model, len(labels), args.folds * args.repeats, len(todo), args.jobs)
+    LOG.info("%s %s: %d settings x %d folds, %d to run with %d processes",
+             root, args.model, len(labels), args.folds * args.repeats, len(todo), args.jobs)
     started = time.monotonic()
     # spawn, not fork: the parent has run torch and DGL, whose thread pools do not survive a fork
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -106,15 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     dataset, target, unit = (str(table[c].iloc[0]) for c in ("dataset", "target", "unit"))
     settings = train_settings(args)
     labels = {setting_label(args.model, point): point for point in grid_points(parse_grid(args.grid))}
+    root = Path(args.results) / dataset / target
     if not args.no_run:
-        _run_missing(args, dataset, target, labels, settings)
+        _run_missing(args, table, root, labels, settings)
     summaries = summarize_settings(read_setting_metrics(Path(args.results), dataset, target, args.split, list(labels)), labels)
     selected = select_setting(summaries, folds_required=args.folds * args.repeats)
     text = (f"# {args.model} on {dataset}/{target}, {args.split} split, {args.folds} folds x {args.repeats} repeat(s)\n\n"
             f"Selected by the lowest mean validation RMSE: `{selected.label}`.\n\n" + summary_table(summaries, selected, unit))
-    stem = Path(args.results) / dataset / target / f"{args.model}-{args.split}-selection"
+    stem = root / f"{args.model}-{args.split}-selection"
     atomic_write_text(stem.with_suffix(".md"), text)
-    pd.DataFrame([asdict(s) | {"selected": s.label == selected.label} for s in summaries]).to_csv(stem.with_suffix(".csv"), index=False)
+    rows = pd.DataFrame([asdict(s) | {"selected": s.label == selected.label} for s in summaries])
+    atomic_write_text(stem.with_suffix(".csv"), rows.to_csv(index=False))
     print(text)
     print(f"written: {stem.with_suffix('.md')} and .csv")
     return 0

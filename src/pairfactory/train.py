@@ -354,8 +354,7 @@ def _train_one_epoch(model: Any, loader: Any, optimizer: Any, device: str, scale
     return total / max(count, 1)
 
 
-def _predict(model: Any, loader: Any, device: str, scale: TargetScale | None = None) -> dict[str, np.ndarray]:
-    scale = scale or TargetScale()
+def _predict(model: Any, loader: Any, device: str, scale: TargetScale) -> dict[str, np.ndarray]:
     import torch
 
     model.eval()
