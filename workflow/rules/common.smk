@@ -192,11 +192,24 @@ def pair_table_ready(wildcards: Wildcards) -> list[str]:
     return []
 
 
+_TABLE_HASHES = {}
+
+
 def pair_table_sha256(wildcards: Wildcards) -> str:
     """The content of the fold's pair table: the param that re-runs its folds when (and only when)
-    the table changes. Before the curation has run there is nothing to hash yet."""
+    the table changes. Before the curation has run there is nothing to hash yet.
+
+    Hashed once per file version, not once per fold: a full plan has hundreds of folds per table.
+    The key holds mtime and size, so a table rewritten by a checkpoint in this run is hashed anew.
+    """
     path = pair_table_path(wildcards)
-    return file_sha256(path) if os.path.exists(path) else "not curated yet"
+    if not os.path.exists(path):
+        return "not curated yet"
+    stat = os.stat(path)
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    if key not in _TABLE_HASHES:
+        _TABLE_HASHES[key] = file_sha256(path)
+    return _TABLE_HASHES[key]
 
 
 def evaluate_protocol(model: str) -> dict[str, Any]:
