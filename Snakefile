@@ -11,18 +11,7 @@ from snakemake.utils import validate
 configfile: "config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
-
-
-wildcard_constraints:
-    dataset="chromophore|freesolv|freesolv_cgib|mnsol|combisolv",
-    target="[a-z0-9_]+",
-    tag=r"[a-z0-9]+-[0-9a-f]{8}",
-    shard=r"s\d{5}-k\d{3}",
-    model="[a-z0-9_]+",
-    split="random|solute|scaffold",
-    repeat=r"\d+",
-    fold=r"\d+",
+validate(config, "src/pairfactory/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"

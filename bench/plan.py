@@ -66,12 +66,26 @@ class DatasetBench:
 def snakemake(workdir: Path, *args: str) -> tuple[str, float]:
     start = time.perf_counter()
     proc = subprocess.run(
-        [str(SNAKEMAKE), "--snakefile", str(SNAKEFILE), "--directory", str(workdir), "--cores", "2", *args],
-        capture_output=True, text=True, cwd=workdir,
+        [
+            str(SNAKEMAKE),
+            "--snakefile",
+            str(SNAKEFILE),
+            "--directory",
+            str(workdir),
+            "--cores",
+            "2",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
     )
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
-        raise SystemExit(f"snakemake {' '.join(args)} failed in {workdir}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+        raise SystemExit(
+            f"snakemake {' '.join(args)} failed in {workdir}:\n"
+            f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+        )
     return proc.stdout + proc.stderr, elapsed
 
 
@@ -102,20 +116,24 @@ def full_config(data: dict[str, str | None], datasets: list[str]) -> dict:
     config["data"] = data
     config["datasets"] = datasets
     config["qm"]["datasets"] = {d: v for d, v in config["qm"]["datasets"].items() if d in datasets}
-    config["evaluate"]["tables"] = [t for t in config["evaluate"]["tables"] if t.split("/")[0] in datasets]
+    config["evaluate"]["tables"] = [
+        t for t in config["evaluate"]["tables"] if t.split("/")[0] in datasets
+    ]
     return config
 
 
 def plan(workdir: Path, dataset: str) -> dict[str, str]:
-    """shard id -> content hash, as the workflow sees it (pairfactory.plan)."""
+    """shard id -> content hash, as the workflow sees it (pairfactory.qm.plan)."""
     sys.path.insert(0, str(REPO_ROOT / "src"))
     from pairfactory.config import load_config
-    from pairfactory.plan import plan_for_dataset
+    from pairfactory.qm.plan import plan_for_dataset
+    from pairfactory.qm.settings import QmSettings
 
     config = load_config(workdir / "config.yaml")
     if dataset not in config["qm"]["datasets"]:
         return {}
-    _, specs = plan_for_dataset(config, workdir / "results" / "pairs", dataset)
+    settings = QmSettings.from_config(config)
+    _, specs = plan_for_dataset(settings, workdir / "results" / "pairs", dataset)
     return {spec.shard_id: spec.content_hash for spec in specs}
 
 
@@ -145,13 +163,17 @@ def bench_dataset(dataset: str, raw: Path, root: Path) -> DatasetBench:
     result.scheduled_new_shards = job_counts(output).get("optimize", 0)
     after = plan(workdir, dataset)
     result.added_systems = _n_systems(workdir, dataset) - result.systems
-    result.changed_shards = sum(1 for shard, digest in after.items() if shard in before and before[shard] != digest)
-    assert result.scheduled_new_shards == len(set(after) - set(before)), "dry-run and plan disagree on new shards"
+    result.changed_shards = sum(
+        1 for shard, digest in after.items() if shard in before and before[shard] != digest
+    )
+    assert result.scheduled_new_shards == len(set(after) - set(before)), (
+        "dry-run and plan disagree on new shards"
+    )
     return result
 
 
 def _n_systems(workdir: Path, dataset: str) -> int:
-    from pairfactory.plan import load_systems
+    from pairfactory.qm.plan import load_systems
 
     return len(load_systems(workdir / "results" / "pairs", dataset))
 
@@ -170,10 +192,17 @@ def bench_all(raws: dict[str, Path], root: Path) -> tuple[dict[str, int], float]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=str(REPO_ROOT.parent / "shared" / "data"),
-                        help="folder with mnsol/ and combisolv_exp/ (default: %(default)s)")
-    parser.add_argument("--workdir", default=None, help="scratch folder (default: a new temporary one)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=str(REPO_ROOT.parent / "shared" / "data"),
+        help="folder with mnsol/ and combisolv_exp/ (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--workdir", default=None, help="scratch folder (default: a new temporary one)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -201,23 +230,34 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
 
-    print("## Full-scale plan (config/full.yaml): dry-run, and re-planning after adding 1 % more rows\n")
-    print(f"snakemake 9.27.1, {os.cpu_count()} CPUs; wall-clock seconds of the whole `snakemake -n` process.")
+    print(
+        "## Full-scale plan (config/full.yaml): dry-run, and re-planning after adding 1 % more "
+        "rows\n"
+    )
+    print(
+        f"snakemake 9.27.1, {os.cpu_count()} CPUs; wall-clock seconds of the whole "
+        "`snakemake -n` process."
+    )
     if missing:
         print(f"Not available (no raw file): {', '.join(missing)}.")
     print()
-    print("| dataset | raw rows | QM systems | optimize jobs | evaluate jobs | all jobs | dry-run s "
-          "| +1 % rows | new systems | re-plan dry-run s | new shard jobs | changed shards (params) | curation s |")
+    print(
+        "| dataset | raw rows | QM systems | optimize jobs | evaluate jobs | all jobs | dry-run s "
+        "| +1 % rows | new systems | re-plan dry-run s | new shard jobs "
+        "| changed shards (params) | curation s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r.dataset} | {r.raw_rows} | {r.systems if r.jobs.get('optimize') else '–'} "
-            f"| {r.jobs.get('optimize', 0)} | {r.jobs.get('evaluate', 0)} | {r.jobs.get('total', 0)} "
-            f"| {r.dry_run_s:.1f} | {r.added_rows} | {r.added_systems if r.jobs.get('optimize') else '–'} "
-            f"| {r.replan_s:.1f} | {r.scheduled_new_shards} | {r.changed_shards} | {r.curate_s:.1f} |"
+            f"| {r.jobs.get('optimize', 0)} | {r.jobs.get('evaluate', 0)} "
+            f"| {r.jobs.get('total', 0)} | {r.dry_run_s:.1f} | {r.added_rows} "
+            f"| {r.added_systems if r.jobs.get('optimize') else '–'} | {r.replan_s:.1f} "
+            f"| {r.scheduled_new_shards} | {r.changed_shards} | {r.curate_s:.1f} |"
         )
     print(
-        f"| **all** | | | {all_jobs.get('optimize', 0)} | {all_jobs.get('evaluate', 0)} | {all_jobs.get('total', 0)} "
+        f"| **all** | | | {all_jobs.get('optimize', 0)} | {all_jobs.get('evaluate', 0)} "
+        f"| {all_jobs.get('total', 0)} "
         f"| {all_s:.1f} | | | | | | |"
     )
     return 0

@@ -28,27 +28,41 @@ PAIRS: dict[str, tuple[str, str]] = {
 }
 ENGINE_CONFIGS = {
     "xtb": {"name": "xtb"},  # GFN2-xTB, BFGS, fmax 0.05 eV/Å, ≤ 300 steps
-    "pyscf": {"name": "pyscf", "pyscf": {"method": "HF", "basis": "sto-3g", "convergence_set": "GAU_LOOSE",
-                                         "scf_conv_tol": 1e-7, "max_steps": 100}},
+    "pyscf": {
+        "name": "pyscf",
+        "pyscf": {
+            "method": "HF",
+            "basis": "sto-3g",
+            "convergence_set": "GAU_LOOSE",
+            "scf_conv_tol": 1e-7,
+            "max_steps": 100,
+        },
+    },
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samples", type=int, default=5, help="random complexes per pair (k = 0..N-1)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--samples", type=int, default=5, help="random complexes per pair (k = 0..N-1)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-solvent", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--engines", nargs="+", default=["xtb"], choices=sorted(ENGINE_CONFIGS))
     parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS))
     parser.add_argument("--pyscf-pairs", nargs="+", default=["water·water"], choices=list(PAIRS))
-    parser.add_argument("--timeout-s", type=float, default=None, help="per-optimization budget (default: engine's)")
+    parser.add_argument(
+        "--timeout-s", type=float, default=None, help="per-optimization budget (default: engine's)"
+    )
     args = parser.parse_args(argv)
 
     from tqdm import tqdm
 
-    from pairfactory.engines import build_engine
-    from pairfactory.samples import SamplingSettings, sample_complex
+    from pairfactory.qm.engines import build_engine
+    from pairfactory.qm.samples import SamplingSettings, sample_complex
 
     settings = SamplingSettings(n_solvent=args.n_solvent)
     rows = []
@@ -60,23 +74,49 @@ def main(argv: list[str] | None = None) -> int:
             sample_s, wall, steps = [], [], []
             statuses: collections.Counter[str] = collections.Counter()
             n_atoms = 0
-            for k in tqdm(range(args.samples), desc=f"{engine_name} {pair}", unit="opt", file=sys.stderr):
+            for k in tqdm(
+                range(args.samples), desc=f"{engine_name} {pair}", unit="opt", file=sys.stderr
+            ):
                 t0 = time.perf_counter()
                 cx = sample_complex(solute, solvent, pair, k, args.seed, settings)
                 sample_s.append(time.perf_counter() - t0)
                 n_atoms = cx.n_atoms
-                result = engine.optimize(cx.atomic_numbers, cx.positions_angstrom, cx.total_charge,
-                                         cx.multiplicity, args.timeout_s)
+                result = engine.optimize(
+                    cx.atomic_numbers,
+                    cx.positions_angstrom,
+                    cx.total_charge,
+                    cx.multiplicity,
+                    args.timeout_s,
+                )
                 wall.append(result.wall_time_s)
                 steps.append(result.n_steps)
                 statuses[result.status.value] += 1
-            rows.append((pair, engine.method, n_atoms, statistics.median(sample_s), statistics.median(wall),
-                         max(wall), statistics.median(steps), ", ".join(f"{s} {n}" for s, n in sorted(statuses.items()))))
-    print(f"\n{args.samples} random complexes per pair, n_solvent={args.n_solvent}, threads={args.threads}\n")
-    print("| pair | engine | atoms | sample_complex s (median) | optimize s (median) | optimize s (max) | steps (median) | statuses |")
+            rows.append(
+                (
+                    pair,
+                    engine.method,
+                    n_atoms,
+                    statistics.median(sample_s),
+                    statistics.median(wall),
+                    max(wall),
+                    statistics.median(steps),
+                    ", ".join(f"{s} {n}" for s, n in sorted(statuses.items())),
+                )
+            )
+    print(
+        f"\n{args.samples} random complexes per pair, n_solvent={args.n_solvent}, "
+        f"threads={args.threads}\n"
+    )
+    print(
+        "| pair | engine | atoms | sample_complex s (median) | optimize s (median) "
+        "| optimize s (max) | steps (median) | statuses |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---|")
     for pair, method, n, t_sample, t_med, t_max, n_steps, status in rows:
-        print(f"| {pair} | {method} | {n} | {t_sample:.3f} | {t_med:.2f} | {t_max:.2f} | {n_steps:g} | {status} |")
+        print(
+            f"| {pair} | {method} | {n} | {t_sample:.3f} | {t_med:.2f} | {t_max:.2f} "
+            f"| {n_steps:g} | {status} |"
+        )
     return 0
 
 

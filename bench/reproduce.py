@@ -1,16 +1,18 @@
 """Reproduce the CGIB-paper baselines (AttentiveFP, CIGIN, CGIB) with the full protocol, resumably.
 
-Runs ``pairfactory.evaluate.run_fold`` for every (repeat, fold, table, model) and writes into
+Runs ``pairfactory.ml.evaluate.run_fold`` for every (repeat, fold, table, model) and writes into
 ``results/evaluate`` (the layout ``pairfactory report`` reads), then the report. Jobs are ordered
 breadth first: fold 0 of every table × model, then fold 1, … so that a run cut short by
 ``--budget-min`` still covers every combination. A finished fold (its metrics.json exists) is
 skipped, so rerunning the same command continues where it stopped.
 
 example (CGIB protocol, 1 thread, stop launching folds after 90 minutes):
-  .venv/bin/python bench/reproduce.py --pairs-dir results/pairs --datasets freesolv_cgib freesolv mnsol \\
-      --models attentivefp cigin cgib --epochs 500 --repeats 5 --budget-min 90 --threads 1
+  .venv/bin/python bench/reproduce.py --pairs-dir results/pairs \\
+      --datasets freesolv_cgib freesolv mnsol --models attentivefp cigin cgib \\
+      --epochs 500 --repeats 5 --budget-min 90 --threads 1
 background, as used for docs/results.md:
-  nohup .venv/bin/python bench/reproduce.py --epochs 150 --repeats 1 --budget-min 95 > results/reproduce.log 2>&1 &
+  nohup .venv/bin/python bench/reproduce.py --epochs 150 --repeats 1 --budget-min 95 \\
+      > results/reproduce.log 2>&1 &
 """
 
 from __future__ import annotations
@@ -22,13 +24,22 @@ import sys
 import time
 from pathlib import Path
 
+from pairfactory.errors import UserError
+from pairfactory.ml.evaluate import (
+    ProtocolOptions,
+    fold_dir,
+    load_fold_metrics,
+    read_pairs,
+    run_fold,
+)
+from pairfactory.ml.graph_cache import GraphCache
+from pairfactory.ml.models import MODEL_NAMES
+from pairfactory.ml.report import write_report
+from pairfactory.ml.splits import SPLIT_KINDS
 from protocol_args import add_protocol_arguments, train_settings
 
-from pairfactory.errors import UserError
-from pairfactory.evaluate import ProtocolOptions, fold_dir, load_fold_metrics, read_pairs, run_fold
-from pairfactory.report import write_report
-
-LOG = logging.getLogger("reproduce")
+# named, not __name__: run as a script, this module is "__main__"
+log = logging.getLogger("reproduce")
 TARGETS: dict[str, list[str]] = {
     "freesolv_cgib": ["dg_hydration_kcal_mol"],
     "freesolv": ["dg_hydration_kcal_mol"],
@@ -39,23 +50,48 @@ TARGETS: dict[str, list[str]] = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs-dir", default="results/pairs", help="pair tables: <dir>/<dataset>/<target>.parquet")
-    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"),
-                        help="raw datasets, used only to curate a missing pair table")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--pairs-dir", default="results/pairs", help="pair tables: <dir>/<dataset>/<target>.parquet"
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=str(Path(__file__).resolve().parents[2] / "shared" / "data"),
+        help="raw datasets, used only to curate a missing pair table",
+    )
     parser.add_argument("--results", default="results/evaluate")
     parser.add_argument("--report", default="results/report")
-    parser.add_argument("--datasets", nargs="+", default=["freesolv_cgib", "freesolv", "mnsol"], choices=sorted(TARGETS))
-    parser.add_argument("--models", nargs="+", default=["attentivefp", "cigin", "cgib"])
-    parser.add_argument("--split", default="random", choices=("random", "solute", "scaffold"))
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        default=["freesolv_cgib", "freesolv", "mnsol"],
+        choices=sorted(TARGETS),
+    )
+    parser.add_argument(
+        "--models", nargs="+", default=["attentivefp", "cigin", "cgib"], choices=MODEL_NAMES
+    )
+    parser.add_argument("--split", default="random", choices=SPLIT_KINDS)
     parser.add_argument("--folds", type=int, default=5, help="k of k-fold (CGIB: 5)")
     parser.add_argument("--repeats", type=int, default=5, help="repeats of the k-fold CV (CGIB: 5)")
-    parser.add_argument("--run-folds", type=int, default=None, help="run only the first N folds of each repeat")
-    parser.add_argument("--only-folds", type=int, nargs="+", default=None,
-                        help="run only these folds, in this order (e.g. to split folds over two processes)")
+    parser.add_argument(
+        "--run-folds", type=int, default=None, help="run only the first N folds of each repeat"
+    )
+    parser.add_argument(
+        "--only-folds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="run only these folds, in this order (e.g. to split folds over two processes)",
+    )
     add_protocol_arguments(parser)
-    parser.add_argument("--budget-min", type=float, default=None, help="launch no new fold after this many minutes")
-    parser.add_argument("--report-every", type=int, default=3, help="rewrite the report after every N new folds")
+    parser.add_argument(
+        "--budget-min", type=float, default=None, help="launch no new fold after this many minutes"
+    )
+    parser.add_argument(
+        "--report-every", type=int, default=3, help="rewrite the report after every N new folds"
+    )
     return parser.parse_args(argv)
 
 
@@ -63,17 +99,21 @@ def _curate(dataset: str, data_dir: str, pairs_dir: str) -> None:
     """Build a missing pair table with the pairs stage (same code as `pairfactory pairs`)."""
     from pairfactory.pairs import curate, write_curated
 
-    LOG.info("curating %s from %s into %s", dataset, data_dir, pairs_dir)
+    log.info("curating %s from %s into %s", dataset, data_dir, pairs_dir)
     write_curated(curate(dataset, data_dir=data_dir), pairs_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if args.only_folds and not all(0 <= f < args.folds for f in args.only_folds):
         raise UserError(f"--only-folds must be in 0..{args.folds - 1} (got {args.only_folds})")
     settings = train_settings(args)
-    options = ProtocolOptions(settings=settings, n_folds=args.folds, seed=args.seed, graph_cache=Path(args.graph_cache))
+    options = ProtocolOptions(
+        settings=settings, n_folds=args.folds, seed=args.seed, graph_cache=Path(args.graph_cache)
+    )
 
     tables = {}
     for dataset in args.datasets:
@@ -82,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             if not path.is_file():
                 _curate(dataset, args.data_dir, args.pairs_dir)
             tables[(dataset, target)] = (path, read_pairs(path))
-            LOG.info("%s/%s: %d pairs from %s", dataset, target, len(tables[(dataset, target)][1]), path)
+            log.info(
+                "%s/%s: %d pairs from %s", dataset, target, len(tables[(dataset, target)][1]), path
+            )
 
     jobs = [
         (repeat, fold, dataset, target, model)
@@ -91,8 +133,6 @@ def main(argv: list[str] | None = None) -> int:
         for (dataset, target) in tables
         for model in args.models
     ]
-    from pairfactory.graphs import GraphCache
-
     cache = GraphCache(options.graph_cache)  # one cache for all folds: featurize each SMILES once
     started = time.monotonic()
     new_folds = skipped = 0
@@ -103,18 +143,57 @@ def main(argv: list[str] | None = None) -> int:
             continue
         elapsed_min = (time.monotonic() - started) / 60
         if args.budget_min is not None and elapsed_min > args.budget_min:
-            LOG.info("time budget of %.0f min used: stopping before job %d of %d", args.budget_min, i, len(jobs))
+            log.info(
+                "time budget of %.0f min used: stopping before job %d of %d",
+                args.budget_min,
+                i,
+                len(jobs),
+            )
             break
-        LOG.info("job %d/%d (%.1f min so far): %s/%s %s r%d f%d", i, len(jobs), elapsed_min, dataset, target, model, repeat, fold)
+        log.info(
+            "job %d/%d (%.1f min so far): %s/%s %s r%d f%d",
+            i,
+            len(jobs),
+            elapsed_min,
+            dataset,
+            target,
+            model,
+            repeat,
+            fold,
+        )
         path, table = tables[(dataset, target)]
-        metrics = run_fold(path, model, args.split, fold, repeat, out, options, table=table, progress=False, cache=cache)
-        LOG.info("  → test RMSE %.4f at epoch %d of %d (%.0f s)", metrics["rmse"], metrics["best_epoch"], metrics["epochs_run"], metrics["seconds"])
+        metrics = run_fold(
+            path,
+            model,
+            args.split,
+            fold,
+            repeat,
+            out,
+            options,
+            table=table,
+            progress=False,
+            cache=cache,
+        )
+        log.info(
+            "  → test RMSE %.4f at epoch %d of %d (%.0f s)",
+            metrics["rmse"],
+            metrics["best_epoch"],
+            metrics["epochs_run"],
+            metrics["seconds"],
+        )
         new_folds += 1
         if new_folds % args.report_every == 0:
             write_report(args.results, args.report)
     written = write_report(args.results, args.report)
-    LOG.info("done: %d new folds, %d already finished; report %s", new_folds, skipped, written["markdown"])
-    print(json.dumps({"new_folds": new_folds, "skipped": skipped, "report": str(written["markdown"])}))
+    log.info(
+        "done: %d new folds, %d already finished; report %s",
+        new_folds,
+        skipped,
+        written["markdown"],
+    )
+    print(
+        json.dumps({"new_folds": new_folds, "skipped": skipped, "report": str(written["markdown"])})
+    )
     return 0
 
 

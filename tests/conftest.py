@@ -19,7 +19,9 @@ def require_or_skip(path: Path, what: str) -> Path:
     """Return ``path`` if it exists; otherwise fail under PAIRFACTORY_REQUIRE_DATA=1, else skip."""
     if path.exists():
         return path
-    message = f"{what} not found at {path} (set PAIRFACTORY_DATA_DIR to the folder holding the datasets)"
+    message = (
+        f"{what} not found at {path} (set PAIRFACTORY_DATA_DIR to the folder holding the datasets)"
+    )
     if os.environ.get("PAIRFACTORY_REQUIRE_DATA") == "1":
         pytest.fail(message)
     pytest.skip(message)
@@ -37,7 +39,9 @@ def mnsol_csv(data_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def combisolv_csv(data_dir: Path) -> Path:
-    return require_or_skip(data_dir / "combisolv_exp" / "CombiSolv-Exp-8780.csv", "CombiSolv-Exp-8780.csv")
+    return require_or_skip(
+        data_dir / "combisolv_exp" / "CombiSolv-Exp-8780.csv", "CombiSolv-Exp-8780.csv"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
@@ -46,5 +47,55 @@ def test_help_does_not_import_torch():
         "import sys; from pairfactory.cli import build_parser; build_parser(); "
         "print(sorted(m for m in ('torch', 'dgl', 'pyscf', 'tblite') if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"
+
+
+SHARED_FLAG_STRINGS = ("--config", "--log", "--no-progress", "--pairs-dir")
+
+
+@pytest.mark.parametrize("command", sorted(SUBCOMMANDS))
+def test_shared_flags_are_defined_once(command):
+    # A subcommand takes --config/--log/--no-progress/--pairs-dir from the shared parents, so the
+    # flags mean the same everywhere; it never defines its own copy.
+    from pairfactory.cli import SHARED_FLAGS, module_for
+
+    module = module_for(command)
+    assert set(module.PARENTS) <= set(SHARED_FLAGS)
+    own = argparse.ArgumentParser(add_help=False)
+    module.add_arguments(own)
+    own_flags = {s for action in own._actions for s in action.option_strings}
+    assert not own_flags & set(SHARED_FLAG_STRINGS), f"{command} redefines a shared flag"
+
+
+@pytest.mark.parametrize("command", sorted(SUBCOMMANDS))
+def test_config_is_optional_where_taken(command):
+    parser = build_parser(only=command)
+    subparsers = next(a for a in parser._actions if a.dest == "command")
+    for action in subparsers.choices[command]._actions:
+        if "--config" in action.option_strings:
+            assert not action.required, f"{command}: --config must be optional"
+
+
+def test_a_subcommand_imports_only_its_own_stage():
+    # `pairfactory plan --help` loads the QM planner's command module, not the ML half.
+    code = (
+        "import sys\nfrom pairfactory.cli import main\ntry:\n    main(['plan', '--help'])\n"
+        "except SystemExit:\n    pass\n"
+        "prefixes = ('pairfactory.ml', 'pairfactory.cli.')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(prefixes) or m in ('torch', 'dgl')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip().splitlines()[-1] == "['pairfactory.cli.plan']"
+
+
+def test_without_a_config_file_the_schema_defaults_apply():
+    from pairfactory.cli import load_config_arg
+
+    config = load_config_arg(argparse.Namespace(config=None))
+    assert config["engine"]["name"] == "xtb"
+    assert config["seed"] == 0

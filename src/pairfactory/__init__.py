@@ -1,4 +1,5 @@
-"""pairfactory: noisy QM geometry samples of solute–solvent pairs and graph models trained on them."""
+"""pairfactory: noisy QM geometry samples of solute–solvent pairs and graph models trained on
+them."""
 
 from importlib.metadata import PackageNotFoundError, version
 

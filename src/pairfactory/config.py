@@ -1,6 +1,7 @@
 """Loading and validating the workflow configuration (``config.yaml``).
 
-The JSON schema in ``workflow/schemas/config.schema.yaml`` is the single description of every key;
+The JSON schema ``pairfactory/schemas/config.schema.yaml`` (package data) is the single description
+of every key;
 Snakemake validates against it at parse time and the CLI stages validate against the same file, so a
 wrong key or value fails before any job runs, naming the key.
 """
@@ -15,8 +16,8 @@ import yaml
 
 from pairfactory.errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+# Package data, so an installed package validates without the checkout around it.
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -32,6 +33,11 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> di
         raise UserError(f"config file {path} must hold a mapping of sections at the top level")
     config = deep_merge(loaded, overrides or {})
     return validate_config(config, source=str(path))
+
+
+def default_config() -> dict[str, Any]:
+    """The configuration with no file at all: every key at its schema default."""
+    return validate_config({}, source="schema defaults")
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +67,8 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
 
 
 def _validator_filling_defaults(base_cls: Any) -> Any:
-    """A jsonschema validator that also writes ``default`` values into the instance (as Snakemake does)."""
+    """A jsonschema validator that also writes ``default`` values into the instance (as Snakemake
+    does)."""
     import jsonschema
 
     validate_properties = base_cls.VALIDATORS["properties"]

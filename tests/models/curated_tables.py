@@ -18,7 +18,9 @@ __all__ = ["freesolv_rows", "write_pair_table"]
 def _curated_freesolv() -> pd.DataFrame:
     from pairfactory.pairs import curate
 
-    return curate("freesolv", input_path=REPO / "data" / "freesolv" / "database.txt").tables["dg_hydration_kcal_mol"]
+    return curate("freesolv", input_path=REPO / "data" / "freesolv" / "database.txt").tables[
+        "dg_hydration_kcal_mol"
+    ]
 
 
 def freesolv_rows(n: int, dataset: str = "freesolv") -> pd.DataFrame:

@@ -12,11 +12,12 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("dgl")
 
-from pairfactory.cli import main  # noqa: E402
-from pairfactory.evaluate import ProtocolOptions, options_from_config, run_protocol  # noqa: E402
-from pairfactory.train import TrainSettings  # noqa: E402
-
 from curated_tables import freesolv_rows, write_pair_table  # noqa: E402
+
+from pairfactory.cli import main  # noqa: E402
+from pairfactory.cli.evaluate import add_arguments, options_from_config  # noqa: E402
+from pairfactory.ml.evaluate import ProtocolOptions, run_protocol  # noqa: E402
+from pairfactory.ml.train import TrainSettings  # noqa: E402
 
 
 @pytest.fixture()
@@ -24,15 +25,39 @@ def table_path(tmp_path) -> Path:
     import torch
 
     torch.set_num_threads(1)
-    return write_pair_table(freesolv_rows(30), tmp_path / "pairs" / "freesolv" / "dg_hydration_kcal_mol.parquet")
+    return write_pair_table(
+        freesolv_rows(30), tmp_path / "pairs" / "freesolv" / "dg_hydration_kcal_mol.parquet"
+    )
 
 
 def _cli(table_path: Path, out: Path, *extra: str) -> int:
-    return main([
-        "evaluate", "--pairs", str(table_path), "--model", "cigin", "--split", "random", "--fold", "1",
-        "--repeat", "0", "--out", str(out), "--epochs", "3", "--batch-size", "8", "--device", "cpu",
-        "--graph-cache", str(out.parent / "graph_cache.pt"), "--no-progress", *extra,
-    ])
+    return main(
+        [
+            "evaluate",
+            "--pairs",
+            str(table_path),
+            "--model",
+            "cigin",
+            "--split",
+            "random",
+            "--fold",
+            "1",
+            "--repeat",
+            "0",
+            "--out-dir",
+            str(out),
+            "--epochs",
+            "3",
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+            "--graph-cache",
+            str(out.parent / "graph_cache.pt"),
+            "--no-progress",
+            *extra,
+        ]
+    )
 
 
 def test_evaluate_cli_writes_files_and_resumes(table_path, tmp_path, caplog):
@@ -41,27 +66,39 @@ def test_evaluate_cli_writes_files_and_resumes(table_path, tmp_path, caplog):
     for name in ("metrics.json", "predictions.parquet", "history.csv", "model.pt"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["n_train"] + metrics["n_valid"] + metrics["n_test"] + metrics["n_unfeaturizable"] == 30
-    assert (metrics["fold"], metrics["repeat"], metrics["model"], metrics["split"]) == (1, 0, "cigin", "random")
+    assert (
+        metrics["n_train"] + metrics["n_valid"] + metrics["n_test"] + metrics["n_unfeaturizable"]
+        == 30
+    )
+    assert (metrics["fold"], metrics["repeat"], metrics["model"], metrics["split"]) == (
+        1,
+        0,
+        "cigin",
+        "random",
+    )
     assert metrics["settings"]["max_epochs"] == 3 and metrics["settings"]["batch_size"] == 8
     assert metrics["device"] == "cpu" and metrics["split_seed"] == 0 and metrics["model_seed"] == 0
     assert metrics["code_commit"] is None or len(metrics["code_commit"]) == 40
     history = pd.read_csv(out / "history.csv")
     assert len(history) == metrics["epochs_run"] == 3
     assert metrics["best_epoch"] == int(history["valid_rmse"].idxmin()) + 1
-    assert metrics["rmse"] == pytest.approx(history.loc[metrics["best_epoch"] - 1, "test_rmse"], rel=1e-5)
+    assert metrics["rmse"] == pytest.approx(
+        history.loc[metrics["best_epoch"] - 1, "test_rmse"], rel=1e-5
+    )
     preds = pd.read_parquet(out / "predictions.parquet")
     assert list(preds.columns) == ["pair_id", "role", "y_true", "y_pred"]
     table = pd.read_parquet(table_path)
     assert len(table) == 30
     assert sorted(preds["pair_id"]) == sorted(table["pair_id"])  # every pair once, in one role
     truth = preds.merge(table[["pair_id", "value"]], on="pair_id")
-    assert (truth["y_true"] == truth["value"].astype("float32").astype(float)).all()  # ids map to the right rows
+    assert (
+        truth["y_true"] == truth["value"].astype("float32").astype(float)
+    ).all()  # ids map to the right rows
     assert (preds["role"] == "test").sum() == metrics["n_test"]
 
     # resume: a finished fold is skipped (files untouched), --force reruns it with the same numbers
     stamp = (out / "metrics.json").stat().st_mtime_ns
-    with caplog.at_level(logging.INFO, logger="pairfactory.evaluate"):
+    with caplog.at_level(logging.INFO, logger="pairfactory.ml.evaluate"):
         assert _cli(table_path, out) == 0
     assert "skipping" in caplog.text
     assert (out / "metrics.json").stat().st_mtime_ns == stamp
@@ -93,13 +130,20 @@ def test_unfeaturizable_pairs_are_recorded(tmp_path):
     # a pentavalent carbon: RDKit refuses it, so the featurizer rejects the pair
     table.loc[3, "solute_smiles"] = "C(C)(C)(C)(C)C"
     path = write_pair_table(table, tmp_path / "t.parquet")
-    options = ProtocolOptions(settings=TrainSettings(max_epochs=2, batch_size=8, device="cpu"), graph_cache=tmp_path / "gc.pt")
-    frame = run_protocol(path, "cigin", "random", tmp_path / "ev", options, repeats=1, folds=[0, 1], progress=False)
+    options = ProtocolOptions(
+        settings=TrainSettings(max_epochs=2, batch_size=8, device="cpu"),
+        graph_cache=tmp_path / "gc.pt",
+    )
+    frame = run_protocol(
+        path, "cigin", "random", tmp_path / "ev", options, repeats=1, folds=[0, 1], progress=False
+    )
     assert len(frame) == 2
     for row in frame.itertuples():
         assert row.n_unfeaturizable == 1  # the bad row is in every fold, in one role
         assert row.n_train + row.n_valid + row.n_test + row.n_unfeaturizable == 24
-    fold_dirs = sorted((tmp_path / "ev" / "freesolv" / "dg_hydration_kcal_mol" / "cigin" / "random").iterdir())
+    fold_dirs = sorted(
+        (tmp_path / "ev" / "freesolv" / "dg_hydration_kcal_mol" / "cigin" / "random").iterdir()
+    )
     assert [d.name for d in fold_dirs] == ["r0-f0", "r0-f1"]
     rejected = pd.read_csv(fold_dirs[0] / "unfeaturizable.csv")
     assert rejected["pair_id"].tolist() == [table.loc[3, "pair_id"]]
@@ -112,24 +156,38 @@ def test_options_from_config(tmp_path):
     from pairfactory.config import load_config
 
     cfg = tmp_path / "config.yaml"
-    cfg.write_text("seed: 11\nevaluate:\n  epochs: 9\n  batch_size: 4\n  learning_rate: 0.01\n  patience: null\n  folds: 3\n")
+    cfg.write_text(
+        "seed: 11\nevaluate:\n  epochs: 9\n  batch_size: 4\n  learning_rate: 0.01\n"
+        "  patience: null\n  folds: 3\n"
+    )
     config = load_config(cfg)
     options = options_from_config(config)
     assert options.seed == 11 and options.n_folds == 3
-    assert (options.settings.max_epochs, options.settings.batch_size, options.settings.lr) == (9, 4, 0.01)
+    assert (options.settings.max_epochs, options.settings.batch_size, options.settings.lr) == (
+        9,
+        4,
+        0.01,
+    )
     assert options.settings.patience == 9  # null = never stop early
     parser = argparse.ArgumentParser()
-    from pairfactory.evaluate import add_arguments
-
     add_arguments(parser)
-    args = parser.parse_args(["--pairs", "x", "--model", "cgib", "--out", "y", "--epochs", "2", "--seed", "5"])
+    args = parser.parse_args(
+        ["--pairs", "x", "--model", "cgib", "--out", "y", "--epochs", "2", "--seed", "5"]
+    )
     options = options_from_config(config, args)
-    assert options.settings.max_epochs == 2 and options.seed == 5 and options.settings.batch_size == 4
+    assert (
+        options.settings.max_epochs == 2 and options.seed == 5 and options.settings.batch_size == 4
+    )
+
+
+def test_no_config_file_is_the_schema_defaults_which_are_cgibs_protocol():
+    from pairfactory.config import default_config
+
+    assert options_from_config(default_config()) == options_from_config(None)
+    assert options_from_config(None).settings == TrainSettings()
 
 
 def test_config_hidden_dim_null_keeps_each_models_published_size():
-    from pairfactory.evaluate import options_from_config
-
     assert "hidden_dim" not in options_from_config({"evaluate": {"hidden_dim": None}}).hparams
     assert options_from_config({"evaluate": {"hidden_dim": 24}}).hparams["hidden_dim"] == 24
 
@@ -137,16 +195,31 @@ def test_config_hidden_dim_null_keeps_each_models_published_size():
 def test_model_hparams_go_to_their_model_and_the_flag_wins_for_the_model_it_runs():
     import argparse
 
-    from pairfactory.evaluate import add_arguments
-
-    config = {"evaluate": {"hidden_dim": 24, "model_hparams": {"cgib": {"beta": 0.1, "hidden_dim": 40}}}}
+    config = {
+        "evaluate": {"hidden_dim": 24, "model_hparams": {"cgib": {"beta": 0.1, "hidden_dim": 40}}}
+    }
     options = options_from_config(config)
-    assert options.hparams_for("cgib") == {"hidden_dim": 40, "beta": 0.1}  # the model's own over the shared size
+    assert options.hparams_for("cgib") == {
+        "hidden_dim": 40,
+        "beta": 0.1,
+    }  # the model's own over the shared size
     assert options.hparams_for("cigin") == {"hidden_dim": 24}
     assert options.hparams_for("attentivefp") == {}  # it has no hidden_dim
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(["--pairs", "x", "--model", "cgib", "--out", "y", "--hparams", '{"beta": 0.001}'])
+    args = parser.parse_args(
+        ["--pairs", "x", "--model", "cgib", "--out", "y", "--hparams", '{"beta": 0.001}']
+    )
     options = options_from_config(config, args)
     assert options.hparams_for("cgib") == {"hidden_dim": 40, "beta": 0.001}
     assert options.hparams_for("cgib_contrastive") == {"hidden_dim": 24}
+
+
+def test_out_is_the_old_name_of_out_dir():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    for flag in ("--out-dir", "--out"):
+        args = parser.parse_args(["--pairs", "x", "--model", "cgib", flag, "y"])
+        assert args.out_dir == Path("y")

@@ -1,4 +1,5 @@
-"""Featurization, the on-disk graph cache, the pair dataset and collate (pairfactory.graphs)."""
+"""Featurization (pairfactory.ml.featurize), the on-disk graph cache (ml.graph_cache), the pair
+dataset and collate (ml.datasets), and `pairfactory featurize`."""
 
 from __future__ import annotations
 
@@ -9,20 +10,19 @@ import pandas as pd
 import pytest
 import torch
 
-from pairfactory import graphs
 from pairfactory.errors import UserError
-from pairfactory.graphs import (
+from pairfactory.ml import featurize, graph_cache
+from pairfactory.ml.datasets import PairGraphDataset, collate_pairs
+from pairfactory.ml.featurize import (
     ATOM_FEATURE_DIM,
     ATOM_FEATURE_NAMES,
     BOND_FEATURE_DIM,
     BOND_FEATURE_NAMES,
     FeaturizationError,
-    GraphCache,
-    PairGraphDataset,
-    collate_pairs,
     featurize_mol,
     featurize_smiles,
 )
+from pairfactory.ml.graph_cache import GraphCache
 
 torch.set_num_threads(1)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -30,15 +30,21 @@ FREESOLV = REPO_ROOT / "data" / "freesolv" / "database.txt"
 
 
 def atom_flags(graph, atom: int) -> set[str]:
-    return {n for n, v in zip(ATOM_FEATURE_NAMES, graph.ndata["h"][atom].tolist(), strict=True) if v}
+    return {
+        n for n, v in zip(ATOM_FEATURE_NAMES, graph.ndata["h"][atom].tolist(), strict=True) if v
+    }
 
 
 def bond_flags(graph, edge: int) -> set[str]:
-    return {n for n, v in zip(BOND_FEATURE_NAMES, graph.edata["e"][edge].tolist(), strict=True) if v}
+    return {
+        n for n, v in zip(BOND_FEATURE_NAMES, graph.edata["e"][edge].tolist(), strict=True) if v
+    }
 
 
 def freesolv_smiles() -> list[str]:
-    rows = [line.split("; ") for line in FREESOLV.read_text().splitlines() if not line.startswith("#")]
+    rows = [
+        line.split("; ") for line in FREESOLV.read_text().splitlines() if not line.startswith("#")
+    ]
     return [r[1] for r in rows]
 
 
@@ -56,15 +62,26 @@ def test_benzene_is_aromatic_bidirected_and_one_hot():
     assert g.ndata["h"].dtype == torch.float32 and g.edata["e"].dtype == torch.float32
     for atom in range(6):
         assert atom_flags(g, atom) == {
-            "element=C", "degree=2", "formal_charge=0", "hybridization=SP2", "aromatic", "in_ring",
-            "total_h=1", "chirality=none",
+            "element=C",
+            "degree=2",
+            "formal_charge=0",
+            "hybridization=SP2",
+            "aromatic",
+            "in_ring",
+            "total_h=1",
+            "chirality=none",
         }
     src, dst = (t.tolist() for t in g.edges())
     edges = {(s, d): k for k, (s, d) in enumerate(zip(src, dst, strict=True))}
     for (s, d), k in edges.items():
         assert (d, s) in edges  # bidirected, same features both ways
         assert torch.equal(g.edata["e"][k], g.edata["e"][edges[(d, s)]])
-        assert bond_flags(g, k) == {"bond_type=AROMATIC", "conjugated", "in_ring", "stereo=STEREONONE"}
+        assert bond_flags(g, k) == {
+            "bond_type=AROMATIC",
+            "conjugated",
+            "in_ring",
+            "stereo=STEREONONE",
+        }
     # 6 one-hot blocks (one column each) + the aromatic and in_ring flags
     assert torch.all(g.ndata["h"].sum(1) == 8)
 
@@ -73,9 +90,9 @@ def test_every_one_hot_block_has_exactly_one_column_set():
     g = featurize_smiles("[O-][N+](=O)c1ccc(C[C@H](N)C(=O)O)cc1/C=C/Cl")
     h = g.ndata["h"]
     col = 0
-    for feature in graphs.ATOM_FEATURES:
-        block = h[:, col:col + feature.width]
-        if isinstance(feature, graphs.OneHotFeature):
+    for feature in featurize.ATOM_FEATURES:
+        block = h[:, col : col + feature.width]
+        if isinstance(feature, featurize.OneHotFeature):
             assert torch.all(block.sum(1) == 1), feature.name
         col += feature.width
     assert col == ATOM_FEATURE_DIM
@@ -179,7 +196,9 @@ def test_cache_hit_does_not_call_rdkit_and_disk_round_trip_is_equal(tmp_path, no
         cache.get("C1CC")
     assert cache.stats.misses == 6
     cache.save()
-    assert path.exists() and sorted(p.name for p in path.parent.iterdir()) == ["cache.pt"]  # no temp left
+    assert path.exists() and sorted(p.name for p in path.parent.iterdir()) == [
+        "cache.pt"
+    ]  # no temp left
 
     no_rdkit()
     assert all(cache.get(s) is first[s] for s in smiles)  # in-memory hit
@@ -205,7 +224,7 @@ def test_cache_with_other_feature_spec_is_rebuilt(tmp_path, monkeypatch, caplog)
     cache.get("CCO")
     cache.save()
     assert len(GraphCache(path)) == 1
-    monkeypatch.setattr(graphs, "FEATURE_SPEC_HASH", "0" * 16)
+    monkeypatch.setattr(graph_cache, "FEATURE_SPEC_HASH", "0" * 16)
     with caplog.at_level("WARNING"):
         assert len(GraphCache(path)) == 0
     assert "other features" in caplog.text
@@ -276,7 +295,9 @@ def test_pair_dataset_reports_rejections_and_counts_reconcile():
 def test_pair_dataset_missing_column_is_a_user_error():
     with pytest.raises(UserError, match="lacks column"):
         PairGraphDataset(pairs_frame().drop(columns=["value"]), GraphCache(None))
-    ds = PairGraphDataset(pairs_frame().rename(columns={"value": "dg"}), GraphCache(None), target_column="dg")
+    ds = PairGraphDataset(
+        pairs_frame().rename(columns={"value": "dg"}), GraphCache(None), target_column="dg"
+    )
     assert len(ds) == 3
 
 
@@ -302,12 +323,20 @@ def test_featurize_cli_writes_cache_and_rejects(tmp_path):
     table = tmp_path / "pairs.parquet"
     pairs_frame().to_parquet(table)
     cache, rejects = tmp_path / "cache.pt", tmp_path / "rejects.parquet"
-    assert main(["featurize", "--pairs", str(table), "--cache", str(cache), "--rejects", str(rejects)]) == 0
+    assert (
+        main(["featurize", "--pairs", str(table), "--cache", str(cache), "--rejects", str(rejects)])
+        == 0
+    )
     assert len(GraphCache(cache)) == 8
     rej = pd.read_parquet(rejects)
     assert sorted(rej["smiles"]) == ["C1CC", "not_a_smiles"]
-    assert main(["featurize", "--pairs", str(tmp_path / "missing.parquet"), "--cache", str(cache)]) == 2
-    assert main(["featurize", "--pairs", str(table), str(rejects), "--cache", str(cache)]) == 2  # not a pair table
+    assert (
+        main(["featurize", "--pairs", str(tmp_path / "missing.parquet"), "--cache", str(cache)])
+        == 2
+    )
+    assert (
+        main(["featurize", "--pairs", str(table), str(rejects), "--cache", str(cache)]) == 2
+    )  # not a pair table
 
 
 def test_featurize_help_has_an_example(capsys):
@@ -316,4 +345,3 @@ def test_featurize_help_has_an_example(capsys):
     with pytest.raises(SystemExit):
         main(["featurize", "--help"])
     assert "example" in capsys.readouterr().out
-

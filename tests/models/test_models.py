@@ -1,4 +1,4 @@
-"""The pair models (pairfactory.models): contract, interaction masking, invariances, IB terms,
+"""The pair models (pairfactory.ml.models): contract, interaction masking, invariances, IB terms,
 overfitting real pairs, checkpoints, single-atom molecules."""
 
 from __future__ import annotations
@@ -12,9 +12,17 @@ import torch
 import torch.nn.functional as F
 
 from pairfactory.errors import UserError
-from pairfactory.graphs import GraphCache, PairItem, collate_pairs, featurize_mol
-from pairfactory.models import MODEL_NAMES, ModelOutput, build_model, default_hparams
-from pairfactory.models.layers import EdgeConditionedConv, NodeLayout, distinct_rows, interaction_blocks
+from pairfactory.ml.datasets import PairItem, collate_pairs
+from pairfactory.ml.featurize import featurize_mol
+from pairfactory.ml.graph_cache import GraphCache
+from pairfactory.ml.models import MODEL_NAMES, build_model, default_hparams
+from pairfactory.ml.models.layers import (
+    EdgeConditionedConv,
+    ModelOutput,
+    NodeLayout,
+    distinct_rows,
+    interaction_blocks,
+)
 
 torch.set_num_threads(1)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +45,9 @@ def cache() -> GraphCache:
 
 
 def make_batch(cache: GraphCache, pairs=PAIRS):
-    return collate_pairs([PairItem(cache.get(u), cache.get(v), y, i) for i, (u, v, y) in enumerate(pairs)])
+    return collate_pairs(
+        [PairItem(cache.get(u), cache.get(v), y, i) for i, (u, v, y) in enumerate(pairs)]
+    )
 
 
 def fresh(name: str, seed: int = 0, **hp):
@@ -62,7 +72,12 @@ def test_build_model_names_and_errors():
     # the published defaults
     assert default_hparams("cigin")["message_passing_steps"] == 6
     cgib = default_hparams("cgib_contrastive")
-    assert (cgib["message_passing_steps"], cgib["beta"], cgib["tau"], cgib["set2set_steps"]) == (3, 1.0, 1.0, 2)
+    assert (cgib["message_passing_steps"], cgib["beta"], cgib["tau"], cgib["set2set_steps"]) == (
+        3,
+        1.0,
+        1.0,
+        2,
+    )
     afp = default_hparams("attentivefp")
     assert (afp["graph_feat_size"], afp["num_layers"], afp["num_timesteps"]) == (200, 2, 2)
 
@@ -71,7 +86,9 @@ def test_build_model_names_and_errors():
 def test_forward_backward_with_single_atom_molecules(name, cache):
     """Water as the solvent of every pair (a solvent batch with no edges at all) and one-atom
     solutes, through training and eval."""
-    water_batch = make_batch(cache, [("CCO", "O", -5.0), ("[Na+]", "O", -90.0), ("c1ccccc1", "O", -0.9)])
+    water_batch = make_batch(
+        cache, [("CCO", "O", -5.0), ("[Na+]", "O", -90.0), ("c1ccccc1", "O", -0.9)]
+    )
     lone = make_batch(cache, [("O", "O", -6.3)])  # a batch of one, both molecules single atoms
     model = fresh(name)
     model.train()
@@ -97,12 +114,16 @@ def test_edge_conditioned_conv_equals_dgl_nnconv(cache):
     dim, edge_in = 8, graph.edata["e"].shape[1]
     torch.manual_seed(1)
     ours = EdgeConditionedConv(dim, dim, edge_in, edge_hidden=5)
-    ref = dgl.nn.NNConv(dim, dim, torch.nn.Sequential(*ours.edge_func), aggregator_type="sum", residual=True)
+    ref = dgl.nn.NNConv(
+        dim, dim, torch.nn.Sequential(*ours.edge_func), aggregator_type="sum", residual=True
+    )
     with torch.no_grad():
         ref.bias.copy_(torch.randn(dim))
         ours.bias.copy_(ref.bias)
     h = torch.randn(graph.num_nodes(), dim)
-    torch.testing.assert_close(ours(graph, h, graph.edata["e"]), ref(graph, h, graph.edata["e"]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        ours(graph, h, graph.edata["e"]), ref(graph, h, graph.edata["e"]), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_distinct_rows_of_binary_and_general_matrices():
@@ -130,8 +151,12 @@ def test_interaction_map_of_a_batch_equals_each_pair_alone(name, cache):
             alone = make_batch(cache, [pair])
             single = model(alone.solute, alone.solvent)
             assert blocks[i].shape == (int(n_u[i]), int(n_v[i]))
-            torch.testing.assert_close(blocks[i], single.aux["interaction_map"][0], rtol=1e-5, atol=1e-6)
-            torch.testing.assert_close(out.prediction[i], single.prediction[0], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(
+                blocks[i], single.aux["interaction_map"][0], rtol=1e-5, atol=1e-6
+            )
+            torch.testing.assert_close(
+                out.prediction[i], single.prediction[0], rtol=1e-5, atol=1e-5
+            )
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -173,7 +198,10 @@ def test_prediction_is_invariant_to_atom_order(name, cache):
     model.eval()
     rng = np.random.default_rng(7)
     shuffled = collate_pairs(
-        [PairItem(_renumbered(u, rng), _renumbered(v, rng), y, i) for i, (u, v, y) in enumerate(PAIRS)]
+        [
+            PairItem(_renumbered(u, rng), _renumbered(v, rng), y, i)
+            for i, (u, v, y) in enumerate(PAIRS)
+        ]
     )
     with torch.no_grad():
         ref = model(batch.solute, batch.solvent).prediction
@@ -208,7 +236,8 @@ def test_information_bottleneck_terms(name, hp, cache):
         # mse(prediction) + aux_loss is exactly half of CGIB's published training loss
         y = batch.y
         published = (
-            F.mse_loss(aux["full_prediction"], y) + F.mse_loss(aux["bottleneck_prediction"], y)
+            F.mse_loss(aux["full_prediction"], y)
+            + F.mse_loss(aux["bottleneck_prediction"], y)
             + 0.5 * (aux["kl"] + aux["conditional_loss"])
         )
         torch.testing.assert_close(out.loss(y).detach(), 0.5 * published, rtol=1e-5, atol=1e-5)
@@ -223,13 +252,15 @@ def test_information_bottleneck_terms(name, hp, cache):
 def test_exact_kl_vanishes_when_nothing_is_kept_and_grows_when_everything_is():
     """keep -> 0: every atom is replaced by prior noise, q = N(mu, sigma^2) = the prior, KL = 0;
     keep -> 1: no noise at all, KL large."""
-    from pairfactory.models.cgib import CGIB
+    from pairfactory.ml.models.cgib import CGIB
 
     model = CGIB(node_in=4, edge_in=2, kl_form="exact")
     feats = torch.randn(5, 4)
     layout = NodeLayout(
-        graph_ids=torch.zeros(5, dtype=torch.long), positions=torch.arange(5),
-        counts=torch.tensor([5]), mask=torch.ones(1, 5, dtype=torch.bool),
+        graph_ids=torch.zeros(5, dtype=torch.long),
+        positions=torch.arange(5),
+        counts=torch.tensor([5]),
+        mask=torch.ones(1, 5, dtype=torch.bool),
     )
     _, kl_drop_all = model._bottleneck(feats, torch.full((5,), -50.0), layout)
     assert abs(float(kl_drop_all)) < 1e-4  # q equals the prior N(mu, sigma)
@@ -238,7 +269,9 @@ def test_exact_kl_vanishes_when_nothing_is_kept_and_grows_when_everything_is():
 
 
 def _freesolv_pairs(n: int = 32) -> list[tuple[str, str, float]]:
-    rows = [line.split("; ") for line in FREESOLV.read_text().splitlines() if not line.startswith("#")]
+    rows = [
+        line.split("; ") for line in FREESOLV.read_text().splitlines() if not line.startswith("#")
+    ]
     return [(r[1], "O", float(r[3])) for r in rows[:n]]
 
 

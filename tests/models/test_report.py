@@ -12,13 +12,13 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("dgl")
 
+from curated_tables import freesolv_rows, write_pair_table  # noqa: E402
+
 from pairfactory.cli import main  # noqa: E402
 from pairfactory.errors import UserError  # noqa: E402
-from pairfactory.evaluate import ProtocolOptions, run_protocol  # noqa: E402
-from pairfactory.report import collect_metrics, write_report  # noqa: E402
-from pairfactory.train import TrainSettings  # noqa: E402
-
-from curated_tables import freesolv_rows, write_pair_table  # noqa: E402
+from pairfactory.ml.evaluate import ProtocolOptions, run_protocol  # noqa: E402
+from pairfactory.ml.report import collect_metrics, write_report  # noqa: E402
+from pairfactory.ml.train import TrainSettings  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +30,27 @@ def results_root(tmp_path_factory) -> Path:
     table = tmp / "pairs.parquet"
     write_pair_table(freesolv_rows(30, dataset="freesolv_cgib"), table)
     options = ProtocolOptions(
-        settings=TrainSettings(max_epochs=2, batch_size=8, device="cpu"), n_folds=3, graph_cache=tmp / "gc.pt"
+        settings=TrainSettings(max_epochs=2, batch_size=8, device="cpu"),
+        n_folds=3,
+        graph_cache=tmp / "gc.pt",
     )
     for model in ("attentivefp", "cigin"):
-        run_protocol(table, model, "random", tmp / "evaluate", options, repeats=1, folds=[0, 1], progress=False)
+        run_protocol(
+            table,
+            model,
+            "random",
+            tmp / "evaluate",
+            options,
+            repeats=1,
+            folds=[0, 1],
+            progress=False,
+        )
     return tmp / "evaluate"
 
 
 def test_report_tables_and_plots(results_root, tmp_path):
     out = tmp_path / "report"
-    assert main(["report", "--results", str(results_root), "--out", str(out)]) == 0
+    assert main(["report", "--results", str(results_root), "--out-dir", str(out)]) == 0
     csv = pd.read_csv(out / "results.csv")
     assert sorted(csv["model"]) == ["attentivefp", "cigin"]
     metrics = collect_metrics(results_root)
@@ -57,7 +68,9 @@ def test_report_tables_and_plots(results_root, tmp_path):
         assert f"{row.published_rmse:.2f}" in line
     pngs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     base = "plots/freesolv_cgib/dg_hydration_kcal_mol/random"
-    assert pngs == [f"{base}/{m}_{k}.png" for m in ("attentivefp", "cigin") for k in ("learning", "parity")]
+    assert pngs == [
+        f"{base}/{m}_{k}.png" for m in ("attentivefp", "cigin") for k in ("learning", "parity")
+    ]
     for png in out.rglob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
@@ -79,7 +92,8 @@ def test_report_errors(tmp_path, results_root):
 def test_folds_with_other_hyper_parameters_are_their_own_row(results_root, tmp_path):
     import shutil
 
-    # a copy of the cigin folds, as if trained with 3 message-passing steps (the published CIGIN has 6)
+    # a copy of the cigin folds, as if trained with 3 message-passing steps (the published CIGIN
+    # has 6)
     root = tmp_path / "evaluate"
     shutil.copytree(results_root, root)
     src = root / "freesolv_cgib" / "dg_hydration_kcal_mol" / "cigin"
@@ -98,16 +112,48 @@ def test_folds_with_other_hyper_parameters_are_their_own_row(results_root, tmp_p
         path.write_text(json.dumps(record))
     summary = write_report(root, tmp_path / "report", plots=False)["summary"]
     rows = summary.set_index("model")
-    assert sorted(rows.index) == ["attentivefp", "cigin", "cigin@message_passing_steps=3", "cigin@standardize_targets=true"]
-    assert rows.loc["cigin@message_passing_steps=3", "rmse_mean"] == pytest.approx(rows.loc["cigin", "rmse_mean"] + 1.0)
+    assert sorted(rows.index) == [
+        "attentivefp",
+        "cigin",
+        "cigin@message_passing_steps=3",
+        "cigin@standardize_targets=true",
+    ]
+    assert rows.loc["cigin@message_passing_steps=3", "rmse_mean"] == pytest.approx(
+        rows.loc["cigin", "rmse_mean"] + 1.0
+    )
     assert rows.loc["cigin@message_passing_steps=3", "published_rmse"] == 0.91
-    assert "published setting: cigin defaults" in rows.loc["cigin@message_passing_steps=3", "published_note"]
+    assert (
+        "published setting: cigin defaults"
+        in rows.loc["cigin@message_passing_steps=3", "published_note"]
+    )
 
 
 def test_non_default_hparams_follow_the_recorded_sizes():
-    from pairfactory.tune import non_default_hparams
+    from pairfactory.ml.tune import non_default_hparams
 
-    recorded = {"node_in": 51, "edge_in": 11, "hidden_dim": 51, "edge_hidden_dim": 11, "beta": 1.0, "contrastive": False}
+    recorded = {
+        "node_in": 51,
+        "edge_in": 11,
+        "hidden_dim": 51,
+        "edge_hidden_dim": 11,
+        "beta": 1.0,
+        "contrastive": False,
+    }
     assert non_default_hparams("cgib", recorded) == {}
-    assert non_default_hparams("cgib", recorded | {"hidden_dim": 32, "beta": 0.01}) == {"hidden_dim": 32, "beta": 0.01}
+    assert non_default_hparams("cgib", recorded | {"hidden_dim": 32, "beta": 0.01}) == {
+        "hidden_dim": 32,
+        "beta": 0.01,
+    }
     assert non_default_hparams("attentivefp", {"head_hidden": [256, 128], "node_in": 51}) == {}
+
+
+def test_out_is_the_old_name_of_out_dir():
+    import argparse
+
+    from pairfactory.cli.report import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args([]).out_dir == Path("results/report")
+    for flag in ("--out-dir", "--out"):
+        assert parser.parse_args([flag, "y"]).out_dir == Path("y")

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from pairfactory.errors import UserError
-from pairfactory.splits import (
+from pairfactory.ml.splits import (
     canonical_smiles,
     make_splits,
     murcko_scaffolds,
@@ -44,7 +44,9 @@ def test_random_kfold_partitions_and_is_deterministic(n):
         held = len(split.valid) + len(split.test)
         assert len(split.valid) == held // 2
     roles = folds[0].role_of_rows()
-    assert set(roles) == {"train", "valid", "test"} and (roles == "test").sum() == len(folds[0].test)
+    assert set(roles) == {"train", "valid", "test"} and (roles == "test").sum() == len(
+        folds[0].test
+    )
 
 
 def test_random_kfold_rejects_too_few_rows():
@@ -112,7 +114,7 @@ def test_make_splits_errors():
 
 
 def test_oversized_group_fills_a_fold_and_is_cut_into_valid_and_test():
-    from pairfactory.splits import group_kfold
+    from pairfactory.ml.splits import group_kfold
 
     labels = ["big"] * 30 + [f"g{i}" for i in range(20)]
     folds = group_kfold(labels, n_folds=5, seed=0)

@@ -1,4 +1,5 @@
-"""train_model on real pairs: history, best-epoch bookkeeping, early stopping, LR plateau, seeds, checkpoints."""
+"""train_model on real pairs: history, best-epoch bookkeeping, early stopping, LR plateau, seeds,
+checkpoints."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("dgl")
 
 from pairfactory.errors import UserError  # noqa: E402
-from pairfactory.splits import random_kfold  # noqa: E402
-from pairfactory.train import (  # noqa: E402
+from pairfactory.ml.splits import random_kfold  # noqa: E402
+from pairfactory.ml.train import (  # noqa: E402
     TrainSettings,
     load_weights,
     regression_metrics,
@@ -38,13 +39,18 @@ def freesolv_pairs(n: int) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["solute_smiles", "value"])
     frame["solvent_smiles"] = "O"
     frame["pair_id"] = [hashlib.sha1(s.encode()).hexdigest()[:16] for s in frame["solute_smiles"]]
-    frame["dataset"], frame["target"], frame["unit"] = "freesolv", "dg_hydration_kcal_mol", "kcal/mol"
+    frame["dataset"], frame["target"], frame["unit"] = (
+        "freesolv",
+        "dg_hydration_kcal_mol",
+        "kcal/mol",
+    )
     return frame
 
 
 @pytest.fixture(scope="module")
 def datasets():
-    from pairfactory.graphs import GraphCache, PairGraphDataset
+    from pairfactory.ml.datasets import PairGraphDataset
+    from pairfactory.ml.graph_cache import GraphCache
 
     torch.set_num_threads(1)
     table = freesolv_pairs(48)
@@ -57,13 +63,17 @@ def datasets():
 
 
 def _train(datasets, seed: int, epochs: int = 5, model_name: str = "cigin"):
-    from pairfactory.models import build_model
-    from pairfactory.train import seed_everything
+    from pairfactory.ml.models import build_model
+    from pairfactory.ml.train import seed_everything
 
-    settings = TrainSettings(max_epochs=epochs, batch_size=12, seed=seed, device="cpu", num_threads=1, patience=50)
+    settings = TrainSettings(
+        max_epochs=epochs, batch_size=12, seed=seed, device="cpu", num_threads=1, patience=50
+    )
     seed_everything(seed)
     model = build_model(model_name)
-    return model, train_model(model, datasets["train"], datasets["valid"], datasets["test"], settings, progress=False)
+    return model, train_model(
+        model, datasets["train"], datasets["valid"], datasets["test"], settings, progress=False
+    )
 
 
 def test_history_best_epoch_and_test_rmse_at_best(datasets):
@@ -72,15 +82,22 @@ def test_history_best_epoch_and_test_rmse_at_best(datasets):
     assert list(hist["epoch"]) == list(range(1, 7)) and result.epochs_run == 6
     assert set(hist.columns) >= {"epoch", "train_loss", "valid_rmse", "test_rmse", "lr", "seconds"}
     assert np.isfinite(hist[["train_loss", "valid_rmse", "test_rmse"]].to_numpy()).all()
-    best = int(hist["valid_rmse"].idxmin()) + 1  # first minimum, as the strict "<" keeps the earlier epoch
+    best = (
+        int(hist["valid_rmse"].idxmin()) + 1
+    )  # first minimum, as the strict "<" keeps the earlier epoch
     assert result.best_epoch == best
     assert result.test_rmse == hist.loc[best - 1, "test_rmse"]
     assert result.best_valid_rmse == hist.loc[best - 1, "valid_rmse"]
-    # predictions come from the best-epoch weights: their test RMSE is the one recorded at that epoch
+    # predictions come from the best-epoch weights: their test RMSE is the one recorded at that
+    # epoch
     preds = result.predictions
-    assert preds.groupby("role").size().to_dict() == {r: len(datasets[r]) for r in ("train", "valid", "test")}
+    assert preds.groupby("role").size().to_dict() == {
+        r: len(datasets[r]) for r in ("train", "valid", "test")
+    }
     test = preds[preds["role"] == "test"]
-    assert regression_metrics(test["y_true"].to_numpy(), test["y_pred"].to_numpy())["rmse"] == pytest.approx(result.test_rmse, rel=1e-5)
+    assert regression_metrics(test["y_true"].to_numpy(), test["y_pred"].to_numpy())[
+        "rmse"
+    ] == pytest.approx(result.test_rmse, rel=1e-5)
     assert sorted(test["index"]) == list(range(len(datasets["test"])))
 
 
@@ -96,7 +113,8 @@ def test_same_seed_same_numbers_bit_for_bit(datasets):
 
 
 class ConstantModel(torch.nn.Module):
-    """Predicts a constant whatever its weights: the validation loss never improves after epoch 1."""
+    """Predicts a constant whatever its weights: the validation loss never improves after epoch
+    1."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -111,8 +129,17 @@ class ConstantModel(torch.nn.Module):
 
 
 def test_early_stopping_and_lr_plateau(datasets):
-    settings = TrainSettings(max_epochs=40, patience=4, lr_patience=1, lr_factor=0.5, batch_size=16, device="cpu", seed=0)
-    result = train_model(ConstantModel(), datasets["train"], datasets["valid"], datasets["test"], settings, progress=False)
+    settings = TrainSettings(
+        max_epochs=40, patience=4, lr_patience=1, lr_factor=0.5, batch_size=16, device="cpu", seed=0
+    )
+    result = train_model(
+        ConstantModel(),
+        datasets["train"],
+        datasets["valid"],
+        datasets["test"],
+        settings,
+        progress=False,
+    )
     assert result.best_epoch == 1 and result.stopped_early
     assert result.epochs_run == 1 + settings.patience
     lrs = result.history_frame()["lr"].tolist()
@@ -121,7 +148,7 @@ def test_early_stopping_and_lr_plateau(datasets):
 
 
 def test_checkpoint_roundtrip_weights_only(datasets, tmp_path):
-    from pairfactory.models import build_model
+    from pairfactory.ml.models import build_model
 
     model, result = _train(datasets, seed=1, epochs=2)
     path = save_weights(result.best_state_dict, tmp_path / "ckpt" / "model.pt")
@@ -150,15 +177,18 @@ def test_settings_and_metrics_validation():
 def test_empty_split_is_an_error(datasets):
     settings = TrainSettings(max_epochs=1, device="cpu")
     with pytest.raises(UserError, match="valid set is empty"):
-        train_model(ConstantModel(), datasets["train"], [], datasets["test"], settings, progress=False)
+        train_model(
+            ConstantModel(), datasets["train"], [], datasets["test"], settings, progress=False
+        )
 
 
 def test_standardized_targets_are_mapped_back_to_the_targets_units(datasets):
-    """Shifted far from zero (like absorption maxima in nm), a briefly trained model predicts around the
-    training mean only when the targets are standardized; the metrics are in the targets' units."""
-    from pairfactory.graphs import PairGraphDataset
-    from pairfactory.models import build_model
-    from pairfactory.train import TargetScale, seed_everything
+    """Shifted far from zero (like absorption maxima in nm), a briefly trained model predicts
+    around the training mean only when the targets are standardized; the metrics are in the
+    targets' units."""
+    from pairfactory.ml.datasets import PairGraphDataset
+    from pairfactory.ml.models import build_model
+    from pairfactory.ml.train import TargetScale, seed_everything
 
     shifted = {}
     for role, ds in datasets.items():
@@ -170,8 +200,12 @@ def test_standardized_targets_are_mapped_back_to_the_targets_units(datasets):
     for standardize in (False, True):
         seed_everything(0)
         model = build_model("cigin", hidden_dim=16)
-        settings = TrainSettings(max_epochs=3, batch_size=8, seed=0, device="cpu", standardize_targets=standardize)
-        results[standardize] = train_model(model, shifted["train"], shifted["valid"], shifted["test"], settings)
+        settings = TrainSettings(
+            max_epochs=3, batch_size=8, seed=0, device="cpu", standardize_targets=standardize
+        )
+        results[standardize] = train_model(
+            model, shifted["train"], shifted["valid"], shifted["test"], settings
+        )
     scaled = results[True]
     assert scaled.target_scale.mean == pytest.approx(train_y.mean())
     assert scaled.target_scale.std == pytest.approx(train_y.std(), rel=1e-5)

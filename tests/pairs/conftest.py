@@ -1,4 +1,5 @@
-"""Session fixtures: each real dataset is curated once per test session (Chromophore takes seconds)."""
+"""Session fixtures: each real dataset is curated once per test session (Chromophore takes
+seconds)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Hostile raw files in tmp dirs: row problems are rejections, file problems clear InputFileErrors."""
+"""Hostile raw files in tmp dirs: row problems are rejections, file problems clear
+InputFileErrors."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from pairfactory.pairs import schema as S
 from pairfactory.pairs.curation import rejects_for_target
 
 MNSOL_HEADER = "Solute;Solvent;SoluteSMILES;SolventSMILES;DeltaGsolv"
-CHROMOPHORE_HEADER = "Tag,Chromophore,Solvent,Absorption max (nm),Emission max (nm),Lifetime (ns),Reference"
+CHROMOPHORE_HEADER = (
+    "Tag,Chromophore,Solvent,Absorption max (nm),Emission max (nm),Lifetime (ns),Reference"
+)
 COMBISOLV_HEADER = "smiles_solvent,smiles_solute,dGsolv_avg,Source_all"
 
 
@@ -74,16 +77,27 @@ def test_chromophore_bom_crlf_and_per_target_rules(tmp_path: Path) -> None:
         "5,CCN,O,nm?,300,0,doi5",  # text value, zero lifetime
         "6,C(,O,300,300,1,doi6",  # bad chromophore SMILES
     ]
-    path = _write(tmp_path / "chromo.csv", CHROMOPHORE_HEADER + "\n" + "\n".join(rows) + "\n", bom=True, crlf=True)
+    path = _write(
+        tmp_path / "chromo.csv",
+        CHROMOPHORE_HEADER + "\n" + "\n".join(rows) + "\n",
+        bom=True,
+        crlf=True,
+    )
     curated = curate("chromophore", path)
     absorption = curated.tables["absorption_max_nm"]
     assert list(absorption[S.SOURCE_ROW]) == [0, 2]
     assert list(absorption[S.SOLID_STATE]) == [False, True]
     assert _reasons(curated, "absorption_max_nm") == {
-        1: S.GAS_PHASE_SOLVENT, 3: S.MISSING_VALUE, 4: S.NON_NUMERIC_VALUE, 5: S.INVALID_SMILES,
+        1: S.GAS_PHASE_SOLVENT,
+        3: S.MISSING_VALUE,
+        4: S.NON_NUMERIC_VALUE,
+        5: S.INVALID_SMILES,
     }
     assert _reasons(curated, "ln_lifetime_ns") == {
-        1: S.GAS_PHASE_SOLVENT, 3: S.NON_POSITIVE_LIFETIME, 4: S.NON_POSITIVE_LIFETIME, 5: S.INVALID_SMILES,
+        1: S.GAS_PHASE_SOLVENT,
+        3: S.NON_POSITIVE_LIFETIME,
+        4: S.NON_POSITIVE_LIFETIME,
+        5: S.INVALID_SMILES,
     }
     assert curated.tables["emission_max_nm"][S.SOURCE_ROW].tolist() == [4]
     assert absorption[S.SOURCE_TAGS].tolist() == ["doi1", "doi3"]  # no stray '\r' from CRLF
@@ -97,16 +111,34 @@ def test_chromophore_bom_crlf_and_per_target_rules(tmp_path: Path) -> None:
         ("mnsol", "", "file is empty"),
         ("mnsol", "\n\n  \n", "file is empty"),
         ("mnsol", MNSOL_HEADER + "\n", "no data rows"),
-        ("mnsol", MNSOL_HEADER.replace(";", ",") + "\ntoluene,water,Cc1ccccc1,O,-0.89\n", "wrong delimiter"),
-        ("mnsol", "Solute;Solvent;SoluteSMILES;SolventSMILES\ntoluene;water;Cc1ccccc1;O\n", "missing required column"),
-        ("mnsol", MNSOL_HEADER + "\ntoluene;water;Cc1ccccc1;O;-0.89;extra;fields\n", "malformed table"),
+        (
+            "mnsol",
+            MNSOL_HEADER.replace(";", ",") + "\ntoluene,water,Cc1ccccc1,O,-0.89\n",
+            "wrong delimiter",
+        ),
+        (
+            "mnsol",
+            "Solute;Solvent;SoluteSMILES;SolventSMILES\ntoluene;water;Cc1ccccc1;O\n",
+            "missing required column",
+        ),
+        (
+            "mnsol",
+            MNSOL_HEADER + "\ntoluene;water;Cc1ccccc1;O;-0.89;extra;fields\n",
+            "malformed table",
+        ),
         ("combisolv", "smiles_solvent,smiles_solute\nO,CCO\n", "dGsolv_avg"),
-        ("chromophore", CHROMOPHORE_HEADER.replace(",", ";") + "\n1;CCO;O;1;2;3;x\n", "wrong delimiter"),
+        (
+            "chromophore",
+            CHROMOPHORE_HEADER.replace(",", ";") + "\n1;CCO;O;1;2;3;x\n",
+            "wrong delimiter",
+        ),
         ("freesolv", "# header only\n# nothing else\n", "no data lines"),
         ("freesolv", "# c\nmobley_1, CCO, ethanol, -5.0\n", "line 2 has 1 field"),
     ],
 )
-def test_file_problems_raise_input_file_error(tmp_path: Path, dataset: str, text: str, problem: str) -> None:
+def test_file_problems_raise_input_file_error(
+    tmp_path: Path, dataset: str, text: str, problem: str
+) -> None:
     path = _write(tmp_path / "input.txt", text)
     with pytest.raises(InputFileError, match=problem) as info:
         curate(dataset, path)
@@ -154,4 +186,6 @@ def test_combisolv_subset_and_unit_in_header(tmp_path: Path) -> None:
     subset = curate("freesolv_cgib", path)
     table = subset.tables["dg_hydration_kcal_mol"]
     assert table[S.SOURCE_ROW].tolist() == [0, 2]  # rows of the full file, traceable
-    assert subset.summary["input"]["rows"] == 2 and subset.summary["settings"] == {"source_filter": "FreeSolv"}
+    assert subset.summary["input"]["rows"] == 2 and subset.summary["settings"] == {
+        "source_filter": "FreeSolv"
+    }

@@ -19,7 +19,12 @@ def test_canonical_and_properties() -> None:
 
 @pytest.mark.parametrize(
     ("smiles", "reason"),
-    [("CC(=O)[O-]", S.CHARGED), ("[CH3]", S.RADICAL), ("CCO.O", S.MULTI_FRAGMENT), ("C1CC[S+2](C1)([O-])[O-]", S.CHARGED)],
+    [
+        ("CC(=O)[O-]", S.CHARGED),
+        ("[CH3]", S.RADICAL),
+        ("CCO.O", S.MULTI_FRAGMENT),
+        ("C1CC[S+2](C1)([O-])[O-]", S.CHARGED),
+    ],
 )
 def test_closed_shell_problems(smiles: str, reason: str) -> None:
     problem = canonicalize(smiles).closed_shell_problem()
@@ -44,13 +49,17 @@ def test_nitro_group_is_fine() -> None:
         (math.nan, S.MISSING_SMILES, "empty"),
     ],
 )
-def test_bad_smiles_are_rejections_with_rdkit_message(raw, reason: str, message: str, capfd) -> None:
+def test_bad_smiles_are_rejections_with_rdkit_message(
+    raw, reason: str, message: str, capfd
+) -> None:
     result = canonicalize(raw)
     assert not result.ok and result.reason == reason
     assert message in result.detail.lower()
     assert "[" not in result.detail[:1]  # RDKit's timestamp prefix is stripped
     captured = capfd.readouterr()
-    assert "SMILES Parse Error" not in captured.err and "valence" not in captured.err  # RDKit kept quiet
+    assert (
+        "SMILES Parse Error" not in captured.err and "valence" not in captured.err
+    )  # RDKit kept quiet
 
 
 def test_each_raw_string_parsed_once() -> None:

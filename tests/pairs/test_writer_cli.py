@@ -1,4 +1,5 @@
-"""Parquet output (schemas, atomic writes, validation on read), pair_id stability, the CLI end to end."""
+"""Parquet output (schemas, atomic writes, validation on read), pair_id stability, the CLI end to
+end."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ import pytest
 
 from pairfactory.cli import main
 from pairfactory.errors import InputFileError
-from pairfactory.pairs import CuratedDataset, curate, make_pair_id, read_pair_table, read_rejects, write_curated
+from pairfactory.pairs import (
+    CuratedDataset,
+    curate,
+    make_pair_id,
+    read_pair_table,
+    read_rejects,
+    write_curated,
+)
 from pairfactory.pairs import schema as S
 
 
@@ -29,7 +37,10 @@ def test_pair_id_is_the_documented_sha256_prefix() -> None:
 
 def test_same_input_same_ids(freesolv_txt: Path, freesolv_curated: CuratedDataset) -> None:
     again = curate("freesolv", freesolv_txt)
-    first, second = freesolv_curated.tables["dg_hydration_kcal_mol"], again.tables["dg_hydration_kcal_mol"]
+    first, second = (
+        freesolv_curated.tables["dg_hydration_kcal_mol"],
+        again.tables["dg_hydration_kcal_mol"],
+    )
     pd.testing.assert_frame_equal(first, second)
     assert again.summary == freesolv_curated.summary
 
@@ -43,7 +54,9 @@ def test_write_and_read_round_trip(tmp_path: Path, mnsol_curated: CuratedDataset
     assert not list(folder.glob(".*tmp"))  # no temporary file left behind
     assert pq.read_schema(folder / "dg_solv_kcal_mol.parquet").remove_metadata() == S.PAIR_SCHEMA
     table = read_pair_table(folder / "dg_solv_kcal_mol.parquet")
-    pd.testing.assert_frame_equal(table, mnsol_curated.tables["dg_solv_kcal_mol"], check_dtype=False)
+    pd.testing.assert_frame_equal(
+        table, mnsol_curated.tables["dg_solv_kcal_mol"], check_dtype=False
+    )
     rejects = read_rejects(folder / "rejects.parquet")
     assert len(rejects) == 2 and rejects[S.TARGET].isna().all()
     summary = json.loads((folder / "summary.json").read_text())
@@ -51,7 +64,9 @@ def test_write_and_read_round_trip(tmp_path: Path, mnsol_curated: CuratedDataset
     assert "| mnsol | dg_solv_kcal_mol | 2530 |" in (folder / "summary.md").read_text()
 
 
-def test_read_pair_table_rejects_wrong_files(tmp_path: Path, freesolv_curated: CuratedDataset) -> None:
+def test_read_pair_table_rejects_wrong_files(
+    tmp_path: Path, freesolv_curated: CuratedDataset
+) -> None:
     with pytest.raises(InputFileError, match="not found"):
         read_pair_table(tmp_path / "absent.parquet")
     garbage = tmp_path / "garbage.parquet"
@@ -74,7 +89,18 @@ def test_read_pair_table_rejects_wrong_files(tmp_path: Path, freesolv_curated: C
 
 def test_cli_end_to_end(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "pairs"
-    code = main(["pairs", "--dataset", "freesolv", "mnsol", "--data-dir", str(data_dir), "--out-dir", str(out)])
+    code = main(
+        [
+            "pairs",
+            "--dataset",
+            "freesolv",
+            "mnsol",
+            "--data-dir",
+            str(data_dir),
+            "--out-dir",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "freesolv" in printed and "mnsol" in printed and "2530" in printed and "642" in printed
@@ -83,7 +109,9 @@ def test_cli_end_to_end(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFi
     assert not (out / "chromophore").exists()
 
 
-def test_cli_missing_requested_input_names_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_missing_requested_input_names_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["pairs", "--dataset", "combisolv", "--out-dir", str(tmp_path)])
     assert code == 2
     assert "--combisolv-csv" in capsys.readouterr().err

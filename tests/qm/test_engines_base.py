@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from pairfactory.engines import build_engine, engine_settings, engine_tag
-from pairfactory.engines.base import Deadline, Engine, EngineTimeout, Outcome, ScfFailure, Trace
 from pairfactory.errors import UserError
-from pairfactory.records import SampleStatus
+from pairfactory.qm.engines import ENGINES, build_engine, engine_settings, engine_tag
+from pairfactory.qm.engines.base import Deadline, Engine, EngineTimeout, Outcome, ScfFailure, Trace
+from pairfactory.qm.records import SampleStatus
 
 WATER_Z = np.array([8, 1, 1])
 WATER_XYZ = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])
@@ -35,7 +35,15 @@ class ScriptedEngine(Engine):
     def result_settings(cls, settings: dict) -> dict:
         return {"engine": cls.name, **settings}
 
-    def _optimize(self, atomic_numbers, positions_angstrom, charge, multiplicity, deadline: Deadline, trace: Trace) -> Outcome:
+    def _optimize(
+        self,
+        atomic_numbers,
+        positions_angstrom,
+        charge,
+        multiplicity,
+        deadline: Deadline,
+        trace: Trace,
+    ) -> Outcome:
         trace.update(positions_angstrom + 0.01, -1.5, 1)
         if self.behaviour == "long_step":
             with deadline.interrupting():
@@ -51,19 +59,37 @@ class ScriptedEngine(Engine):
             raise ScfFailure("SCF not converged in 3 cycles")
         elif self.behaviour == "crash":
             raise KeyError("basis set missing for element")
-        return Outcome(converged=self.behaviour == "ok", energy_hartree=-2.0, positions_angstrom=positions_angstrom, n_steps=4)
+        return Outcome(
+            converged=self.behaviour == "ok",
+            energy_hartree=-2.0,
+            positions_angstrom=positions_angstrom,
+            n_steps=4,
+        )
 
 
 def test_statuses_are_returned_not_raised() -> None:
     ok = ScriptedEngine("ok").optimize(WATER_Z, WATER_XYZ)
-    assert ok.status is SampleStatus.ok and ok.converged and ok.energy_hartree == -2.0 and ok.n_steps == 4
+    assert (
+        ok.status is SampleStatus.ok
+        and ok.converged
+        and ok.energy_hartree == -2.0
+        and ok.n_steps == 4
+    )
     assert ok.engine_version == "scripted 1" and ok.wall_time_s >= 0
     nc = ScriptedEngine("not_converged").optimize(WATER_Z, WATER_XYZ)
-    assert nc.status is SampleStatus.not_converged and not nc.converged and nc.positions_angstrom.shape == (3, 3)
+    assert (
+        nc.status is SampleStatus.not_converged
+        and not nc.converged
+        and nc.positions_angstrom.shape == (3, 3)
+    )
     scf = ScriptedEngine("scf").optimize(WATER_Z, WATER_XYZ)
     assert scf.status is SampleStatus.scf_failed and "3 cycles" in scf.message
     crash = ScriptedEngine("crash").optimize(WATER_Z, WATER_XYZ)
-    assert crash.status is SampleStatus.error and "KeyError" in crash.message and "basis set" in crash.message
+    assert (
+        crash.status is SampleStatus.error
+        and "KeyError" in crash.message
+        and "basis set" in crash.message
+    )
     # The last geometry seen is kept on failures.
     assert np.allclose(crash.positions_angstrom, WATER_XYZ + 0.01) and crash.energy_hartree == -1.5
 
@@ -110,7 +136,9 @@ def test_outer_alarm_survives_a_nested_engine_timeout() -> None:
 def test_cooperative_deadline_outside_the_main_thread() -> None:
     results = []
     worker = threading.Thread(
-        target=lambda: results.append(ScriptedEngine("busy_steps").optimize(WATER_Z, WATER_XYZ, timeout_s=0.2))
+        target=lambda: results.append(
+            ScriptedEngine("busy_steps").optimize(WATER_Z, WATER_XYZ, timeout_s=0.2)
+        )
     )
     worker.start()
     worker.join(60)
@@ -137,14 +165,20 @@ def test_bad_geometry_is_a_programming_error() -> None:
 
 def test_engine_tag_hashes_the_settings() -> None:
     a = engine_tag({"engine": "xtb", "fmax": 0.05, "max_steps": 300})
-    assert a == engine_tag({"max_steps": 300, "fmax": 0.05, "engine": "xtb"})  # key order is irrelevant
+    assert a == engine_tag(
+        {"max_steps": 300, "fmax": 0.05, "engine": "xtb"}
+    )  # key order is irrelevant
     assert a.startswith("xtb-") and len(a) == len("xtb-") + 8
     assert a != engine_tag({"engine": "xtb", "fmax": 0.04, "max_steps": 300})
 
 
 def test_build_engine_defaults_and_tags() -> None:
     default = build_engine({})
-    assert default.name == "xtb" and default.method == "GFN2-xTB" and default.version.startswith("tblite ")
+    assert (
+        default.name == "xtb"
+        and default.method == "GFN2-xTB"
+        and default.version.startswith("tblite ")
+    )
     assert default.settings_dict()["max_steps"] == 300 and default.default_timeout_s == 120.0
     # Settings that change results change the tag; the time budget and threads do not.
     assert build_engine({"name": "xtb", "xtb": {"fmax_ev_per_angstrom": 0.1}}).tag != default.tag
@@ -155,15 +189,25 @@ def test_build_engine_defaults_and_tags() -> None:
     assert pyscf.method == "B3LYP/def2-SVP" and pyscf.tag.startswith("pyscf-")
 
 
-def test_settings_outside_the_tag_do_not_change_it() -> None:
-    from pairfactory.engines import engine_tag_for_config
+def engine_tag_for_config(engine_config: dict) -> str:
+    """The tag of the engine a config ``engine`` section describes, without building it."""
+    name, settings = engine_settings(engine_config)
+    return ENGINES[name].tag(settings)
 
+
+def test_settings_outside_the_tag_do_not_change_it() -> None:
     pyscf = engine_tag_for_config({"name": "pyscf"})
     assert engine_tag_for_config({"name": "pyscf", "pyscf": {"timeout_s": 5}}) == pyscf
     assert engine_tag_for_config({"name": "pyscf", "pyscf": {"max_steps": 7}}) != pyscf
     orca = {"keywords": "XTB2 Opt"}
     base = engine_tag_for_config({"name": "orca", "orca": orca})
-    moved = {"binary": "/elsewhere/orca", "nprocs": 8, "maxcore_mb": 4000, "keep_files": True, "timeout_s": 5}
+    moved = {
+        "binary": "/elsewhere/orca",
+        "nprocs": 8,
+        "maxcore_mb": 4000,
+        "keep_files": True,
+        "timeout_s": 5,
+    }
     assert engine_tag_for_config({"name": "orca", "orca": {**orca, **moved}}) == base
     assert engine_tag_for_config({"name": "orca", "orca": {**orca, "max_steps": 7}}) != base
 
@@ -187,18 +231,20 @@ def test_build_engine_config_errors_name_the_key(config: dict, message: str) -> 
 
 
 def test_engine_settings_fill_defaults() -> None:
-    name, settings = engine_settings({"name": "orca", "orca": {"keywords": "XTB2 Opt", "executable": "/opt/orca/orca"}})
+    name, settings = engine_settings(
+        {"name": "orca", "orca": {"keywords": "XTB2 Opt", "executable": "/opt/orca/orca"}}
+    )
     assert name == "orca" and settings.binary == "/opt/orca/orca" and settings.maxcore_mb == 1000
     # A schema-filled `executable: null` next to `binary` is no conflict; two different paths are.
-    _, settings = engine_settings({"name": "orca", "orca": {"binary": "/opt/orca/orca", "executable": None}})
+    _, settings = engine_settings(
+        {"name": "orca", "orca": {"binary": "/opt/orca/orca", "executable": None}}
+    )
     assert settings.binary == "/opt/orca/orca"
     with pytest.raises(UserError, match="both set"):
         engine_settings({"name": "orca", "orca": {"binary": "/a/orca", "executable": "/b/orca"}})
 
 
 def test_engine_tag_for_config_needs_no_binary_and_matches_the_built_engine(tmp_path, monkeypatch):
-    from pairfactory.engines import build_engine, engine_tag_for_config
-
     xtb_config = {"name": "xtb", "xtb": {"fmax_ev_per_angstrom": 0.1}}
     assert engine_tag_for_config(xtb_config) == build_engine(xtb_config).tag
     assert engine_tag_for_config(xtb_config) != engine_tag_for_config({"name": "xtb"})
@@ -213,7 +259,7 @@ def test_engine_tag_for_config_needs_no_binary_and_matches_the_built_engine(tmp_
 @pytest.mark.parametrize("timeout", ["60", True, 0, -5])
 def test_every_engine_refuses_a_bad_timeout_naming_the_key(engine, timeout):
     # the same check for all three engines: a string must not pass until it meets a '>' at run time
-    from pairfactory.engines import engine_tag_for_config
-
-    with pytest.raises(UserError, match=rf"engine\.{engine}\.timeout_s must be a number > 0 or null, got"):
+    with pytest.raises(
+        UserError, match=rf"engine\.{engine}\.timeout_s must be a number > 0 or null, got"
+    ):
         engine_tag_for_config({"name": engine, engine: {"timeout_s": timeout}})

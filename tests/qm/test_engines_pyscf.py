@@ -7,12 +7,18 @@ import logging
 import numpy as np
 import pytest
 
-from pairfactory.engines import build_engine
-from pairfactory.records import SampleStatus
-from pairfactory.samples import sample_complex
+from pairfactory.qm.engines import build_engine
+from pairfactory.qm.records import SampleStatus
+from pairfactory.qm.samples import sample_complex
 
 # Minimal and loose: HF/STO-3G with geomeTRIC's GAU_LOOSE criteria keeps a water dimer at ~2 s.
-FAST = {"method": "HF", "basis": "sto-3g", "max_steps": 40, "convergence_set": "GAU_LOOSE", "scf_conv_tol": 1e-7}
+FAST = {
+    "method": "HF",
+    "basis": "sto-3g",
+    "max_steps": 40,
+    "convergence_set": "GAU_LOOSE",
+    "scf_conv_tol": 1e-7,
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +36,9 @@ def test_water_dimer_hf_sto3g_optimizes(water_dimer) -> None:
     assert result.converged and result.n_steps >= 2
     # HF/STO-3G water is -74.96 Eh; the dimer is twice that, a few mEh lower.
     assert -150.0 < result.energy_hartree < -149.9
-    assert result.energy_hartree < engine.energy(water_dimer.atomic_numbers, water_dimer.positions_angstrom)
+    assert result.energy_hartree < engine.energy(
+        water_dimer.atomic_numbers, water_dimer.positions_angstrom
+    )
     # The optimized O-H bonds are sane (STO-3G: ~0.99 Å).
     xyz = result.positions_angstrom
     assert 0.95 < np.linalg.norm(xyz[0] - xyz[1]) < 1.05
@@ -47,7 +55,9 @@ def test_scf_cycle_cap_gives_scf_failed(water_dimer) -> None:
 
 
 def test_step_cap_gives_not_converged(water_dimer) -> None:
-    engine = build_engine({"name": "pyscf", "pyscf": {**FAST, "convergence_set": "GAU_TIGHT", "max_steps": 2}})
+    engine = build_engine(
+        {"name": "pyscf", "pyscf": {**FAST, "convergence_set": "GAU_TIGHT", "max_steps": 2}}
+    )
     result = engine.optimize(water_dimer.atomic_numbers, water_dimer.positions_angstrom)
     assert result.status is SampleStatus.not_converged and not result.converged
     assert result.energy_hartree is not None and result.positions_angstrom.shape == (6, 3)
@@ -55,7 +65,9 @@ def test_step_cap_gives_not_converged(water_dimer) -> None:
 
 def test_timeout_interrupts_pyscf(water_dimer) -> None:
     engine = build_engine({"name": "pyscf", "pyscf": FAST})
-    result = engine.optimize(water_dimer.atomic_numbers, water_dimer.positions_angstrom, timeout_s=0.05)
+    result = engine.optimize(
+        water_dimer.atomic_numbers, water_dimer.positions_angstrom, timeout_s=0.05
+    )
     assert result.status is SampleStatus.timeout
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pairfactory.engines import build_engine
-from pairfactory.records import SampleStatus
-from pairfactory.samples import sample_complex
+from pairfactory.qm.engines import build_engine
+from pairfactory.qm.records import SampleStatus
+from pairfactory.qm.samples import sample_complex
 
 PAIRS = [
     ("c1ccccc1O", "O"),  # phenol · water
@@ -24,7 +24,9 @@ def engine():
 @pytest.mark.parametrize("solute, solvent", PAIRS)
 def test_small_real_pairs_optimize_deterministically(engine, solute: str, solvent: str) -> None:
     cx = sample_complex(solute, solvent, f"{solute}|{solvent}", 0, 0)
-    first = engine.optimize(cx.atomic_numbers, cx.positions_angstrom, cx.total_charge, cx.multiplicity)
+    first = engine.optimize(
+        cx.atomic_numbers, cx.positions_angstrom, cx.total_charge, cx.multiplicity
+    )
     assert first.status is SampleStatus.ok, first.message
     assert first.converged and 0 < first.n_steps < 300
     assert first.positions_angstrom.shape == (cx.n_atoms, 3)
@@ -34,14 +36,18 @@ def test_small_real_pairs_optimize_deterministically(engine, solute: str, solven
     assert -8.0 * n_heavy < first.energy_hartree < -2.0 * n_heavy
     # The optimization lowers the energy of the random start.
     assert first.energy_hartree < engine.energy(cx.atomic_numbers, cx.positions_angstrom)
-    again = engine.optimize(cx.atomic_numbers, cx.positions_angstrom, cx.total_charge, cx.multiplicity)
+    again = engine.optimize(
+        cx.atomic_numbers, cx.positions_angstrom, cx.total_charge, cx.multiplicity
+    )
     assert again.energy_hartree == first.energy_hartree
     assert np.array_equal(again.positions_angstrom, first.positions_angstrom)
 
 
 def test_charged_complex(engine) -> None:
     cx = sample_complex("CC(=O)[O-]", "O", "acetate|water", 0, 0)
-    result = engine.optimize(cx.atomic_numbers, cx.positions_angstrom, cx.total_charge, cx.multiplicity)
+    result = engine.optimize(
+        cx.atomic_numbers, cx.positions_angstrom, cx.total_charge, cx.multiplicity
+    )
     assert result.status is SampleStatus.ok, result.message
     neutral = engine.energy(cx.atomic_numbers, cx.positions_angstrom, 0, 2)
     assert neutral != pytest.approx(result.energy_hartree, abs=1e-3)
@@ -53,11 +59,15 @@ def phenol_water():
 
 def test_max_steps_gives_not_converged_with_last_geometry() -> None:
     cx = phenol_water()
-    result = build_engine({"xtb": {"max_steps": 1}}).optimize(cx.atomic_numbers, cx.positions_angstrom)
+    result = build_engine({"xtb": {"max_steps": 1}}).optimize(
+        cx.atomic_numbers, cx.positions_angstrom
+    )
     assert result.status is SampleStatus.not_converged and not result.converged
     assert result.n_steps == 1 and result.energy_hartree is not None
     assert result.positions_angstrom.shape == (cx.n_atoms, 3)
-    assert not np.array_equal(result.positions_angstrom, cx.positions_angstrom)  # one step was taken
+    assert not np.array_equal(
+        result.positions_angstrom, cx.positions_angstrom
+    )  # one step was taken
 
 
 def test_tiny_timeout_gives_timeout() -> None:
@@ -69,7 +79,9 @@ def test_tiny_timeout_gives_timeout() -> None:
 
 def test_scf_iteration_cap_gives_scf_failed() -> None:
     cx = phenol_water()
-    result = build_engine({"xtb": {"max_scf_iterations": 2}}).optimize(cx.atomic_numbers, cx.positions_angstrom)
+    result = build_engine({"xtb": {"max_scf_iterations": 2}}).optimize(
+        cx.atomic_numbers, cx.positions_angstrom
+    )
     assert result.status is SampleStatus.scf_failed
     assert "SCF not converged" in result.message and "max_scf_iterations" in result.message
 

@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 
 from pairfactory.errors import UserError
-from pairfactory.plan import (
-    PlanSettings,
+from pairfactory.qm.plan import (
     ShardSpec,
     find_shard,
     heavy_atom_count,
@@ -21,16 +20,39 @@ from pairfactory.plan import (
     system_id_for,
     systems_from_pair_tables,
 )
+from pairfactory.qm.settings import QmSettings
 
 # Real small molecules (canonical RDKit SMILES) of FreeSolv/MNSol kind.
 SOLUTES = [
-    "CO", "CCO", "CC(C)O", "CCCO", "CC(=O)O", "CC(C)=O", "CCN", "c1ccccc1", "Cc1ccccc1", "Oc1ccccc1",
-    "ClC(Cl)Cl", "CCOC(C)=O", "CC#N", "C1CCCCC1", "CCCCCC", "O=C1CCCCC1", "Nc1ccccc1", "Clc1ccccc1",
-    "CC(C)(C)O", "CCCCO", "CS(C)=O", "C1CCOC1", "CCOCC",
+    "CO",
+    "CCO",
+    "CC(C)O",
+    "CCCO",
+    "CC(=O)O",
+    "CC(C)=O",
+    "CCN",
+    "c1ccccc1",
+    "Cc1ccccc1",
+    "Oc1ccccc1",
+    "ClC(Cl)Cl",
+    "CCOC(C)=O",
+    "CC#N",
+    "C1CCCCC1",
+    "CCCCCC",
+    "O=C1CCCCC1",
+    "Nc1ccccc1",
+    "Clc1ccccc1",
+    "CC(C)(C)O",
+    "CCCCO",
+    "CS(C)=O",
+    "C1CCOC1",
+    "CCOCC",
 ]
 
 
-def pair_table(solutes: list[str], solvent: str = "O", target: str = "dg", start_row: int = 0) -> pd.DataFrame:
+def pair_table(
+    solutes: list[str], solvent: str = "O", target: str = "dg", start_row: int = 0
+) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "dataset": "freesolv",
@@ -64,7 +86,10 @@ def test_systems_are_unique_across_targets_and_ordered_by_first_row() -> None:
     )
     systems = systems_from_pair_tables([a, b])
     assert list(zip(systems.solute_smiles, systems.solvent_smiles)) == [
-        ("CCO", "O"), ("CO", "O"), ("CCN", "O"), ("CCO", "CO")
+        ("CCO", "O"),
+        ("CO", "O"),
+        ("CCN", "O"),
+        ("CCO", "CO"),
     ]
     assert systems.first_source_row.tolist() == [0, 1, 2, 5]
     assert systems.n_targets.tolist() == [1, 2, 1, 1]
@@ -97,8 +122,12 @@ def test_heavy_atom_count_rejects_broken_brackets() -> None:
 def test_appending_systems_keeps_old_shards_except_last_partial_block() -> None:
     old = systems_from_pair_tables([pair_table(SOLUTES[:18])])
     new = systems_from_pair_tables([pair_table(SOLUTES)])  # 5 systems appended
-    old_plan = by_id(plan_shards(old, samples_per_system=4, systems_per_shard=4, samples_per_shard=2))
-    new_plan = by_id(plan_shards(new, samples_per_system=4, systems_per_shard=4, samples_per_shard=2))
+    old_plan = by_id(
+        plan_shards(old, samples_per_system=4, systems_per_shard=4, samples_per_shard=2)
+    )
+    new_plan = by_id(
+        plan_shards(new, samples_per_system=4, systems_per_shard=4, samples_per_shard=2)
+    )
     assert len(old_plan) == 5 * 2 and len(new_plan) == 6 * 2
     for shard_id, spec in old_plan.items():
         block, _ = parse_shard_id(shard_id)
@@ -112,8 +141,12 @@ def test_appending_systems_keeps_old_shards_except_last_partial_block() -> None:
 
 def test_raising_samples_adds_sample_blocks_only() -> None:
     systems = systems_from_pair_tables([pair_table(SOLUTES[:10])])
-    four = by_id(plan_shards(systems, samples_per_system=4, systems_per_shard=4, samples_per_shard=2))
-    six = by_id(plan_shards(systems, samples_per_system=6, systems_per_shard=4, samples_per_shard=2))
+    four = by_id(
+        plan_shards(systems, samples_per_system=4, systems_per_shard=4, samples_per_shard=2)
+    )
+    six = by_id(
+        plan_shards(systems, samples_per_system=6, systems_per_shard=4, samples_per_shard=2)
+    )
     assert set(four) < set(six)
     assert all(six[sid] == spec for sid, spec in four.items())
     added = sorted(set(six) - set(four))
@@ -137,18 +170,27 @@ def test_content_hash_covers_smiles() -> None:
     systems = systems_from_pair_tables([pair_table(SOLUTES[:4])])
     changed = systems.copy()
     changed.loc[0, "solvent_smiles"] = "CO"  # same id (not recomputed), other SMILES
-    assert plan_shards(systems, 2, 4, 2)[0].content_hash != plan_shards(changed, 2, 4, 2)[0].content_hash
+    assert (
+        plan_shards(systems, 2, 4, 2)[0].content_hash
+        != plan_shards(changed, 2, 4, 2)[0].content_hash
+    )
 
 
 def test_sampling_settings_enter_the_content_hash() -> None:
-    from pairfactory.plan import sampling_key_for
+    def sampling_key_for(config: dict) -> str:
+        return QmSettings.from_config(config).sampling_key
 
     systems = systems_from_pair_tables([pair_table(SOLUTES[:4])])
     default = sampling_key_for({})
-    assert sampling_key_for({"samples": {"per_system": 9, "n_solvent": 1}}) == default  # defaults spelled out
+    assert (
+        sampling_key_for({"samples": {"per_system": 9, "n_solvent": 1}}) == default
+    )  # defaults spelled out
     two = sampling_key_for({"samples": {"n_solvent": 2}})
     assert two != default
-    assert plan_shards(systems, 2, 4, 2, default)[0].content_hash != plan_shards(systems, 2, 4, 2, two)[0].content_hash
+    assert (
+        plan_shards(systems, 2, 4, 2, default)[0].content_hash
+        != plan_shards(systems, 2, 4, 2, two)[0].content_hash
+    )
     with pytest.raises(UserError, match="n_solvnet"):
         sampling_key_for({"samples": {"n_solvnet": 2}})
 
@@ -185,9 +227,9 @@ def test_load_systems_and_plan_from_config(tmp_path: Path) -> None:
     folder.mkdir(parents=True)
     pair_table(SOLUTES[:8]).to_parquet(folder / "dg.parquet")
     pair_table(SOLUTES[4:12], target="other", start_row=4).to_parquet(folder / "other.parquet")
-    pd.DataFrame({"dataset": ["freesolv"], "source_row": [99], "reason": ["invalid_smiles"]}).to_parquet(
-        folder / "rejects.parquet"
-    )
+    pd.DataFrame(
+        {"dataset": ["freesolv"], "source_row": [99], "reason": ["invalid_smiles"]}
+    ).to_parquet(folder / "rejects.parquet")
     systems = load_systems(tmp_path / "pairs", "freesolv")
     assert len(systems) == 12
     config = {
@@ -195,12 +237,14 @@ def test_load_systems_and_plan_from_config(tmp_path: Path) -> None:
         "samples": {"per_system": 3},
         "shards": {"systems_per_shard": 2, "samples_per_shard": 2},
     }
-    selected, specs = plan_for_dataset(config, tmp_path / "pairs", "freesolv")
+    selected, specs = plan_for_dataset(
+        QmSettings.from_config(config), tmp_path / "pairs", "freesolv"
+    )
     assert selected.system_id.tolist() == systems.system_id.tolist()[:5]
     assert [s.shard_id for s in specs] == [f"s{b:05d}-k{k:03d}" for b in range(3) for k in range(2)]
     assert sum(s.n_samples for s in specs) == 5 * 3
     with pytest.raises(UserError, match="gets no QM"):
-        PlanSettings.from_config(config, "mnsol")
+        QmSettings.from_config(config).subset("mnsol")
     with pytest.raises(UserError, match="pairfactory pairs"):
         load_systems(tmp_path / "pairs", "mnsol")
 
@@ -221,8 +265,17 @@ def test_plan_cli_writes_the_plan(tmp_path: Path, capsys: pytest.CaptureFixture[
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     out = tmp_path / "plan.parquet"
-    args = ["plan", "--config", str(tmp_path / "config.yaml"), "--dataset", "freesolv",
-            "--pairs-dir", str(tmp_path / "pairs"), "--out", str(out)]
+    args = [
+        "plan",
+        "--config",
+        str(tmp_path / "config.yaml"),
+        "--dataset",
+        "freesolv",
+        "--pairs-dir",
+        str(tmp_path / "pairs"),
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     assert "10 systems selected, 30 samples in 6 shards" in capsys.readouterr().out
     plan = pd.read_parquet(out)

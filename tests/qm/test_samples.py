@@ -7,9 +7,11 @@ import argparse
 import numpy as np
 import pytest
 
-from pairfactory import samples
+from pairfactory.cli import SHARED_FLAGS
+from pairfactory.cli import samples as samples_cli
 from pairfactory.errors import UserError
-from pairfactory.samples import (
+from pairfactory.qm import samples
+from pairfactory.qm.samples import (
     EmbeddingError,
     PlacementError,
     SamplingSettings,
@@ -74,7 +76,9 @@ def test_sample_complex_is_bit_identical_for_same_inputs_and_differs_otherwise()
 
 @pytest.mark.parametrize("n_solvent", [1, 4])
 def test_arrangements_have_no_clash_and_every_solvent_touches(n_solvent: int) -> None:
-    settings = SamplingSettings(n_solvent=n_solvent, clash_distance_angstrom=1.7, contact_distance_angstrom=3.0)
+    settings = SamplingSettings(
+        n_solvent=n_solvent, clash_distance_angstrom=1.7, contact_distance_angstrom=3.0
+    )
     for k in range(6):
         cx = sample_complex("OC(=O)c1ccccc1", "ClC(Cl)Cl", "benzoic|chloroform", k, 0, settings)
         assert cx.n_solvent == n_solvent
@@ -85,12 +89,16 @@ def test_arrangements_have_no_clash_and_every_solvent_touches(n_solvent: int) ->
         # Every pair of molecules, not only each copy against the rest, is free of clashes.
         for i in range(n_solvent + 1):
             for j in range(i + 1, n_solvent + 1):
-                assert min_distance(cx.fragment_positions(i), cx.fragment_positions(j)) >= 1.7 - 1e-9
+                assert (
+                    min_distance(cx.fragment_positions(i), cx.fragment_positions(j)) >= 1.7 - 1e-9
+                )
         # Recorded arrangement reproduces the geometry: copy = rotated conformer + translation.
         for copy in range(1, n_solvent + 1):
             t = np.array([cx.arrangement[f"solvent{copy}_t{a}_angstrom"] for a in "xyz"])
             assert np.allclose(cx.fragment_positions(copy).mean(axis=0), t)
-            assert np.isclose(np.linalg.norm(t), cx.arrangement[f"solvent{copy}_center_distance_angstrom"])
+            assert np.isclose(
+                np.linalg.norm(t), cx.arrangement[f"solvent{copy}_center_distance_angstrom"]
+            )
             q = np.array([cx.arrangement[f"solvent{copy}_q{a}"] for a in "wxyz"])
             assert np.isclose(np.linalg.norm(q), 1.0)
         assert cx.arrangement["n_redraws"] >= 0
@@ -99,7 +107,9 @@ def test_arrangements_have_no_clash_and_every_solvent_touches(n_solvent: int) ->
 def test_contact_distances_spread_over_the_window() -> None:
     # Many draws: the closest contact is not pinned to one end of [clash, contact].
     contacts = [
-        sample_complex("CO", "O", "methanol|water", k, 0).arrangement["solvent1_min_contact_angstrom"]
+        sample_complex("CO", "O", "methanol|water", k, 0).arrangement[
+            "solvent1_min_contact_angstrom"
+        ]
         for k in range(30)
     ]
     assert min(contacts) < 2.1 and max(contacts) > 2.6
@@ -122,12 +132,16 @@ def test_placement_error_when_no_valid_arrangement(monkeypatch: pytest.MonkeyPat
 
 
 def test_settings_from_config_validates_keys_and_values() -> None:
-    s = SamplingSettings.from_config({"n_solvent": 4, "clash_distance_angstrom": 2, "per_system": 8})
+    s = SamplingSettings.from_config(
+        {"n_solvent": 4, "clash_distance_angstrom": 2, "per_system": 8}
+    )
     assert s.n_solvent == 4 and s.clash_distance_angstrom == 2.0 and s.max_placement_tries == 500
     with pytest.raises(UserError, match="n_solvents"):
         SamplingSettings.from_config({"n_solvents": 2})
     with pytest.raises(UserError, match="contact_distance_angstrom"):
-        SamplingSettings.from_config({"clash_distance_angstrom": 3.0, "contact_distance_angstrom": 2.0})
+        SamplingSettings.from_config(
+            {"clash_distance_angstrom": 3.0, "contact_distance_angstrom": 2.0}
+        )
     with pytest.raises(UserError, match="n_solvent"):
         SamplingSettings(n_solvent=0)
 
@@ -137,12 +151,29 @@ def test_cli_writes_extxyz(tmp_path) -> None:
 
     out = tmp_path / "pw.xyz"
     parser = argparse.ArgumentParser()
-    samples.add_arguments(parser)
+    for flag in samples_cli.PARENTS:
+        SHARED_FLAGS[flag](parser)
+    samples_cli.add_arguments(parser)
     assert "example" in parser.format_help()
-    args = parser.parse_args(["--solute", "c1ccccc1O", "--solvent", "O", "--samples", "2", "--n-solvent", "2", "--out", str(out)])
-    assert samples.run(args) == 0
+    args = parser.parse_args(
+        [
+            "--solute",
+            "c1ccccc1O",
+            "--solvent",
+            "O",
+            "--samples",
+            "2",
+            "--n-solvent",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
+    assert samples_cli.run(args) == 0
     frames = read(out, index=":")
     assert len(frames) == 2 and len(frames[0]) == 13 + 2 * 3
     assert list(frames[0].arrays["fragment"][:13]) == [0] * 13
     with pytest.raises(UserError, match="SMILES"):
-        samples.run(parser.parse_args(["--solute", "C1#CC1", "--solvent", "O", "--out", str(out)]))
+        samples_cli.run(
+            parser.parse_args(["--solute", "C1#CC1", "--solvent", "O", "--out", str(out)])
+        )

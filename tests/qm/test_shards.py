@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pairfactory import io as pf_io
+from pairfactory import fileio as pf_io
 from pairfactory.errors import InputFileError, UserError
-from pairfactory.plan import ShardSpec, content_hash_for
-from pairfactory.shards import (
+from pairfactory.qm.plan import ShardSpec, content_hash_for
+from pairfactory.qm.records import SampleStatus
+from pairfactory.qm.shards import (
+    ATTEMPT_TYPE,
     SHARD_SCHEMA,
+    STATUS_OK,
+    STATUS_VALUES,
     AttemptRecord,
     SampleRow,
     export_xyz,
@@ -37,45 +42,103 @@ SYSTEMS = ("a" * 16, "b" * 16)
 # water dimer: solute O H H, solvent O H H
 WATER_DIMER_Z = [8, 1, 1, 8, 1, 1]
 WATER_DIMER_XYZ = [
-    0.0, 0.0, 0.0, 0.96, 0.0, 0.0, -0.24, 0.93, 0.0,
-    2.9, 0.0, 0.0, 3.2, 0.9, 0.0, 3.2, -0.5, 0.8,
+    0.0,
+    0.0,
+    0.0,
+    0.96,
+    0.0,
+    0.0,
+    -0.24,
+    0.93,
+    0.0,
+    2.9,
+    0.0,
+    0.0,
+    3.2,
+    0.9,
+    0.0,
+    3.2,
+    -0.5,
+    0.8,
 ]
 
 
 def make_spec(shard_id: str = "s00000-k000", ks: tuple[int, ...] = (0, 1)) -> ShardSpec:
     solutes, solvents = ("O", "CO"), ("O", "O")
-    return ShardSpec(shard_id, SYSTEMS, ks, content_hash_for(SYSTEMS, solutes, solvents, ks), solutes, solvents)
+    return ShardSpec(
+        shard_id, SYSTEMS, ks, content_hash_for(SYSTEMS, solutes, solvents, ks), solutes, solvents
+    )
 
 
-def make_row(system_id: str, k: int, status: str = "ok", shard_id: str = "s00000-k000", seed: int = 0,
-             e_int: float | None = -0.006) -> SampleRow:
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+def make_row(
+    system_id: str,
+    k: int,
+    status: str = "ok",
+    shard_id: str = "s00000-k000",
+    seed: int = 0,
+    e_int: float | None = -0.006,
+) -> SampleRow:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
     energy = None if status == "error" else -10.0 + 0.001 * k
     return SampleRow(
-        sample_id=sample_id_for(system_id, k, seed, TAG), shard_id=shard_id, dataset="freesolv",
-        system_id=system_id, solute_smiles="O", solvent_smiles="O", k=k, global_seed=seed, seed=1234 + k,
-        n_solvent=1, n_atoms=6, atomic_numbers=WATER_DIMER_Z, fragment_index=[0, 0, 0, 1, 1, 1],
+        sample_id=sample_id_for(system_id, k, seed, TAG),
+        shard_id=shard_id,
+        dataset="freesolv",
+        system_id=system_id,
+        solute_smiles="O",
+        solvent_smiles="O",
+        k=k,
+        global_seed=seed,
+        seed=1234 + k,
+        n_solvent=1,
+        n_atoms=6,
+        atomic_numbers=WATER_DIMER_Z,
+        fragment_index=[0, 0, 0, 1, 1, 1],
         initial_positions_angstrom=WATER_DIMER_XYZ,
-        final_positions_angstrom=None if status == "error" else [x + 0.01 * k for x in WATER_DIMER_XYZ],
-        status=status, message=None if status == "ok" else "failed on purpose", converged=status == "ok",
-        n_steps=12, energy_hartree=energy, solute_energy_hartree=-5.0, solvent_energy_hartree=-4.994,
-        interaction_energy_hartree=e_int, interaction_energy_kcal_mol=None if e_int is None else e_int * 627.5,
-        solute_status="ok", solvent_status="ok", wall_time_s=0.5, attempts=1,
+        final_positions_angstrom=None
+        if status == "error"
+        else [x + 0.01 * k for x in WATER_DIMER_XYZ],
+        status=status,
+        message=None if status == "ok" else "failed on purpose",
+        converged=status == "ok",
+        n_steps=12,
+        energy_hartree=energy,
+        solute_energy_hartree=-5.0,
+        solvent_energy_hartree=-4.994,
+        interaction_energy_hartree=e_int,
+        interaction_energy_kcal_mol=None if e_int is None else e_int * 627.5,
+        solute_status="ok",
+        solvent_status="ok",
+        wall_time_s=0.5,
+        attempts=1,
         attempt_history=[AttemptRecord(0, 1234 + k, status, None, 12, status == "ok", energy, 0.5)],
-        arrangement='{"seed": 1}', sampling_settings_json='{"n_solvent":1}', engine_name="xtb", engine_method="GFN2-xTB", engine_tag=TAG,
-        engine_settings_json="{}", engine_version="tblite 0.4.0", pairfactory_version="0.1.0", host="test",
-        threads=1, started_at=now, finished_at=now,
+        arrangement='{"seed": 1}',
+        sampling_settings_json='{"n_solvent":1}',
+        engine_name="xtb",
+        engine_method="GFN2-xTB",
+        engine_tag=TAG,
+        engine_settings_json="{}",
+        engine_version="tblite 0.4.0",
+        pairfactory_version="0.1.0",
+        host="test",
+        threads=1,
+        started_at=now,
+        finished_at=now,
     )
 
 
 def full_rows(spec: ShardSpec, failing: set[tuple[str, int]] = frozenset()) -> list[SampleRow]:
-    return [make_row(s, k, "not_converged" if (s, k) in failing else "ok", spec.shard_id)
-            for s, k in spec.expected_pairs()]
+    return [
+        make_row(s, k, "not_converged" if (s, k) in failing else "ok", spec.shard_id)
+        for s, k in spec.expected_pairs()
+    ]
 
 
 def test_round_trip_and_valid_shard(tmp_path: Path) -> None:
     spec = make_spec()
-    path = write_shard(table_from_rows(full_rows(spec, {(SYSTEMS[1], 1)})), tmp_path / "s00000-k000.parquet")
+    path = write_shard(
+        table_from_rows(full_rows(spec, {(SYSTEMS[1], 1)})), tmp_path / "s00000-k000.parquet"
+    )
     table = read_shard(path)
     assert table.schema.equals(SHARD_SCHEMA, check_metadata=False)
     assert table.column("attempt_history")[0].as_py()[0]["seed"] == 1234
@@ -93,7 +156,9 @@ def test_wrong_schema_is_invalid_with_reason(tmp_path: Path) -> None:
     pq.write_table(table.drop(["energy_hartree"]), path)
     result = validate_shard(path, spec)
     assert not result.valid and "missing column(s) ['energy_hartree']" in result.reasons[0]
-    retyped = table.set_column(table.schema.get_field_index("k"), "k", table.column("k").cast(pa.int64()))
+    retyped = table.set_column(
+        table.schema.get_field_index("k"), "k", table.column("k").cast(pa.int64())
+    )
     pq.write_table(retyped, path)
     result = validate_shard(path, spec)
     assert not result.valid and "k is int64, expected int32" in result.reasons[0]
@@ -128,9 +193,14 @@ def test_wrong_counts_duplicates_and_settings_are_invalid(tmp_path: Path) -> Non
 
     write_shard(table_from_rows(rows), path)
     assert validate_shard(path, spec).valid
-    assert any("engine tag" in r for r in validate_shard(path, spec, engine_tag="xtb-ffffffff").reasons)
+    assert any(
+        "engine tag" in r for r in validate_shard(path, spec, engine_tag="xtb-ffffffff").reasons
+    )
     assert any("global seed" in r for r in validate_shard(path, spec, global_seed=5).reasons)
-    assert any("sampling settings" in r for r in validate_shard(path, spec, sampling_key='{"n_solvent":2}').reasons)
+    assert any(
+        "sampling settings" in r
+        for r in validate_shard(path, spec, sampling_key='{"n_solvent":2}').reasons
+    )
     other = ShardSpec("s00001-k000", spec.system_ids, spec.sample_indices, spec.content_hash)
     assert any("belong to shard" in r for r in validate_shard(path, other).reasons)
 
@@ -147,7 +217,9 @@ def test_wrong_counts_duplicates_and_settings_are_invalid(tmp_path: Path) -> Non
     assert any("ok (3) + failed (0) != rows (4)" in r for r in reasons)
 
 
-def test_failed_write_leaves_no_file_at_final_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_write_leaves_no_file_at_final_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = make_spec()
     path = tmp_path / "s00000-k000.parquet"
 
@@ -164,7 +236,7 @@ def test_failed_write_leaves_no_file_at_final_path(tmp_path: Path, monkeypatch: 
 _KILLED_WRITER = r"""
 import sys, time
 from pathlib import Path
-from pairfactory.io import atomic_write
+from pairfactory.fileio import atomic_write
 path, marker = Path(sys.argv[1]), Path(sys.argv[2])
 
 def slow_write(tmp):
@@ -221,12 +293,22 @@ def test_open_dataset_and_interaction_energy_query(tmp_path: Path) -> None:
     ok = dataset.to_table(
         columns=["system_id", "interaction_energy_hartree"], filter=pc.field("status") == "ok"
     )
-    stats = ok.group_by("system_id").aggregate(
-        [("interaction_energy_hartree", "mean"), ("interaction_energy_hartree", "stddev"),
-         ("interaction_energy_hartree", "count")]
-    ).to_pandas().set_index("system_id")
+    stats = (
+        ok.group_by("system_id")
+        .aggregate(
+            [
+                ("interaction_energy_hartree", "mean"),
+                ("interaction_energy_hartree", "stddev"),
+                ("interaction_energy_hartree", "count"),
+            ]
+        )
+        .to_pandas()
+        .set_index("system_id")
+    )
     assert stats.loc[SYSTEMS[0], "interaction_energy_hartree_count"] == 4
-    assert stats.loc[SYSTEMS[0], "interaction_energy_hartree_mean"] == pytest.approx((-0.006 * 3 - 0.010) / 4)
+    assert stats.loc[SYSTEMS[0], "interaction_energy_hartree_mean"] == pytest.approx(
+        (-0.006 * 3 - 0.010) / 4
+    )
     assert stats.loc[SYSTEMS[1], "interaction_energy_hartree_stddev"] == pytest.approx(0.0)
     with pytest.raises(UserError, match="no shard files"):
         open_dataset(tmp_path / "empty")
@@ -260,6 +342,44 @@ def test_export_xyz_cli(tmp_path: Path) -> None:
     spec = make_spec()
     write_shard(table_from_rows(full_rows(spec)), tmp_path / "s00000-k000.parquet")
     out = tmp_path / "x.xyz"
-    assert main(["export-xyz", "--shards-dir", str(tmp_path), "--system-id", SYSTEMS[1], "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "export-xyz",
+                "--shards-dir",
+                str(tmp_path),
+                "--system-id",
+                SYSTEMS[1],
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert out.read_text().count("Properties=") == 2
-    assert main(["export-xyz", "--shards-dir", str(tmp_path / "none"), "--system-id", "x", "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "export-xyz",
+                "--shards-dir",
+                str(tmp_path / "none"),
+                "--system-id",
+                "x",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
+
+
+def test_shard_columns_and_statuses_are_defined_once() -> None:
+    # the Arrow schemas are read off the row records: same names in the same order, and a column
+    # that must not be null is a field that cannot be None
+    for record, arrow in ((SampleRow, SHARD_SCHEMA), (AttemptRecord, ATTEMPT_TYPE)):
+        columns = {column.name: column for column in arrow}
+        assert [f.name for f in dataclasses.fields(record)] == list(columns)
+        for f in dataclasses.fields(record):
+            assert columns[f.name].nullable or "None" not in str(f.type), f.name
+    assert STATUS_VALUES == tuple(status.value for status in SampleStatus)
+    assert STATUS_OK == SampleStatus.ok.value

@@ -8,7 +8,6 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-
 from workflow_helpers import REPO_ROOT
 
 
@@ -34,14 +33,21 @@ def slurm_cluster() -> Iterator[str]:
     script = REPO_ROOT / "scripts" / "slurm_cluster.sh"
     if os.geteuid() != 0:
         _slurm_unavailable("the test cluster needs root (apt-get, munged, slurmctld)")
-    already_up = subprocess.run([str(script), "status"], capture_output=True, text=True).returncode == 0
+    already_up = (
+        subprocess.run([str(script), "status"], capture_output=True, text=True).returncode == 0
+    )
     if not already_up:
         try:
-            proc = subprocess.run([str(script), "start"], capture_output=True, text=True, timeout=900)
+            proc = subprocess.run(
+                [str(script), "start"], capture_output=True, text=True, timeout=900
+            )
         except subprocess.TimeoutExpired:
             _slurm_unavailable("scripts/slurm_cluster.sh start timed out")
         if proc.returncode != 0:
-            _slurm_unavailable(f"scripts/slurm_cluster.sh start failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+            _slurm_unavailable(
+                "scripts/slurm_cluster.sh start failed:\n"
+                f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+            )
     try:
         yield os.environ.get("PAIRFACTORY_SLURM_PARTITION", "debug")
     finally:

@@ -7,10 +7,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from workflow_helpers import (
+    REPO_ROOT,
+    freesolv_subset,
+    run_snakemake,
+    small_qm_config,
+    write_config,
+)
 
-from pairfactory.config import load_config
+from pairfactory.config import SCHEMA_PATH, load_config
 from pairfactory.errors import UserError
-from workflow_helpers import REPO_ROOT, freesolv_subset, run_snakemake, small_qm_config, write_config
 
 
 @pytest.fixture()
@@ -19,7 +25,9 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _assert_failed_before_any_job(workdir: Path, run_output: str, returncode: int, *needles: str) -> None:
+def _assert_failed_before_any_job(
+    workdir: Path, run_output: str, returncode: int, *needles: str
+) -> None:
     assert returncode != 0, run_output[-3000:]
     for needle in needles:
         assert needle in run_output, f"{needle!r} not in:\n{run_output[-3000:]}"
@@ -32,7 +40,11 @@ def _assert_failed_before_any_job(workdir: Path, run_output: str, returncode: in
     ("section", "values", "needles"),
     [
         # a misspelt key deep down is named with its place
-        ("qm", {"datasets": {"freesolv": {"max_sytems": 3}}}, ["max_sytems", "['qm']['datasets']['freesolv']"]),
+        (
+            "qm",
+            {"datasets": {"freesolv": {"max_sytems": 3}}},
+            ["max_sytems", "['qm']['datasets']['freesolv']"],
+        ),
         ("engine", {"name": "gaussian"}, ["gaussian", "['engine']['name']"]),
         ("samples", {"per_system": "8"}, ["per_system", "not of type 'integer'"]),
     ],
@@ -68,7 +80,9 @@ def test_dataset_without_its_data_path_is_named(workdir: Path) -> None:
 def test_missing_raw_file_is_named(workdir: Path) -> None:
     write_config(workdir, small_qm_config(data={"freesolv_txt": "raw/nope.txt"}))
     run = run_snakemake(workdir, "-n", "--cores", "1")
-    _assert_failed_before_any_job(workdir, run.output, run.returncode, "data.freesolv_txt", "raw/nope.txt")
+    _assert_failed_before_any_job(
+        workdir, run.output, run.returncode, "data.freesolv_txt", "raw/nope.txt"
+    )
 
 
 def test_workflow_and_cli_fill_the_same_defaults(workdir: Path) -> None:
@@ -92,13 +106,25 @@ def test_shipped_configs_are_valid(path: str) -> None:
 @pytest.mark.parametrize(
     ("override", "pattern"),
     [
-        ({"qm": {"datasets": {"freesolv": {"max_sytems": 1}}}}, r"qm\.datasets\.freesolv: .*'max_sytems'"),
-        ({"shards": {"systems_per_shard": 0}}, r"shards\.systems_per_shard: 0 is less than the minimum"),
-        ({"evaluate": {"models": ["attentivefp", "gcn"]}}, r"evaluate\.models\.1: 'gcn' is not one of"),
+        (
+            {"qm": {"datasets": {"freesolv": {"max_sytems": 1}}}},
+            r"qm\.datasets\.freesolv: .*'max_sytems'",
+        ),
+        (
+            {"shards": {"systems_per_shard": 0}},
+            r"shards\.systems_per_shard: 0 is less than the minimum",
+        ),
+        (
+            {"evaluate": {"models": ["attentivefp", "gcn"]}},
+            r"evaluate\.models\.1: 'gcn' is not one of",
+        ),
         ({"engine": {"xtb": {"fmax": 0.1}}}, r"engine\.xtb: .*'fmax'"),
         ({"evaluate": {"tables": ["freesolv/dg_solv_kcal_mol"]}}, r"evaluate\.tables\.0"),
         ({"evaluate": {"model_hparams": {"gcn": {"beta": 1}}}}, r"evaluate\.model_hparams.*'gcn'"),
-        ({"evaluate": {"model_hparams": {"cgib": {"beta": [0.1, 0.01]}}}}, r"evaluate\.model_hparams\.cgib\.beta"),
+        (
+            {"evaluate": {"model_hparams": {"cgib": {"beta": [0.1, 0.01]}}}},
+            r"evaluate\.model_hparams\.cgib\.beta",
+        ),
     ],
 )
 def test_load_config_names_the_key(override: dict, pattern: str) -> None:
@@ -116,14 +142,14 @@ def _walk(schema: dict, where: str = "config"):
 
 
 def test_schema_is_closed_and_every_key_has_a_default() -> None:
-    schema = yaml.safe_load((REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
     for where, node in _walk(schema):
         types = node.get("type")
         if types == "object" or (isinstance(types, list) and "object" in types):
             # closed, or a map whose values have a schema (model hyper-parameters by name)
-            assert node.get("additionalProperties") is False or isinstance(node.get("additionalProperties"), dict), (
-                f"{where} is not closed"
-            )
+            assert node.get("additionalProperties") is False or isinstance(
+                node.get("additionalProperties"), dict
+            ), f"{where} is not closed"
         elif where.startswith("config.") and "$ref" not in node:
             assert "default" in node, f"{where} has no default"
 
@@ -132,12 +158,11 @@ def test_schema_defaults_match_the_stages_settings() -> None:
     """The schema fills the defaults the stages would use themselves (one truth, two places)."""
     from dataclasses import asdict
 
-    from pairfactory.engines.orca import OrcaSettings
-    from pairfactory.engines.pyscf import PyscfSettings
-    from pairfactory.engines.xtb import XtbSettings
-    from pairfactory.samples import SamplingSettings
-
     from pairfactory.config import validate_config
+    from pairfactory.qm.engines.orca import OrcaSettings
+    from pairfactory.qm.engines.pyscf import PyscfSettings
+    from pairfactory.qm.engines.xtb import XtbSettings
+    from pairfactory.qm.samples import SamplingSettings
 
     config = load_config(REPO_ROOT / "config.yaml")
     defaults = validate_config({})

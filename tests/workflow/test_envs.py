@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 
 import yaml
-
 from workflow_helpers import REPO_ROOT
 
 CUDA_ONLY = re.compile(r"^(nvidia-|triton==)", re.IGNORECASE)

@@ -1,11 +1,18 @@
-"""The evaluation half of the workflow end to end: pair table -> per-fold evaluate jobs -> report."""
+"""The evaluation half of the workflow end to end: pair table -> per-fold evaluate jobs ->
+report."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from workflow_helpers import REPO_ROOT, freesolv_subset, run_snakemake, small_qm_config, write_config
+from workflow_helpers import (
+    REPO_ROOT,
+    freesolv_subset,
+    run_snakemake,
+    small_qm_config,
+    write_config,
+)
 
 
 def test_evaluate_and_report_run_through_the_workflow(tmp_path: Path) -> None:
@@ -30,35 +37,76 @@ def test_evaluate_and_report_run_through_the_workflow(tmp_path: Path) -> None:
 
     run_snakemake(tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), timeout=400).check()
     for fold in (0, 1):
-        fold_dir = tmp_path / "results" / "evaluate" / "freesolv" / "dg_hydration_kcal_mol" / "attentivefp" / "random" / f"r0-f{fold}"
+        fold_dir = (
+            tmp_path
+            / "results"
+            / "evaluate"
+            / "freesolv"
+            / "dg_hydration_kcal_mol"
+            / "attentivefp"
+            / "random"
+            / f"r0-f{fold}"
+        )
         metrics = json.loads((fold_dir / "metrics.json").read_text())
         assert metrics["fold"] == fold and metrics["model"] == "attentivefp"
         for name in ("predictions.parquet", "history.csv", "model.pt"):
             assert (fold_dir / name).is_file()
-        assert (tmp_path / "results" / "logs" / "evaluate" / "freesolv" / "dg_hydration_kcal_mol" / "attentivefp" / "random" / f"r0-f{fold}.log").is_file()
+        assert (
+            tmp_path
+            / "results"
+            / "logs"
+            / "evaluate"
+            / "freesolv"
+            / "dg_hydration_kcal_mol"
+            / "attentivefp"
+            / "random"
+            / f"r0-f{fold}.log"
+        ).is_file()
     report = (tmp_path / "results" / "report" / "results.md").read_text()
     assert "attentivefp" in report
     assert (tmp_path / "results" / "report" / "results.csv").is_file()
     # an unchanged config has nothing to do; a protocol change re-runs the folds (and the report)
-    assert run_snakemake(tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), "-n").check().nothing_to_do
+    assert (
+        run_snakemake(tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), "-n")
+        .check()
+        .nothing_to_do
+    )
     # a re-curation that writes the same table again (new files, new mtimes) re-runs no fold
-    forced = run_snakemake(tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), "--forcerun", "pairs").check()
-    assert forced.finished().get("pairs") == 1 and "evaluate" not in forced.finished(), forced.output[-3000:]
-    assert run_snakemake(tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), "-n").check().nothing_to_do
+    forced = run_snakemake(
+        tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), "--forcerun", "pairs"
+    ).check()
+    assert forced.finished().get("pairs") == 1 and "evaluate" not in forced.finished(), (
+        forced.output[-3000:]
+    )
+    assert (
+        run_snakemake(tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), "-n")
+        .check()
+        .nothing_to_do
+    )
     # a re-curation that changes the table re-runs its folds
     freesolv_subset(tmp_path / "raw" / "freesolv.txt", 62)
-    changed = run_snakemake(tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), timeout=400).check()
+    changed = run_snakemake(
+        tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), timeout=400
+    ).check()
     assert changed.finished().get("evaluate") == 2, changed.output[-3000:]
     config["evaluate"]["epochs"] = 2
     write_config(tmp_path, config)
-    again = run_snakemake(tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), "-n").check()
+    again = run_snakemake(
+        tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), "-n"
+    ).check()
     assert again.job_counts() == {"evaluate": 2, "report": 1, "all": 1}
     # another model's hyper-parameters are not this model's protocol; its own are
     config["evaluate"]["epochs"] = 1
     config["evaluate"]["model_hparams"] = {"cgib": {"beta": 0.01}}
     write_config(tmp_path, config)
-    assert run_snakemake(tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), "-n").check().nothing_to_do
+    assert (
+        run_snakemake(tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), "-n")
+        .check()
+        .nothing_to_do
+    )
     config["evaluate"]["model_hparams"] = {"attentivefp": {"num_layers": 1}}
     write_config(tmp_path, config)
-    again = run_snakemake(tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), "-n").check()
+    again = run_snakemake(
+        tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), "-n"
+    ).check()
     assert again.job_counts() == {"evaluate": 2, "report": 1, "all": 1}

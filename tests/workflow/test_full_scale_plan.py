@@ -8,16 +8,18 @@ from pathlib import Path
 
 import pytest
 import yaml
+from workflow_helpers import REPO_ROOT, run_snakemake
 
 from pairfactory.config import load_config
-from pairfactory.plan import load_systems
-from workflow_helpers import REPO_ROOT, run_snakemake
+from pairfactory.qm.plan import load_systems
 
 DATASETS = ["chromophore", "freesolv", "freesolv_cgib", "mnsol", "combisolv"]
 
 
 @pytest.fixture(scope="module")
-def full_scale(tmp_path_factory: pytest.TempPathFactory, mnsol_csv: Path, combisolv_csv: Path) -> Path:
+def full_scale(
+    tmp_path_factory: pytest.TempPathFactory, mnsol_csv: Path, combisolv_csv: Path
+) -> Path:
     workdir = tmp_path_factory.mktemp("full_scale")
     config = yaml.safe_load((REPO_ROOT / "config" / "full.yaml").read_text())
     config["data"] = {
@@ -45,7 +47,9 @@ def test_full_scale_dry_run_schedules_the_whole_plan(full_scale: Path) -> None:
         sample_blocks = math.ceil(config["samples"]["per_system"] / shards["samples_per_shard"])
         expected_optimize += blocks * sample_blocks
     ev = config["evaluate"]
-    expected_evaluate = len(ev["tables"]) * len(ev["models"]) * len(ev["splits"]) * ev["folds"] * ev["repeats"]
+    expected_evaluate = (
+        len(ev["tables"]) * len(ev["models"]) * len(ev["splits"]) * ev["folds"] * ev["repeats"]
+    )
 
     assert counts == {
         "optimize": expected_optimize,

@@ -15,8 +15,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
-from workflow_helpers import REPO_ROOT, freesolv_subset, run_snakemake, small_qm_config, write_config
+from workflow_helpers import (
+    REPO_ROOT,
+    freesolv_subset,
+    run_snakemake,
+    small_qm_config,
+    write_config,
+)
 
 PROFILE = ["--profile", str(REPO_ROOT / "profiles" / "local"), "--cores", "2"]
 # FreeSolv data rows 37, 77, 88, 100 are CO, S, CC, C=O: the only solutes with <= 2 heavy atoms
@@ -57,9 +62,14 @@ def test_local_run_writes_every_shard_and_the_manifest(qm_run: Path) -> None:
     tag = _tag(qm_run)
     shard_dir = qm_run / "results" / "shards" / "freesolv" / tag
     assert sorted(p.stem for p in shard_dir.glob("*.parquet")) == [
-        "s00000-k000", "s00000-k001", "s00001-k000", "s00001-k001",
+        "s00000-k000",
+        "s00000-k001",
+        "s00001-k000",
+        "s00001-k001",
     ]
-    samples = pd.concat([pd.read_parquet(p) for p in sorted(shard_dir.glob("*.parquet"))], ignore_index=True)
+    samples = pd.concat(
+        [pd.read_parquet(p) for p in sorted(shard_dir.glob("*.parquet"))], ignore_index=True
+    )
     # every system x sample exactly once, across the shards
     assert len(samples) == len(SYSTEMS) * 2
     assert not samples.duplicated(["system_id", "k"]).any()
@@ -67,15 +77,21 @@ def test_local_run_writes_every_shard_and_the_manifest(qm_run: Path) -> None:
     assert set(samples["k"]) == {0, 1}
     assert (samples["engine_tag"] == tag).all()
 
-    summary = json.loads((qm_run / "results" / "manifest" / "freesolv" / tag / "summary.json").read_text())
+    summary = json.loads(
+        (qm_run / "results" / "manifest" / "freesolv" / tag / "summary.json").read_text()
+    )
     assert summary["n_systems"] == len(SYSTEMS)
     assert summary["n_samples"] == len(SYSTEMS) * 2
     assert summary["ok"] + summary["failed"] == summary["n_samples"]
-    manifest = pd.read_parquet(qm_run / "results" / "manifest" / "freesolv" / tag / "manifest.parquet")
+    manifest = pd.read_parquet(
+        qm_run / "results" / "manifest" / "freesolv" / tag / "manifest.parquet"
+    )
     assert sorted(manifest["shard_id"]) == sorted(p.stem for p in shard_dir.glob("*.parquet"))
 
     # a log per job; the shard logs say where they ran (no SLURM here)
-    log = (qm_run / "results" / "logs" / "optimize" / "freesolv" / tag / "s00000-k000.log").read_text()
+    log = (
+        qm_run / "results" / "logs" / "optimize" / "freesolv" / tag / "s00000-k000.log"
+    ).read_text()
     assert log.startswith("optimize freesolv/s00000-k000 on ") and "SLURM job none" in log
     assert (qm_run / "results" / "logs" / "pairs" / "freesolv.log").is_file()
     assert (qm_run / "results" / "logs" / "collect" / "freesolv" / f"{tag}.log").is_file()
@@ -123,7 +139,12 @@ def test_engine_change_reruns_only_that_engines_shards(copy_of_run: Path) -> Non
     dry = run_snakemake(copy_of_run, *PROFILE, "-n").check()
     tags = {tag for _, tag, _ in dry.shards()}
     assert len(tags) == 1 and old_tag not in tags
-    assert {shard for _, _, shard in dry.shards()} == {"s00000-k000", "s00000-k001", "s00001-k000", "s00001-k001"}
+    assert {shard for _, _, shard in dry.shards()} == {
+        "s00000-k000",
+        "s00000-k001",
+        "s00001-k000",
+        "s00001-k001",
+    }
     # the first engine's shards are still there and still up to date
     _update_config(copy_of_run, "engine", {"xtb": {"timeout_s": 60}})
     assert run_snakemake(copy_of_run, *PROFILE, "-n").check().nothing_to_do

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from workflow_helpers import (
     REPO_ROOT,
     SNAKEFILE,
@@ -34,7 +33,10 @@ pytestmark = pytest.mark.slurm
 QM_THREADS = 2
 CONFIG = small_qm_config(
     shards={"systems_per_shard": 2, "samples_per_shard": 2},
-    qm={"datasets": {"freesolv": {"max_systems": None, "max_heavy_atoms": 3}}, "threads": QM_THREADS},
+    qm={
+        "datasets": {"freesolv": {"max_systems": None, "max_heavy_atoms": 3}},
+        "threads": QM_THREADS,
+    },
 )
 N_SAMPLES = 8
 _SUBMITTED_RE = re.compile(r"submitted with SLURM jobid (\d+)")
@@ -42,21 +44,35 @@ _SUBMITTED_RE = re.compile(r"submitted with SLURM jobid (\d+)")
 
 def _slurm_args(partition: str, workdir: Path) -> list[str]:
     return [
-        "--profile", str(REPO_ROOT / "profiles" / "slurm"),
-        "--default-resources", f"slurm_partition={partition}", "runtime=10", "mem_mb=500",
-        "--set-resources", f"optimize:slurm_partition={partition}", f"evaluate:slurm_partition={partition}",
+        "--profile",
+        str(REPO_ROOT / "profiles" / "slurm"),
+        "--default-resources",
+        f"slurm_partition={partition}",
+        "runtime=10",
+        "mem_mb=500",
+        "--set-resources",
+        f"optimize:slurm_partition={partition}",
+        f"evaluate:slurm_partition={partition}",
         "--slurm-no-account",
-        "--slurm-logdir", str(workdir / "slurm_logs"),
-        "--slurm-init-seconds-before-status-checks", "1",
-        "--seconds-between-status-checks", "1",
-        "--latency-wait", "5",
-        "--jobs", "4",
+        "--slurm-logdir",
+        str(workdir / "slurm_logs"),
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--seconds-between-status-checks",
+        "1",
+        "--latency-wait",
+        "5",
+        "--jobs",
+        "4",
     ]
 
 
 def _squeue(*fields: str) -> list[list[str]]:
     out = subprocess.run(
-        ["squeue", "-h", "-t", "all", "-o", "|".join(fields)], capture_output=True, text=True, check=True
+        ["squeue", "-h", "-t", "all", "-o", "|".join(fields)],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return [line.split("|") for line in out.splitlines() if line.strip()]
 
@@ -71,7 +87,16 @@ def slurm_run(slurm_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> d
     run_snakemake(workdir, "--cores", "1", "results/pairs/freesolv").check()
 
     args = _slurm_args(slurm_cluster, workdir)
-    argv = [str(SNAKEMAKE), "--snakefile", str(SNAKEFILE), "--directory", str(workdir), *args, "--retries", "0"]
+    argv = [
+        str(SNAKEMAKE),
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        *args,
+        "--retries",
+        "0",
+    ]
     env = {**__import__("os").environ, **THREAD_ENV}
     log_path = workdir / "run1.log"
     with log_path.open("w") as log:
@@ -110,12 +135,22 @@ def _shard_files(workdir: Path) -> list[Path]:
 def test_shards_are_produced_by_slurm_jobs(slurm_run: dict) -> None:
     workdir: Path = slurm_run["workdir"]
     second = slurm_run["second"].check()
-    submitted = set(_SUBMITTED_RE.findall(slurm_run["first_output"])) | set(_SUBMITTED_RE.findall(second.output))
+    submitted = set(_SUBMITTED_RE.findall(slurm_run["first_output"])) | set(
+        _SUBMITTED_RE.findall(second.output)
+    )
     assert submitted, "no job was submitted to SLURM"
     shards = _shard_files(workdir)
     assert len(shards) == 2
     for shard in shards:
-        log = workdir / "results" / "logs" / "optimize" / "freesolv" / shard.parent.name / f"{shard.stem}.log"
+        log = (
+            workdir
+            / "results"
+            / "logs"
+            / "optimize"
+            / "freesolv"
+            / shard.parent.name
+            / f"{shard.stem}.log"
+        )
         first_line = log.read_text().splitlines()[0]
         match = re.search(r"SLURM job (\d+)$", first_line)
         assert match, f"{log}: {first_line!r} names no SLURM job"
@@ -124,7 +159,9 @@ def test_shards_are_produced_by_slurm_jobs(slurm_run: dict) -> None:
         states = {job_id: state for job_id, state in _squeue("%i", "%T")}
         assert states.get(match.group(1)) == "COMPLETED"
         # the job got as many CPUs as the rule has threads (qm.threads)
-        job = subprocess.run(["scontrol", "show", "job", match.group(1)], capture_output=True, text=True).stdout
+        job = subprocess.run(
+            ["scontrol", "show", "job", match.group(1)], capture_output=True, text=True
+        ).stdout
         assert f"NumCPUs={QM_THREADS} " in job, job
     # the collect step ran on SLURM too, and the plugin kept each job's SLURM log
     assert list((workdir / "slurm_logs").glob("rule_optimize/*/*.log"))
@@ -133,7 +170,9 @@ def test_shards_are_produced_by_slurm_jobs(slurm_run: dict) -> None:
 
 def test_cancelled_shard_job_is_redone_once_on_rerun(slurm_run: dict) -> None:
     workdir: Path = slurm_run["workdir"]
-    assert slurm_run["cancelled"] is not None, "no optimize job was seen running, nothing was cancelled"
+    assert slurm_run["cancelled"] is not None, (
+        "no optimize job was seen running, nothing was cancelled"
+    )
     cancelled_id, comment = slurm_run["cancelled"]
     assert slurm_run["first_returncode"] != 0, slurm_run["first_output"][-3000:]
     assert cancelled_id in slurm_run["first_output"]

@@ -1,5 +1,5 @@
-"""Helpers for the workflow tests (imported by the test modules): a scratch working directory per test module, Snakemake runs in it,
-and the job lists Snakemake schedules.
+"""Helpers for the workflow tests (imported by the test modules): a scratch working directory per
+test module, Snakemake runs in it, and the job lists Snakemake schedules.
 
 Every run uses the repository's Snakefile with ``--directory <tmp>``; the tmp folder holds its own
 ``config.yaml`` (the Snakefile's ``configfile:`` is relative to the working directory), so a test
@@ -31,7 +31,9 @@ THREAD_ENV = {
     "PYTHONHASHSEED": "0",
 }
 
-_SHARD_OUTPUT_RE = re.compile(r"output: .*?results/shards/(\w+)/([a-z0-9]+-[0-9a-f]{8})/(s\d{5}-k\d{3})\.parquet")
+_SHARD_OUTPUT_RE = re.compile(
+    r"output: .*?results/shards/(\w+)/([a-z0-9]+-[0-9a-f]{8})/(s\d{5}-k\d{3})\.parquet"
+)
 _JOB_STATS_RE = re.compile(r"^(\w+)\s+(\d+)$", re.MULTILINE)
 
 
@@ -72,14 +74,18 @@ class SnakemakeRun:
         return {rule: int(n) for rule, n in _JOB_STATS_RE.findall(table) if rule != "total"}
 
 
-def run_snakemake(workdir: Path, *args: str, timeout: float = 300, env: dict[str, str] | None = None) -> SnakemakeRun:
+def run_snakemake(
+    workdir: Path, *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> SnakemakeRun:
     """Run the repository's workflow in ``workdir``; never raises on a failed run (see .check())."""
     argv = [str(SNAKEMAKE), "--snakefile", str(SNAKEFILE), "--directory", str(workdir), *args]
     full_env = {**os.environ, **THREAD_ENV, **(env or {})}
     proc = subprocess.run(
         argv, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=workdir
     )
-    return SnakemakeRun(args=list(args), returncode=proc.returncode, output=proc.stdout + proc.stderr)
+    return SnakemakeRun(
+        args=list(args), returncode=proc.returncode, output=proc.stdout + proc.stderr
+    )
 
 
 def write_config(workdir: Path, config: dict[str, Any]) -> Path:
@@ -99,7 +105,8 @@ def freesolv_subset(path: Path, n_rows: int) -> Path:
 
 
 def small_qm_config(**overrides: Any) -> dict[str, Any]:
-    """FreeSolv only, QM on the water-size solutes (solute + water <= 3 heavy atoms), no evaluation."""
+    """FreeSolv only, QM on the water-size solutes (solute + water <= 3 heavy atoms), no
+    evaluation."""
     config: dict[str, Any] = {
         "seed": 0,
         "data": {"freesolv_txt": "raw/freesolv.txt"},

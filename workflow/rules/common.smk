@@ -1,6 +1,6 @@
 # Helpers shared by the rules: config checks that span several keys, the dataset/target table, the
 # shard plan read at DAG time, and the lists of final outputs. No chemistry here: rules call the
-# `pairfactory` CLI, and the plan comes from the light `pairfactory.plan` module.
+# `pairfactory` CLI, and the plan comes from the light `pairfactory.qm.plan` module.
 
 import hashlib
 import os
@@ -23,7 +23,7 @@ shell.prefix(
 
 # dataset -> the config key of its raw file (data.<key>) and the `pairfactory pairs` option taking
 # it, from the curation stage's own registry (one place for the datasets).
-from pairfactory.io import atomic_write_text, file_sha256
+from pairfactory.fileio import atomic_write_text, file_sha256
 from pairfactory.pairs.overrides import DEFAULT_OVERRIDES_PATH
 from pairfactory.pairs.registry import DATASETS as _DATASET_SPECS
 
@@ -31,6 +31,23 @@ RAW_FILES = {
     name: {spec.input_key: f"--{spec.input_key.replace('_', '-')}"}
     for name, spec in _DATASET_SPECS.items()
 }
+
+
+# Wildcard values come from the code's own lists (datasets, splits, models), never hand-kept copies.
+from pairfactory.ml.models.registry import MODEL_NAMES
+from pairfactory.ml.splits import SPLIT_KINDS
+
+
+wildcard_constraints:
+    dataset="|".join(_DATASET_SPECS),
+    target="[a-z0-9_]+",
+    tag=r"[a-z0-9]+-[0-9a-f]{8}",
+    shard=r"s\d{5}-k\d{3}",
+    model="|".join(MODEL_NAMES),
+    split="|".join(SPLIT_KINDS),
+    repeat=r"\d+",
+    fold=r"\d+",
+
 
 PAIRS_DIR = "results/pairs"
 SHARDS_DIR = "results/shards"
@@ -126,15 +143,20 @@ def pairs_options(wildcards: Wildcards) -> str:
 # QM shards
 
 
-def engine_tag() -> str:
-    """`xtb-1a2b3c4d`: the engine name + a hash of the settings that change results (the shard
-    folder), computed by the optimize stage itself so that the two always agree."""
-    from pairfactory.optimize import OptimizeSettings
+def qm_settings() -> Any:
+    """The QM settings (pairfactory.qm.settings.QmSettings), parsed once per workflow parse;
+    None when no dataset gets QM samples, so that such a config loads no QM code."""
+    if not config["qm"]["datasets"]:
+        return None
+    from pairfactory.qm.settings import QmSettings
 
-    return OptimizeSettings.from_config(config).engine_tag()
+    return QmSettings.from_config(config)
 
 
-ENGINE_TAG = engine_tag() if config["qm"]["datasets"] else None
+QM = qm_settings()
+# `xtb-1a2b3c4d`: the engine name + a hash of the settings that change results (the shard folder),
+# computed from the same settings as in the optimize stage, so that the two always agree.
+ENGINE_TAG = QM.engine_tag if QM else None
 
 _PLANS = {}
 
@@ -145,15 +167,18 @@ def shard_plan(dataset: str) -> dict[str, Any]:
     Cached per parse: the full Chromophore plan (~20,000 systems) is built once, not per job.
     """
     if dataset not in _PLANS:
-        from pairfactory.plan import plan_for_dataset
+        from pairfactory.qm.plan import plan_for_dataset
 
-        _, specs = plan_for_dataset(config, PAIRS_DIR, dataset)
+        _, specs = plan_for_dataset(QM, PAIRS_DIR, dataset)
         _PLANS[dataset] = {spec.shard_id: spec for spec in specs}
     return _PLANS[dataset]
 
 
 def sampling_settings() -> dict[str, Any]:
-    """The `samples` keys that shape each starting complex (not per_system: that only adds blocks)."""
+    """The `samples` keys that shape each starting complex (not per_system: that only adds blocks).
+
+    The raw config values, not QM.sampling: they are recorded in the params of finished shards,
+    and an integer spelled as a float there would re-run them."""
     return {k: v for k, v in sorted(config["samples"].items()) if k != "per_system"}
 
 

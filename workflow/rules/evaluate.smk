@@ -32,4 +32,4 @@ rule evaluate:
     shell:
         "pairfactory evaluate --config {params.config_file} --pairs {params.table} "
         "--model {wildcards.model} --split {wildcards.split} --fold {wildcards.fold} "
-        "--repeat {wildcards.repeat} --threads {threads} --out {params.out_dir} > {log} 2>&1"
+        "--repeat {wildcards.repeat} --threads {threads} --out-dir {params.out_dir} > {log} 2>&1"

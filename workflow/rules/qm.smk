@@ -19,7 +19,7 @@ rule optimize:
         # a Path: Snakemake records only builtin-typed params, so a new snapshot (any config
         # change) is no rerun trigger by itself; the params below are
         config_file=Path(CONFIG_FILE),
-        # what the shard computes: its systems, their SMILES and its sample indices (pairfactory.plan)
+        # what the shard computes: its systems, their SMILES and its sample indices (pairfactory.qm.plan)
         content_hash=shard_content_hash,
         seed=config["seed"],
         sampling=sampling_settings(),

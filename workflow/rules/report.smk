@@ -20,4 +20,4 @@ rule report:
         results=lambda wildcards, input: Path(input[0]).parents[5],
         out_dir=lambda wildcards, output: os.path.dirname(output.markdown),
     shell:
-        "pairfactory report --results {params.results} --out {params.out_dir} > {log} 2>&1"
+        "pairfactory report --results {params.results} --out-dir {params.out_dir} > {log} 2>&1"

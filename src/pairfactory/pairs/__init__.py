@@ -12,8 +12,8 @@ Heavy imports (RDKit) happen only when SMILES are canonicalised.
 
 from __future__ import annotations
 
-from pathlib import Path
 from importlib import import_module
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pairfactory.errors import UserError
@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from pairfactory.pairs.curation import CuratedDataset, ReconciliationError, make_pair_id
     from pairfactory.pairs.writer import read_pair_table, read_rejects, write_curated
 
-# pandas/pyarrow load on first use, so that `pairfactory --help` (which imports pairs.cli) stays fast
+# pandas/pyarrow load on first use, so that `pairfactory --help` (which imports pairs.cli) stays
+# fast
 _LAZY = {
     "CuratedDataset": "pairfactory.pairs.curation",
     "ReconciliationError": "pairfactory.pairs.curation",
@@ -71,7 +72,7 @@ def curate(
     data_dir: str | Path | None = None,
     exclude_solid_state: bool = False,
     overrides_path: str | Path | None = None,
-) -> "CuratedDataset":
+) -> CuratedDataset:
     """Curate one dataset of DATASETS into pair tables (one per target), rejects and a summary.
 
     ``input_path`` is the raw file; without it the file is looked up under ``data_dir`` (a folder

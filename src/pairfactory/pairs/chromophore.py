@@ -1,7 +1,8 @@
 """Chromophore (Joung et al. 2020): absorption and emission maxima (nm) and ln(lifetime / ns).
 
 CGIB-compatible by default: NaN per target is rejected, the 19 ``gas`` solvent rows are rejected
-(gas-phase spectra have no solvent molecule), solid-state/film rows (solvent == chromophore) are kept
+(gas-phase spectra have no solvent molecule), solid-state/film rows (solvent == chromophore) are
+kept
 and flagged, repeated measurements of a pair are kept and flagged. The lifetime is stored as its
 natural log, as CGIB trains on it; a lifetime <= 0 ns has no log and is rejected.
 """
@@ -32,7 +33,9 @@ GAS_SOLVENT = "gas"
 def read_raw(path: str | Path, *, exclude_solid_state: bool = False, hint: str = "") -> C.RawPairs:
     path = Path(path)
     required = [COL_CHROMOPHORE, COL_SOLVENT, *RAW_TARGET_COLUMNS.values()]
-    raw = read_delimited(path, sep=",", required_columns=required, hint=hint or "pass --chromophore-csv PATH")
+    raw = read_delimited(
+        path, sep=",", required_columns=required, hint=hint or "pass --chromophore-csv PATH"
+    )
     solvents = raw[COL_SOLVENT]
     is_gas = solvents.str.strip().str.lower() == GAS_SOLVENT
     frame = pd.DataFrame(
@@ -48,7 +51,9 @@ def read_raw(path: str | Path, *, exclude_solid_state: bool = False, hint: str =
             # the DOI of the measurement's article: lets users trace (and de-duplicate) repeats
             S.SOURCE_TAGS: raw[COL_REFERENCE] if COL_REFERENCE in raw.columns else None,
             C.PRESET_REASON: is_gas.map({True: S.GAS_PHASE_SOLVENT, False: ""}),
-            C.PRESET_DETAIL: is_gas.map({True: "solvent is 'gas' (gas-phase measurement)", False: ""}),
+            C.PRESET_DETAIL: is_gas.map(
+                {True: "solvent is 'gas' (gas-phase measurement)", False: ""}
+            ),
         }
     )
     for target, column in RAW_TARGET_COLUMNS.items():
@@ -56,7 +61,9 @@ def read_raw(path: str | Path, *, exclude_solid_state: bool = False, hint: str =
     targets = [
         C.TargetColumn("absorption_max_nm", units.UNIT_NM, "absorption_max_nm"),
         C.TargetColumn("emission_max_nm", units.UNIT_NM, "emission_max_nm"),
-        C.TargetColumn("ln_lifetime_ns", units.UNIT_LN_NS, "ln_lifetime_ns", transform=C.ln_positive),
+        C.TargetColumn(
+            "ln_lifetime_ns", units.UNIT_LN_NS, "ln_lifetime_ns", transform=C.ln_positive
+        ),
     ]
     return C.RawPairs(
         dataset=DATASET,
@@ -71,5 +78,6 @@ def read_raw(path: str | Path, *, exclude_solid_state: bool = False, hint: str =
 
 
 def curate_chromophore(path: str | Path, *, exclude_solid_state: bool = False) -> C.CuratedDataset:
-    """Curate the Chromophore CSV into three pair tables (see the module docstring for the rules)."""
+    """Curate the Chromophore CSV into three pair tables (see the module docstring for the
+    rules)."""
     return C.build_curated(read_raw(path, exclude_solid_state=exclude_solid_state))

@@ -32,9 +32,18 @@ def _read_table(path: Path, hint: str) -> pd.DataFrame:
     # accept either spelling of the value column; require one of them
     for alias in VALUE_COLUMN_ALIASES:
         try:
-            raw = read_delimited(path, sep=",", required_columns=[COL_SOLVENT, COL_SOLUTE, alias, COL_SOURCES], hint=hint)
+            raw = read_delimited(
+                path,
+                sep=",",
+                required_columns=[COL_SOLVENT, COL_SOLUTE, alias, COL_SOURCES],
+                hint=hint,
+            )
         except InputFileError as err:
-            if alias != VALUE_COLUMN_ALIASES[-1] and "missing required column" in err.problem and alias in err.problem:
+            if (
+                alias != VALUE_COLUMN_ALIASES[-1]
+                and "missing required column" in err.problem
+                and alias in err.problem
+            ):
                 continue
             raise
         return raw.rename(columns={alias: COL_VALUE})
@@ -50,7 +59,8 @@ def read_raw(path: str | Path, *, freesolv_only: bool = False, hint: str = "") -
     target = TARGET_FREESOLV_CGIB if freesolv_only else TARGET_COMBISOLV
     frame = pd.DataFrame(
         {
-            # the row index of the full CombiSolv file, also for the subset: traceable to the raw file
+            # the row index of the full CombiSolv file, also for the subset: traceable to the raw
+            # file
             S.SOURCE_ROW: raw.index.to_numpy(),
             S.SOLUTE_RAW: raw[COL_SOLUTE].to_numpy(),
             S.SOLVENT_RAW: raw[COL_SOLVENT].to_numpy(),

@@ -1,9 +1,11 @@
 """The rules every dataset shares: raw rows -> canonical pairs per target, plus rejects and counts.
 
 A dataset module turns its raw file into a ``RawPairs`` frame (one row per raw data row, strings as
-read, dataset rules already applied as preset rejections or SMILES overrides); ``build_curated`` then
+read, dataset rules already applied as preset rejections or SMILES overrides); ``build_curated``
+then
 canonicalises every SMILES once, rejects rows for every target (SMILES problems) or for one target
-(value problems), flags duplicates and solid-state rows, hashes ``pair_id`` and reconciles the counts.
+(value problems), flags duplicates and solid-state rows, hashes ``pair_id`` and reconciles the
+counts.
 """
 
 from __future__ import annotations
@@ -91,12 +93,15 @@ class CuratedDataset:
 def ln_positive(value: float) -> ParsedValue:
     """Natural log of a positive quantity (lifetimes); a value <= 0 has no log and is rejected."""
     if value <= 0:
-        return ParsedValue(None, S.NON_POSITIVE_LIFETIME, f"lifetime {value!r} ns <= 0 cannot be logged")
+        return ParsedValue(
+            None, S.NON_POSITIVE_LIFETIME, f"lifetime {value!r} ns <= 0 cannot be logged"
+        )
     return ParsedValue(math.log(value), None, "")
 
 
 def make_pair_id(dataset: str, target: str, solute: str, solvent: str, source_row: int) -> str:
-    """Stable 16-hex id: sha256 over dataset, target, canonical solute, canonical solvent, source row."""
+    """Stable 16-hex id: sha256 over dataset, target, canonical solute, canonical solvent, source
+    row."""
     key = "\x1f".join((dataset, target, solute, solvent, str(int(source_row))))
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
 
@@ -123,7 +128,10 @@ def _row_rejection(
             if problem:
                 return problem[0], f"{role} {problem[1]}"
     if raw.detect_solid_state and raw.exclude_solid_state and solute.canonical == solvent.canonical:
-        return S.SOLID_STATE_EXCLUDED, "solvent SMILES equals the chromophore (solid/film measurement)"
+        return (
+            S.SOLID_STATE_EXCLUDED,
+            "solvent SMILES equals the chromophore (solid/film measurement)",
+        )
     return None
 
 
@@ -137,11 +145,14 @@ def build_curated(raw: RawPairs) -> CuratedDataset:
         raise ValueError(f"{raw.dataset}: RawPairs frame lacks columns {missing}")
     n_rows = len(frame)
     results = canonicalize_many(
-        list(frame[SOLUTE_INPUT]) + list(frame[SOLVENT_INPUT]), desc=f"{raw.dataset}: canonicalising SMILES"
+        list(frame[SOLUTE_INPUT]) + list(frame[SOLVENT_INPUT]),
+        desc=f"{raw.dataset}: canonicalising SMILES",
     )
 
     def lookup(value: object) -> SmilesResult:
-        return results[value] if isinstance(value, str) and value in results else canonicalize(value)
+        return (
+            results[value] if isinstance(value, str) and value in results else canonicalize(value)
+        )
 
     solutes = [lookup(v) for v in frame[SOLUTE_INPUT]]
     solvents = [lookup(v) for v in frame[SOLVENT_INPUT]]
@@ -153,7 +164,9 @@ def build_curated(raw: RawPairs) -> CuratedDataset:
     reject_records: list[dict[str, Any]] = []
     row_ok: list[bool] = []
     for i, (preset, detail) in enumerate(zip(frame[PRESET_REASON], frame[PRESET_DETAIL])):
-        rejection = _row_rejection(raw, str(preset or ""), str(detail or ""), solutes[i], solvents[i])
+        rejection = _row_rejection(
+            raw, str(preset or ""), str(detail or ""), solutes[i], solvents[i]
+        )
         row_ok.append(rejection is None)
         if rejection is not None:
             reject_records.append(
@@ -165,7 +178,9 @@ def build_curated(raw: RawPairs) -> CuratedDataset:
                     S.DETAIL: rejection[1],
                     S.SOLUTE_RAW: solute_raw[i],
                     S.SOLVENT_RAW: solvent_raw[i],
-                    S.VALUE_RAW: _none_if_blank(frame[single_value_raw].iat[i]) if single_value_raw else None,
+                    S.VALUE_RAW: _none_if_blank(frame[single_value_raw].iat[i])
+                    if single_value_raw
+                    else None,
                 }
             )
     n_row_rejected = n_rows - sum(row_ok)
@@ -201,7 +216,9 @@ def build_curated(raw: RawPairs) -> CuratedDataset:
             solute, solvent = str(solutes[i].canonical), str(solvents[i].canonical)
             kept.append(
                 {
-                    S.PAIR_ID: make_pair_id(raw.dataset, target.target, solute, solvent, source_rows[i]),
+                    S.PAIR_ID: make_pair_id(
+                        raw.dataset, target.target, solute, solvent, source_rows[i]
+                    ),
                     S.DATASET: raw.dataset,
                     S.TARGET: target.target,
                     S.SOLUTE_SMILES: solute,
@@ -219,8 +236,11 @@ def build_curated(raw: RawPairs) -> CuratedDataset:
             )
         table = pd.DataFrame(kept, columns=list(S.PAIR_COLUMNS))
         if not table.empty:
-            # repeated measurements of one pair stay (they are real data) but are marked, all members
-            table[S.DUPLICATE_PAIR] = table.duplicated([S.SOLUTE_SMILES, S.SOLVENT_SMILES], keep=False)
+            # repeated measurements of one pair stay (they are real data) but are marked, all
+            # members
+            table[S.DUPLICATE_PAIR] = table.duplicated(
+                [S.SOLUTE_SMILES, S.SOLVENT_SMILES], keep=False
+            )
         tables[target.target] = coerce_pair_frame(table)
 
     rejects = coerce_reject_frame(pd.DataFrame(reject_records, columns=list(S.REJECT_COLUMNS)))
@@ -253,7 +273,15 @@ def coerce_pair_frame(table: pd.DataFrame) -> pd.DataFrame:
 def coerce_reject_frame(rejects: pd.DataFrame) -> pd.DataFrame:
     rejects = rejects.reindex(columns=list(S.REJECT_COLUMNS))
     rejects[S.SOURCE_ROW] = rejects[S.SOURCE_ROW].astype("int64")
-    for column in (S.DATASET, S.TARGET, S.REASON, S.DETAIL, S.SOLUTE_RAW, S.SOLVENT_RAW, S.VALUE_RAW):
+    for column in (
+        S.DATASET,
+        S.TARGET,
+        S.REASON,
+        S.DETAIL,
+        S.SOLUTE_RAW,
+        S.SOLVENT_RAW,
+        S.VALUE_RAW,
+    ):
         rejects[column] = rejects[column].astype(object).where(rejects[column].notna(), None)
     # row-level rejects first, then per target, each in file order: a stable, readable file
     order = rejects[S.TARGET].fillna("").map(lambda t: (t != "", t))
@@ -267,26 +295,41 @@ def rejects_for_target(rejects: pd.DataFrame, target: str) -> pd.DataFrame:
 
 
 def reconcile(
-    dataset: str, n_rows: int, source_rows: list[int], tables: dict[str, pd.DataFrame], rejects: pd.DataFrame
+    dataset: str,
+    n_rows: int,
+    source_rows: list[int],
+    tables: dict[str, pd.DataFrame],
+    rejects: pd.DataFrame,
 ) -> None:
-    """Raise ReconciliationError unless every raw row is, per target, exactly once kept or rejected."""
+    """Raise ReconciliationError unless every raw row is, per target, exactly once kept or
+    rejected."""
     all_rows = set(source_rows)
     if len(all_rows) != n_rows:
-        raise ReconciliationError(f"{dataset}: source_row values are not unique ({len(all_rows)} for {n_rows} rows)")
+        raise ReconciliationError(
+            f"{dataset}: source_row values are not unique ({len(all_rows)} for {n_rows} rows)"
+        )
     for target, table in tables.items():
         rejected = rejects_for_target(rejects, target)
         kept_rows, rejected_rows = list(table[S.SOURCE_ROW]), list(rejected[S.SOURCE_ROW])
         if len(table) + len(rejected) != n_rows:
             raise ReconciliationError(
-                f"{dataset}/{target}: {n_rows} rows in but {len(table)} kept + {len(rejected)} rejected"
+                f"{dataset}/{target}: {n_rows} rows in but {len(table)} kept + {len(rejected)} "
+                f"rejected"
             )
-        if set(kept_rows) | set(rejected_rows) != all_rows or len(set(kept_rows + rejected_rows)) != n_rows:
-            raise ReconciliationError(f"{dataset}/{target}: kept and rejected rows overlap or miss raw rows")
+        if (
+            set(kept_rows) | set(rejected_rows) != all_rows
+            or len(set(kept_rows + rejected_rows)) != n_rows
+        ):
+            raise ReconciliationError(
+                f"{dataset}/{target}: kept and rejected rows overlap or miss raw rows"
+            )
 
 
-def summarize(raw: RawPairs, tables: dict[str, pd.DataFrame], rejects: pd.DataFrame, n_rows: int) -> dict[str, Any]:
+def summarize(
+    raw: RawPairs, tables: dict[str, pd.DataFrame], rejects: pd.DataFrame, n_rows: int
+) -> dict[str, Any]:
     """Counts per target (in / kept / rejected by reason and flags) as plain JSON-able values."""
-    from pairfactory.io import file_sha256
+    from pairfactory.fileio import file_sha256
 
     targets: dict[str, Any] = {}
     for target in raw.targets:

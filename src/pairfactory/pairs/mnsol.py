@@ -2,7 +2,8 @@
 
 mnsol.csv's name -> SMILES mapping has known errors (../shared/data/mnsol/SOURCE.md); the curated
 override table (``pairfactory/data/mnsol_overrides.yaml``) fixes them by MNSol name before
-canonicalisation, and rows it cannot fix are rejected with its reason. After that every kept row must
+canonicalisation, and rows it cannot fix are rejected with its reason. After that every kept row
+must
 be one neutral closed-shell molecule on both sides: charged, radical or multi-fragment SMILES are
 rejections (the dataset holds neutral solutes only; nitro groups are zwitterion-free and pass).
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from pairfactory import units
-from pairfactory.io import file_sha256
+from pairfactory.fileio import file_sha256
 from pairfactory.pairs import curation as C
 from pairfactory.pairs import schema as S
 from pairfactory.pairs.overrides import DEFAULT_OVERRIDES_PATH, Override, load_overrides
@@ -33,15 +34,22 @@ COL_VALUE = "DeltaGsolv"
 REQUIRED_COLUMNS = (COL_SOLUTE, COL_SOLVENT, COL_SOLUTE_SMILES, COL_SOLVENT_SMILES, COL_VALUE)
 
 
-def read_raw(path: str | Path, *, overrides_path: str | Path | None = None, hint: str = "") -> C.RawPairs:
+def read_raw(
+    path: str | Path, *, overrides_path: str | Path | None = None, hint: str = ""
+) -> C.RawPairs:
     path = Path(path)
-    raw = read_delimited(path, sep=";", required_columns=REQUIRED_COLUMNS, hint=hint or "pass --mnsol-csv PATH")
+    raw = read_delimited(
+        path, sep=";", required_columns=REQUIRED_COLUMNS, hint=hint or "pass --mnsol-csv PATH"
+    )
     overrides = load_overrides(overrides_path)
     overrides_file = Path(overrides_path) if overrides_path is not None else DEFAULT_OVERRIDES_PATH
     used: set[tuple[str, str]] = set()
     solute_input, solvent_input, overridden, preset_reason, preset_detail = [], [], [], [], []
     for solute_name, solvent_name, solute_smiles, solvent_smiles in zip(
-        raw[COL_SOLUTE].str.strip(), raw[COL_SOLVENT].str.strip(), raw[COL_SOLUTE_SMILES], raw[COL_SOLVENT_SMILES]
+        raw[COL_SOLUTE].str.strip(),
+        raw[COL_SOLVENT].str.strip(),
+        raw[COL_SOLUTE_SMILES],
+        raw[COL_SOLVENT_SMILES],
     ):
         rejection: Override | None = None
         flagged = False
@@ -61,7 +69,9 @@ def read_raw(path: str | Path, *, overrides_path: str | Path | None = None, hint
         overridden.append(flagged)
         preset_reason.append(rejection.reason if rejection else "")
         preset_detail.append(
-            f"override table rejects {rejection.kind} {rejection.name!r}: {rejection.evidence}" if rejection else ""
+            f"override table rejects {rejection.kind} {rejection.name!r}: {rejection.evidence}"
+            if rejection
+            else ""
         )
     frame = pd.DataFrame(
         {
@@ -81,8 +91,11 @@ def read_raw(path: str | Path, *, overrides_path: str | Path | None = None, hint
     )
     unused = sorted(f"{kind} {name!r}" for kind, name in set(overrides) - used)
     if unused:
-        # a different mnsol.csv copy may spell names differently: say which corrections did not apply
-        log.info("%d override entries matched no row of %s: %s", len(unused), path, ", ".join(unused))
+        # a different mnsol.csv copy may spell names differently: say which corrections did not
+        # apply
+        log.info(
+            "%d override entries matched no row of %s: %s", len(unused), path, ", ".join(unused)
+        )
     return C.RawPairs(
         dataset=DATASET,
         source=path,
@@ -90,7 +103,9 @@ def read_raw(path: str | Path, *, overrides_path: str | Path | None = None, hint
         targets=[C.TargetColumn(TARGET, units.UNIT_KCAL_PER_MOL, TARGET)],
         closed_shell_only=True,
         settings={
-            "overrides": str(overrides_path) if overrides_path is not None else DEFAULT_OVERRIDES_PATH.name,
+            "overrides": str(overrides_path)
+            if overrides_path is not None
+            else DEFAULT_OVERRIDES_PATH.name,
             "overrides_sha256": file_sha256(overrides_file),
             "overrides_entries": len(overrides),
             "overrides_matched": len(used),
@@ -99,7 +114,8 @@ def read_raw(path: str | Path, *, overrides_path: str | Path | None = None, hint
 
 
 def curate_mnsol(path: str | Path, *, overrides_path: str | Path | None = None) -> C.CuratedDataset:
-    """Curate mnsol.csv with the override table applied and closed-shell checks on every kept row."""
+    """Curate mnsol.csv with the override table applied and closed-shell checks on every kept
+    row."""
     curated = C.build_curated(read_raw(path, overrides_path=overrides_path))
     _assert_closed_shell(curated)
     return curated
@@ -114,4 +130,6 @@ def _assert_closed_shell(curated: C.CuratedDataset) -> None:
             for smiles in table[column].unique():
                 problem = canonicalize(smiles).closed_shell_problem()
                 if problem:
-                    raise C.ReconciliationError(f"{DATASET}/{target}: kept {column} {smiles}: {problem[1]}")
+                    raise C.ReconciliationError(
+                        f"{DATASET}/{target}: kept {column} {smiles}: {problem[1]}"
+                    )

@@ -1,6 +1,7 @@
 """The curated MNSol override table (``pairfactory/data/mnsol_overrides.yaml``): load and validate.
 
-Keyed by MNSol name and kind (solute|solvent); each entry replaces the file's SMILES, accepts it as a
+Keyed by MNSol name and kind (solute|solvent); each entry replaces the file's SMILES, accepts it as
+a
 documented approximation, or rejects the rows, and carries its evidence. See the YAML header.
 """
 
@@ -53,10 +54,15 @@ def load_overrides(path: str | Path | None = None) -> dict[tuple[str, str], Over
             raise InputFileError(path, f"{where} is not a mapping")
         unknown = set(entry) - allowed
         if unknown:
-            raise InputFileError(path, f"{where} has unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+            raise InputFileError(
+                path, f"{where} has unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}"
+            )
         for key in ("kind", "name", "action", "evidence"):
             if not str(entry.get(key) or "").strip():
-                raise InputFileError(path, f"{where} lacks '{key}' (every override needs kind, name, action, evidence)")
+                raise InputFileError(
+                    path,
+                    f"{where} lacks '{key}' (every override needs kind, name, action, evidence)",
+                )
         override = Override(**{k: (str(v) if v is not None else None) for k, v in entry.items()})
         where = f"entry {number} ({override.kind} {override.name!r})"
         if override.kind not in KINDS:
@@ -65,7 +71,9 @@ def load_overrides(path: str | Path | None = None) -> dict[tuple[str, str], Over
             raise InputFileError(path, f"{where}: action must be one of {ACTIONS}")
         if override.action == "reject":
             if override.reason not in schema.REASONS:
-                raise InputFileError(path, f"{where}: reject needs a reason from {sorted(schema.REASONS)}")
+                raise InputFileError(
+                    path, f"{where}: reject needs a reason from {sorted(schema.REASONS)}"
+                )
         elif not override.smiles:
             raise InputFileError(path, f"{where}: action {override.action} needs a smiles")
         if override.formula_check is not None and override.formula_check not in FORMULA_CHECKS:

@@ -1,8 +1,12 @@
-"""One reader per raw file format; every structural problem is an InputFileError naming file and fix.
+"""One reader per raw file format; every structural problem is an InputFileError naming file and
+fix.
 
-Readers return every cell as a string (``dtype=str``, no NA guessing) so that the curation rules, not
-pandas, decide what an empty cell, ``NaN`` or a stray word in a numeric column means; row problems are
-rejections there, file problems are errors here. BOMs (``utf-8-sig``) and CRLF line ends are accepted.
+Readers return every cell as a string (``dtype=str``, no NA guessing) so that the curation rules,
+not
+pandas, decide what an empty cell, ``NaN`` or a stray word in a numeric column means; row problems
+are
+rejections there, file problems are errors here. BOMs (``utf-8-sig``) and CRLF line ends are
+accepted.
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ def _read_text(path: Path, hint: str) -> str:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
-        raise InputFileError(path, f"is not UTF-8 text ({err}); is this the right file? ({hint})") from err
+        raise InputFileError(
+            path, f"is not UTF-8 text ({err}); is this the right file? ({hint})"
+        ) from err
     if not text.strip():
         raise InputFileError(path, f"file is empty; expected a header line and data rows ({hint})")
     return text
@@ -60,7 +66,8 @@ def read_delimited(
 ) -> pd.DataFrame:
     """Read a delimited text table with a header as strings; check delimiter and required columns.
 
-    ``hint`` tells the user how to point at the right file (e.g. the CLI flag), and ends every message.
+    ``hint`` tells the user how to point at the right file (e.g. the CLI flag), and ends every
+    message.
     """
     path = Path(path)
     text = _read_text(path, hint)
@@ -75,8 +82,10 @@ def read_delimited(
             other_fields = [f.strip() for f in next(csv.reader([header], delimiter=other))]
             if all(column in other_fields for column in required_columns):
                 raise InputFileError(
-                    path, f"wrong delimiter: the header is {name}-separated but this format is {expected}-separated "
-                    f"({hint})"
+                    path,
+                    f"wrong delimiter: the header is {name}-separated but this format is "
+                    f"{expected}-separated "
+                    f"({hint})",
                 )
         raise InputFileError(
             path,
@@ -96,7 +105,8 @@ def read_delimited(
             # pandas would silently turn surplus leading fields into an index and shift every column
             raise InputFileError(
                 path,
-                f"malformed table: line {line_number} has {len(record)} fields, the header has {width} "
+                f"malformed table: line {line_number} has {len(record)} fields, the header has "
+                f"{width} "
                 f"(a stray {_DELIMITER_NAMES.get(sep, sep)} or an unquoted field?) ({hint})",
             )
         rows.append(record)
@@ -111,7 +121,8 @@ def read_freesolv(path: str | Path, hint: str = "check the path") -> pd.DataFram
     """Read FreeSolv ``database.txt``: ``#`` comment lines, then ``; ``-separated data lines.
 
     Returns one row per data line (in file order, blank lines skipped) with FREESOLV_FIELDS columns
-    (missing optional trailing fields are empty strings). A data line with fewer than the four needed
+    (missing optional trailing fields are empty strings). A data line with fewer than the four
+    needed
     fields is a file error naming its line number.
     """
     path = Path(path)
@@ -124,12 +135,15 @@ def read_freesolv(path: str | Path, hint: str = "check the path") -> pd.DataFram
         if len(fields) < _FREESOLV_MIN_FIELDS:
             raise InputFileError(
                 path,
-                f"line {line_number} has {len(fields)} field(s); FreeSolv lines hold {len(FREESOLV_FIELDS)} "
+                f"line {line_number} has {len(fields)} field(s); FreeSolv lines hold "
+                f"{len(FREESOLV_FIELDS)} "
                 f"fields separated by '; ' (id; SMILES; name; value; ...) ({hint})",
             )
         if len(fields) > len(FREESOLV_FIELDS):
             # the free-text notes may themselves contain ';': keep them together
-            fields = fields[: len(FREESOLV_FIELDS) - 1] + ["; ".join(fields[len(FREESOLV_FIELDS) - 1 :])]
+            fields = fields[: len(FREESOLV_FIELDS) - 1] + [
+                "; ".join(fields[len(FREESOLV_FIELDS) - 1 :])
+            ]
         rows.append(fields + [""] * (len(FREESOLV_FIELDS) - len(fields)))
     if not rows:
         raise InputFileError(path, f"has no data lines, only comments ({hint})")

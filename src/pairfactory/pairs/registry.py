@@ -53,8 +53,12 @@ _FREESOLV_FILE = "freesolv/database.txt"
 _MNSOL_FILE = "mnsol/mnsol.csv"
 _COMBISOLV_FILE = "combisolv_exp/CombiSolv-Exp-8780.csv"
 
-_DG_HYDRATION = TargetSpec("dg_hydration_kcal_mol", units.UNIT_KCAL_PER_MOL, "hydration free energy (gas -> water)")
-_DG_SOLV = TargetSpec("dg_solv_kcal_mol", units.UNIT_KCAL_PER_MOL, "solvation free energy (gas -> solvent, 298 K)")
+_DG_HYDRATION = TargetSpec(
+    "dg_hydration_kcal_mol", units.UNIT_KCAL_PER_MOL, "hydration free energy (gas -> water)"
+)
+_DG_SOLV = TargetSpec(
+    "dg_solv_kcal_mol", units.UNIT_KCAL_PER_MOL, "solvation free energy (gas -> solvent, 298 K)"
+)
 
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
@@ -64,7 +68,11 @@ DATASETS: dict[str, DatasetSpec] = {
             targets=(
                 TargetSpec("absorption_max_nm", units.UNIT_NM, "first absorption maximum"),
                 TargetSpec("emission_max_nm", units.UNIT_NM, "emission maximum"),
-                TargetSpec("ln_lifetime_ns", units.UNIT_LN_NS, "natural log of the fluorescence lifetime in ns"),
+                TargetSpec(
+                    "ln_lifetime_ns",
+                    units.UNIT_LN_NS,
+                    "natural log of the fluorescence lifetime in ns",
+                ),
             ),
             input_key="chromophore_csv",
             relative_path=_CHROMOPHORE_FILE,
@@ -93,7 +101,9 @@ DATASETS: dict[str, DatasetSpec] = {
             input_key="mnsol_csv",
             relative_path=_MNSOL_FILE,
             bundled=False,
-            description="MNSol v2012 neutral absolute subset with SMILES (mnsol.csv), curated overrides",
+            description=(
+                "MNSol v2012 neutral absolute subset with SMILES (mnsol.csv), curated overrides"
+            ),
         ),
         DatasetSpec(
             name="combisolv",
@@ -115,7 +125,8 @@ def get_spec(dataset: str) -> DatasetSpec:
 
 
 def default_input_path(dataset: str, data_dir: str | Path | None = None) -> Path | None:
-    """Where ``dataset``'s file is by default: under ``data_dir`` if given, else bundled, else None."""
+    """Where ``dataset``'s file is by default: under ``data_dir`` if given, else bundled, else
+    None."""
     spec = get_spec(dataset)
     if data_dir is not None:
         return Path(data_dir) / spec.relative_path
@@ -127,7 +138,8 @@ def default_input_path(dataset: str, data_dir: str | Path | None = None) -> Path
 def resolve_input_path(
     dataset: str, explicit: str | Path | None = None, data_dir: str | Path | None = None
 ) -> Path:
-    """The input file of ``dataset``; a clear UserError naming the flag to set when there is none."""
+    """The input file of ``dataset``; a clear UserError naming the flag to set when there is
+    none."""
     spec = get_spec(dataset)
     path = Path(explicit) if explicit is not None else default_input_path(dataset, data_dir)
     if path is None:

@@ -91,10 +91,19 @@ REASONS: dict[str, str] = {
     NON_POSITIVE_LIFETIME: "a lifetime <= 0 ns has no logarithm",
     MISSING_SMILES: "the solute or solvent SMILES cell is empty",
     INVALID_SMILES: "RDKit cannot parse or sanitize the solute or solvent SMILES",
-    GAS_PHASE_SOLVENT: "the solvent is the literal 'gas' (a gas-phase measurement, no solvent molecule)",
-    SOLID_STATE_EXCLUDED: "solid-state/film row (solvent == solute) and solid-state rows were excluded",
-    CHARGED: "the molecule has a net formal charge, or an atom charged +-2 (the dataset holds neutral molecules only)",
+    GAS_PHASE_SOLVENT: (
+        "the solvent is the literal 'gas' (a gas-phase measurement, no solvent molecule)"
+    ),
+    SOLID_STATE_EXCLUDED: (
+        "solid-state/film row (solvent == solute) and solid-state rows were excluded"
+    ),
+    CHARGED: (
+        "the molecule has a net formal charge, or an atom charged +-2 (the dataset holds "
+        "neutral molecules only)"
+    ),
     RADICAL: "the molecule has unpaired electrons (a SMILES error for these closed-shell datasets)",
     MULTI_FRAGMENT: "the SMILES holds more than one disconnected molecule",
-    INCONSISTENT_SOURCE_ENTRY: "the source entry contradicts itself and the curated override table rejects it",
+    INCONSISTENT_SOURCE_ENTRY: (
+        "the source entry contradicts itself and the curated override table rejects it"
+    ),
 }

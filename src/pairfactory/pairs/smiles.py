@@ -31,7 +31,9 @@ class SmilesResult:
     net_charge: int = 0
     radical_electrons: int = 0
     n_fragments: int = 0
-    max_atom_charge: int = 0  # largest |formal charge| on one atom (2+ means an odd charge-separated form)
+    max_atom_charge: int = (
+        0  # largest |formal charge| on one atom (2+ means an odd charge-separated form)
+    )
     formula: str = ""  # Hill formula with implicit hydrogens (RDKit CalcMolFormula)
 
     @property
@@ -55,15 +57,26 @@ class SmilesResult:
         if not self.ok:
             return None
         if self.is_multi_fragment:
-            return schema.MULTI_FRAGMENT, f"{self.canonical} has {self.n_fragments} disconnected fragments"
+            return (
+                schema.MULTI_FRAGMENT,
+                f"{self.canonical} has {self.n_fragments} disconnected fragments",
+            )
         if self.is_charged:
             return schema.CHARGED, f"{self.canonical} has net formal charge {self.net_charge:+d}"
         if self.max_atom_charge >= 2:
             # e.g. sulfolane written C1CC[S+2](C1)([O-])[O-]: neutral overall, but no sane neutral
-            # molecule needs a doubly charged atom; the graph and QM stages would see the wrong bonds
-            return schema.CHARGED, f"{self.canonical} has an atom with formal charge of magnitude {self.max_atom_charge}"
+            # molecule needs a doubly charged atom; the graph and QM stages would see the wrong
+            # bonds
+            return (
+                schema.CHARGED,
+                f"{self.canonical} has an atom with formal charge of magnitude "
+                f"{self.max_atom_charge}",
+            )
         if self.is_radical:
-            return schema.RADICAL, f"{self.canonical} has {self.radical_electrons} unpaired electron(s)"
+            return (
+                schema.RADICAL,
+                f"{self.canonical} has {self.radical_electrons} unpaired electron(s)",
+            )
         return None
 
 
@@ -75,18 +88,21 @@ def _is_blank(raw: object) -> bool:
     return isinstance(raw, str) and not raw.strip()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _canonicalize_str(raw: str) -> SmilesResult:
     from rdkit import Chem, rdBase
     from rdkit.Chem import rdMolDescriptors
 
     text = raw.strip()
-    # BlockLogs keeps RDKit quiet on stderr; CaptureErrorLog keeps its message for the reject detail.
+    # BlockLogs keeps RDKit quiet on stderr; CaptureErrorLog keeps its message for the reject
+    # detail.
     with rdBase.BlockLogs(), rdBase.CaptureErrorLog() as capture:
         mol = Chem.MolFromSmiles(text)
     if mol is None:
         lines = [_RDKIT_TIMESTAMP.sub("", line).strip() for line in capture.messages.splitlines()]
-        message = "; ".join(dict.fromkeys(line for line in lines if line)) or "RDKit returned no molecule"
+        message = (
+            "; ".join(dict.fromkeys(line for line in lines if line)) or "RDKit returned no molecule"
+        )
         return SmilesResult(raw=raw, canonical=None, reason=schema.INVALID_SMILES, detail=message)
     return SmilesResult(
         raw=raw,
@@ -104,15 +120,21 @@ def _canonicalize_str(raw: str) -> SmilesResult:
 def canonicalize(raw: object) -> SmilesResult:
     """Canonicalise one raw SMILES (cached by the raw string); never raises on bad input."""
     if _is_blank(raw):
-        return SmilesResult(raw=None, canonical=None, reason=schema.MISSING_SMILES, detail="empty SMILES cell")
+        return SmilesResult(
+            raw=None, canonical=None, reason=schema.MISSING_SMILES, detail="empty SMILES cell"
+        )
     if not isinstance(raw, str):
-        # a number in a SMILES column (e.g. pandas read "0"): still a string to RDKit, keep it honest
+        # a number in a SMILES column (e.g. pandas read "0"): still a string to RDKit, keep it
+        # honest
         raw = str(raw)
     return _canonicalize_str(raw)
 
 
-def canonicalize_many(raws: Iterable[object], desc: str = "canonicalising SMILES") -> dict[str, SmilesResult]:
-    """Canonicalise the distinct strings of ``raws`` (with a progress bar); keys are the raw strings."""
+def canonicalize_many(
+    raws: Iterable[object], desc: str = "canonicalising SMILES"
+) -> dict[str, SmilesResult]:
+    """Canonicalise the distinct strings of ``raws`` (with a progress bar); keys are the raw
+    strings."""
     from tqdm import tqdm
 
     unique = list(dict.fromkeys(r for r in raws if isinstance(r, str)))
@@ -132,7 +154,8 @@ _HILL_TOKEN = re.compile(r"([A-Z][a-z]?)(\d*)")
 
 
 def parse_mnsol_formula(formula: str) -> dict[str, int]:
-    """Element counts of an MNSol-style formula (``H4C3O1F2CL2``: upper-case symbols, every count given)."""
+    """Element counts of an MNSol-style formula (``H4C3O1F2CL2``: upper-case symbols, every count
+    given)."""
     tokens = _MNSOL_FORMULA_TOKEN.findall(formula)
     if not tokens or "".join(f"{e}{n}" for e, n in tokens) != formula:
         raise ValueError(f"not an MNSol formula: {formula!r}")
@@ -144,7 +167,8 @@ def parse_mnsol_formula(formula: str) -> dict[str, int]:
 
 
 def parse_hill_formula(formula: str) -> dict[str, int]:
-    """Element counts of an RDKit Hill formula (``C3H4Cl2F2O``); charges (``+``/``-``) are ignored."""
+    """Element counts of an RDKit Hill formula (``C3H4Cl2F2O``); charges (``+``/``-``) are
+    ignored."""
     counts: dict[str, int] = {}
     for element, number in _HILL_TOKEN.findall(re.sub(r"[+-]\d*$", "", formula)):
         if element:

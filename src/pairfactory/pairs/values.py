@@ -20,12 +20,15 @@ class ParsedValue:
 
 
 def parse_value(raw: object) -> ParsedValue:
-    """Parse a raw cell to a finite float; reasons: missing_value, non_numeric_value, non_finite_value."""
+    """Parse a raw cell to a finite float; reasons: missing_value, non_numeric_value,
+    non_finite_value."""
     if raw is None or (isinstance(raw, float) and math.isnan(raw)):
         return ParsedValue(None, schema.MISSING_VALUE, "empty cell")
     text = str(raw).strip()
     if text.lower() in _MISSING_SPELLINGS:
-        return ParsedValue(None, schema.MISSING_VALUE, f"cell reads {text!r}" if text else "empty cell")
+        return ParsedValue(
+            None, schema.MISSING_VALUE, f"cell reads {text!r}" if text else "empty cell"
+        )
     try:
         value = float(text)
     except ValueError:

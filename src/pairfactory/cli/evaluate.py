@@ -1,0 +1,221 @@
+"""Train and evaluate one model on one fold of a pair table (the CGIB cross-validation protocol).
+
+Writes metrics.json, predictions.parquet, history.csv and model.pt into --out-dir (metrics.json
+last: a fold that has it is skipped unless --force). Settings: the config's `seed` and
+`evaluate` section (their schema defaults are CGIB's protocol), then the flags below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pairfactory.cli import load_config_arg
+from pairfactory.errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from pairfactory.ml.evaluate import ProtocolOptions
+
+PARENTS = ("config", "log", "progress")
+
+EPILOG = """examples:
+  # fold 0 of repeat 0, CGIB defaults (500 epochs, batch 256, lr 1e-3, early stop 50)
+  pairfactory evaluate --pairs results/pairs/freesolv/dg_hydration_kcal_mol.parquet \\
+      --model cigin --split random --fold 0 --repeat 0 \\
+      --out-dir results/evaluate/freesolv/dg_hydration_kcal_mol/cigin/random/r0-f0
+  # hyper-parameters from config.yaml (section `evaluate`), 50 epochs, rerun even if finished
+  pairfactory evaluate --config config.yaml --pairs results/pairs/mnsol/dg_solv_kcal_mol.parquet \\
+      --model cgib --split scaffold --fold 2 \\
+      --out-dir results/evaluate/mnsol/dg_solv_kcal_mol/cgib/scaffold/r0-f2 --epochs 50 --force
+  # CGIB with a smaller bottleneck weight (published default: beta 1.0)
+  pairfactory evaluate --pairs results/pairs/freesolv_cgib/dg_hydration_kcal_mol.parquet \\
+      --model cgib --hparams '{"beta": 0.0001}' \\
+      --out-dir results/tune/freesolv_cgib/dg_hydration_kcal_mol/cgib@beta=0.0001/random/r0-f0
+"""
+
+# metrics.json keys printed as the command's one-line JSON summary
+SUMMARY_KEYS = (
+    "dataset",
+    "target",
+    "model",
+    "split",
+    "repeat",
+    "fold",
+    "rmse",
+    "mae",
+    "r2",
+    "best_epoch",
+)
+# config key of the `evaluate` section -> TrainSettings field
+_CONFIG_SETTINGS = (
+    ("epochs", "max_epochs"),
+    ("batch_size", "batch_size"),
+    ("learning_rate", "lr"),
+    ("weight_decay", "weight_decay"),
+    ("patience", "patience"),
+    ("device", "device"),
+    ("threads", "num_threads"),
+    ("standardize_targets", "standardize_targets"),
+)
+# flag dest -> TrainSettings field
+_FLAG_SETTINGS = (
+    ("epochs", "max_epochs"),
+    ("batch_size", "batch_size"),
+    ("lr", "lr"),
+    ("weight_decay", "weight_decay"),
+    ("patience", "patience"),
+    ("lr_factor", "lr_factor"),
+    ("lr_patience", "lr_patience"),
+    ("device", "device"),
+    ("threads", "num_threads"),
+    ("standardize_targets", "standardize_targets"),
+)
+
+
+def options_from_config(
+    config: Mapping[str, Any] | None, args: argparse.Namespace | None = None
+) -> ProtocolOptions:
+    """Protocol options: CGIB defaults, then the config's ``seed`` and ``evaluate`` section, then
+    the flags. The one place the raw config is read for a fold."""
+    from pairfactory.ml.evaluate import ProtocolOptions
+    from pairfactory.ml.graph_cache import DEFAULT_GRAPH_CACHE
+    from pairfactory.ml.train import TrainSettings
+
+    section = dict((config or {}).get("evaluate", {}))
+    values: dict[str, Any] = {}
+    if config is not None:
+        for key, name in _CONFIG_SETTINGS:
+            if key in section:
+                values[name] = section[key]
+        if "patience" in section and section["patience"] is None:  # null = never stop early
+            values["patience"] = section.get("epochs", TrainSettings.max_epochs)
+    hparams: dict[str, Any] = {}
+    if section.get("hidden_dim") is not None:  # null = the model's published default
+        hparams["hidden_dim"] = int(section["hidden_dim"])
+    model_hparams = {
+        name: dict(given) for name, given in (section.get("model_hparams") or {}).items()
+    }
+    n_folds = int(section.get("folds", 5))
+    seed = int((config or {}).get("seed", 0))
+    if args is not None:
+        for flag, name in _FLAG_SETTINGS:
+            if getattr(args, flag, None) is not None:
+                values[name] = getattr(args, flag)
+        if args.hidden_dim is not None:
+            hparams["hidden_dim"] = args.hidden_dim
+        if args.hparams:
+            try:
+                extra = json.loads(args.hparams)
+            except json.JSONDecodeError as err:
+                raise UserError(
+                    f"--hparams must be a JSON object, e.g. '{{\"hidden_dim\": 52}}' ({err})"
+                ) from err
+            if not isinstance(extra, dict):
+                raise UserError("--hparams must be a JSON object, e.g. '{\"hidden_dim\": 52}'")
+            # the flag is about the model this call runs, so it wins over the config's
+            # model_hparams
+            model_hparams.setdefault(args.model, {}).update(extra)
+        if args.folds is not None:
+            n_folds = args.folds
+        if args.seed is not None:
+            seed = args.seed
+    graph_cache = (
+        Path(args.graph_cache) if args is not None and args.graph_cache else DEFAULT_GRAPH_CACHE
+    )
+    return ProtocolOptions(
+        settings=TrainSettings.from_mapping(values),
+        n_folds=n_folds,
+        seed=seed,
+        hparams=hparams,
+        model_hparams=model_hparams,
+        graph_cache=graph_cache,
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from pairfactory.ml.graph_cache import DEFAULT_GRAPH_CACHE
+    from pairfactory.ml.models import MODEL_NAMES
+    from pairfactory.ml.splits import SPLIT_KINDS
+    from pairfactory.ml.train import DEVICES
+
+    parser.epilog = EPILOG
+    parser.add_argument(
+        "--pairs",
+        required=True,
+        metavar="PATH",
+        help="pair table (results/pairs/<dataset>/<target>.parquet)",
+    )
+    parser.add_argument("--model", required=True, choices=MODEL_NAMES)
+    parser.add_argument(
+        "--split", default="random", choices=SPLIT_KINDS, help="fold kind (default random, as CGIB)"
+    )
+    parser.add_argument("--fold", type=int, default=0, help="which fold, 0-based (default 0)")
+    parser.add_argument(
+        "--repeat", type=int, default=0, help="which repeat, 0-based; changes the seeds (default 0)"
+    )
+    parser.add_argument(
+        "--out-dir",
+        "--out",  # the old name, still accepted
+        dest="out_dir",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="output folder of this fold (--out is the old name of this flag)",
+    )
+    parser.add_argument(
+        "--folds", type=int, help="k of k-fold (default 5 or config evaluate.folds)"
+    )
+    parser.add_argument("--epochs", type=int, help="maximum epochs (CGIB: 500)")
+    parser.add_argument("--batch-size", type=int, help="training batch size (CGIB: 256)")
+    parser.add_argument("--lr", type=float, help="Adam learning rate (CGIB: 1e-3)")
+    parser.add_argument("--weight-decay", type=float, help="Adam weight decay (CGIB: 0)")
+    parser.add_argument("--patience", type=int, help="early-stopping patience in epochs (CGIB: 50)")
+    parser.add_argument("--lr-factor", type=float, help="ReduceLROnPlateau factor (default 0.1)")
+    parser.add_argument("--lr-patience", type=int, help="ReduceLROnPlateau patience (CGIB: 20)")
+    parser.add_argument(
+        "--standardize-targets",
+        action="store_true",
+        default=None,
+        help="train on targets standardized with the training set's mean and std "
+        "(not in CGIB's protocol)",
+    )
+    parser.add_argument(
+        "--hidden-dim", type=int, help="model hidden size (passed to models.build_model)"
+    )
+    parser.add_argument(
+        "--hparams",
+        help="hyper-parameters of --model as a JSON object, e.g. '{\"beta\": 0.01}' "
+        "(over the config's evaluate.model_hparams; names: "
+        "pairfactory.ml.models.default_hparams)",
+    )
+    parser.add_argument("--seed", type=int, help="master seed (default: config `seed`, else 0)")
+    parser.add_argument("--device", choices=DEVICES, help="default auto: CUDA when usable")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
+    parser.add_argument(
+        "--graph-cache",
+        metavar="PATH",
+        help=f"graph cache location (default {DEFAULT_GRAPH_CACHE})",
+    )
+    parser.add_argument("--force", action="store_true", help="rerun even if metrics.json exists")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pairfactory.ml.evaluate import run_fold
+
+    options = options_from_config(load_config_arg(args), args)
+    metrics = run_fold(
+        args.pairs,
+        args.model,
+        args.split,
+        args.fold,
+        args.repeat,
+        args.out_dir,
+        options,
+        force=args.force,
+        progress=not args.no_progress,
+    )
+    print(json.dumps({key: metrics[key] for key in SUMMARY_KEYS}))
+    return 0

@@ -1,0 +1,460 @@
+"""Train and evaluate one model on one fold of a pair table (the CGIB cross-validation protocol).
+
+One call = one (table, model, split, repeat, fold). It writes, into the fold's folder:
+``metrics.json`` (test RMSE/MAE/R² at the best-validation epoch, sizes, timing, settings, seeds),
+``predictions.parquet`` (pair_id, role, y_true, y_pred for train/valid/test with the best weights),
+``history.csv`` (the learning curve) and ``model.pt`` (weights only). ``metrics.json`` is written
+last, so its presence marks a finished fold: a rerun skips it unless ``--force``.
+
+Seeds: the split of repeat ``r`` uses ``seed + r`` (random and solute splits; the scaffold split is
+seed-free), and the model of repeat ``r`` is initialised and shuffled with ``seed + r`` (CGIB seeds
+repeat ``r`` with ``r``). The settings arrive typed, as ``ProtocolOptions``:
+``pairfactory.cli.evaluate`` builds them from the config and the flags.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pairfactory import __version__
+from pairfactory.errors import InputFileError, UserError
+from pairfactory.fileio import atomic_write, atomic_write_text
+from pairfactory.ml.datasets import PairGraphDataset
+from pairfactory.ml.graph_cache import DEFAULT_GRAPH_CACHE, GraphCache
+from pairfactory.ml.models import MODEL_NAMES, build_model, default_hparams
+from pairfactory.ml.splits import SPLIT_KINDS, FoldSplit, make_splits
+from pairfactory.ml.train import (
+    TrainSettings,
+    regression_metrics,
+    save_weights,
+    seed_everything,
+    train_model,
+)
+
+log = logging.getLogger(__name__)
+METRICS_FILE, PREDICTIONS_FILE, HISTORY_FILE, WEIGHTS_FILE = (
+    "metrics.json",
+    "predictions.parquet",
+    "history.csv",
+    "model.pt",
+)
+PAIR_COLUMNS = ("pair_id", "dataset", "target", "solute_smiles", "solvent_smiles", "value", "unit")
+
+
+@dataclass(frozen=True)
+class ProtocolOptions:
+    """Everything besides (table, model, split, repeat, fold) that decides a fold's numbers."""
+
+    settings: TrainSettings = field(default_factory=TrainSettings)
+    n_folds: int = 5
+    seed: int = 0
+    hparams: dict[str, Any] = field(default_factory=dict)  # for every model (config `hidden_dim`)
+    # per model name, over `hparams` (config `model_hparams`, then `--hparams` for the model run)
+    model_hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    graph_cache: Path = DEFAULT_GRAPH_CACHE
+
+    def hparams_for(self, model_name: str) -> dict[str, Any]:
+        """The hyper-parameters a fold of ``model_name`` is built with: the shared ones, then the
+        model's own. The shared ``hidden_dim`` goes only to models that have one (AttentiveFP
+        sizes its layers with ``graph_feat_size``); every other key is passed on, so a typo still
+        fails."""
+        given = dict(self.hparams)
+        if "hidden_dim" in given and "hidden_dim" not in default_hparams(model_name):
+            log.info(
+                "model %s has no hidden_dim; ignoring hidden_dim=%s",
+                model_name,
+                given.pop("hidden_dim"),
+            )
+        given.update(self.model_hparams.get(model_name, {}))
+        return given
+
+    def split_seed(self, repeat: int) -> int:
+        return self.seed + repeat
+
+    def model_seed(self, repeat: int) -> int:
+        return self.seed + repeat
+
+
+@dataclass(frozen=True)
+class FoldMetrics:
+    """The content of ``metrics.json``."""
+
+    dataset: str
+    target: str
+    unit: str
+    model: str
+    split: str
+    fold: int
+    repeat: int
+    n_folds: int
+    rmse: float  # test set, best-validation epoch
+    mae: float
+    r2: float
+    valid_rmse: float
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    n_train: int
+    n_valid: int
+    n_test: int
+    n_unfeaturizable: (
+        int  # rows of the fold dropped by featurization (listed in unfeaturizable.csv)
+    )
+    seconds: float
+    device: str
+    seed: int
+    split_seed: int | None
+    model_seed: int
+    hparams: dict[str, Any]
+    settings: dict[str, Any]
+    pairs_path: str
+    pairfactory_version: str = __version__
+    code_commit: str | None = None  # git HEAD of the source tree, when it is a git checkout
+    code_dirty: bool | None = None  # uncommitted changes under src/ at run time
+    # model output = (y - mean) / std: model.pt predicts in these units (identity unless
+    # standardized)
+    target_scale: dict[str, float] | None = None
+
+
+@functools.lru_cache(maxsize=1)
+def _code_state() -> tuple[str | None, bool | None]:
+    """(HEAD commit, whether src/ has uncommitted changes): which model code produced a fold.
+    Taken once per process (cached), because the code a process runs is the code it imported."""
+    import subprocess
+
+    src = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=src,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", str(src)],
+            cwd=src,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return head.stdout.strip(), bool(dirty.stdout.strip())
+
+
+# --------------------------------------------------------------------------------------------- I/O
+
+
+def read_pairs(path: str | Path) -> pd.DataFrame:
+    """Read a pair table (docs/architecture.md §1) and check what the protocol relies on."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, "pair table not found; build it with `pairfactory pairs` first")
+    try:
+        from pairfactory.pairs import read_pair_table  # the pairs stage's own validating reader
+    except ImportError:
+        read_pair_table = None
+    try:
+        table = read_pair_table(path) if read_pair_table else pd.read_parquet(path)
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        raise InputFileError(path, f"not a readable Parquet pair table: {err}") from err
+    missing = [c for c in PAIR_COLUMNS if c not in table.columns]
+    if missing:
+        raise InputFileError(
+            path,
+            f"missing column(s) {', '.join(missing)}; "
+            "is this a pair table from `pairfactory pairs`?",
+        )
+    if table.empty:
+        raise InputFileError(path, "pair table has no rows")
+    for column in ("dataset", "target", "unit"):
+        values = table[column].dropna().unique()
+        if len(values) != 1:
+            raise InputFileError(
+                path, f"column {column!r} must hold one value, found {list(values)[:5]}"
+            )
+    if not np.all(np.isfinite(table["value"].to_numpy(dtype=np.float64))):
+        raise InputFileError(
+            path,
+            "column 'value' holds non-finite numbers; the pairs stage should have rejected them",
+        )
+    if table["pair_id"].duplicated().any():
+        raise InputFileError(path, "pair_id is not unique")
+    return table.reset_index(drop=True)
+
+
+def load_fold_metrics(out_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(out_dir) / METRICS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise InputFileError(
+            path, f"not valid JSON ({err}); delete it or rerun with --force"
+        ) from err
+
+
+def fold_dir(
+    root: str | Path, dataset: str, target: str, model: str, split: str, repeat: int, fold: int
+) -> Path:
+    """``<root>/<dataset>/<target>/<model>/<split>/r<repeat>-f<fold>``: the layout the report
+    reads."""
+    return Path(root) / dataset / target / model / split / f"r{repeat}-f{fold}"
+
+
+# ------------------------------------------------------------------------------------- protocol
+
+
+def _datasets_for_fold(
+    table: pd.DataFrame, split: FoldSplit, cache: GraphCache
+) -> tuple[dict[str, PairGraphDataset], pd.DataFrame]:
+    """One PairGraphDataset per role, and the rows featurization could not use (with the reason)."""
+    datasets: dict[str, PairGraphDataset] = {}
+    dropped = []
+    for role, rows in (("train", split.train), ("valid", split.valid), ("test", split.test)):
+        part = table.iloc[rows].reset_index(drop=True)
+        ds = PairGraphDataset(part, cache)
+        rejected = _rejections(ds)
+        if len(ds) + len(rejected) != len(part):
+            raise AssertionError(
+                f"{role}: {len(part)} rows in, {len(ds)} kept + {len(rejected)} rejected"
+            )
+        if len(rejected):
+            dropped.append(rejected.assign(role=role))
+        datasets[role] = ds
+    cache.save()  # atomic; later folds and jobs reuse the graphs
+    rejected_all = (
+        pd.concat(dropped, ignore_index=True)
+        if dropped
+        else pd.DataFrame(columns=["pair_id", "reason", "role"])
+    )
+    return datasets, rejected_all
+
+
+def _rejections(ds: Any) -> pd.DataFrame:
+    """The dataset's report of unfeaturizable pairs as a frame with pair_id and reason."""
+    rejected = getattr(ds, "rejected", None)
+    if rejected is None:
+        return pd.DataFrame(columns=["pair_id", "reason"])
+    if isinstance(rejected, pd.DataFrame):
+        return rejected.reset_index(drop=True)
+    return pd.DataFrame(
+        [asdict(r) if hasattr(r, "__dataclass_fields__") else dict(r) for r in rejected]
+    )
+
+
+def _pair_ids_of(ds: Any, index: np.ndarray) -> np.ndarray:
+    """Map the ``PairBatch.index`` values of a dataset back to pair ids."""
+    pair_ids = ds.pairs_df["pair_id"].to_numpy(dtype=object)
+    return pair_ids[index.astype(np.int64)]
+
+
+def run_fold(
+    pairs_path: str | Path,
+    model_name: str,
+    split_kind: str,
+    fold: int,
+    repeat: int,
+    out_dir: str | Path,
+    options: ProtocolOptions,
+    force: bool = False,
+    table: pd.DataFrame | None = None,
+    progress: bool = True,
+    cache: GraphCache | None = None,
+) -> dict[str, Any]:
+    """Run one fold end to end and write its four files; return the metrics (also when skipped)."""
+    out_dir = Path(out_dir)
+    if model_name not in MODEL_NAMES:
+        raise UserError(f"unknown model {model_name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    if split_kind not in SPLIT_KINDS:
+        raise UserError(f"unknown split {split_kind!r}; choose one of {', '.join(SPLIT_KINDS)}")
+    if not 0 <= fold < options.n_folds:
+        raise UserError(
+            f"--fold must be in 0..{options.n_folds - 1} for {options.n_folds}-fold "
+            f"cross-validation (got {fold})"
+        )
+    if repeat < 0:
+        raise UserError(f"--repeat must be >= 0 (got {repeat})")
+    existing = load_fold_metrics(out_dir)
+    if existing is not None and not force:
+        log.info(
+            "%s: already finished (metrics.json exists), skipping; use --force to rerun", out_dir
+        )
+        return existing
+
+    started = time.perf_counter()
+    code_commit, code_dirty = _code_state()
+    table = read_pairs(pairs_path) if table is None else table
+    dataset, target, unit = (str(table[c].iloc[0]) for c in ("dataset", "target", "unit"))
+    split = make_splits(
+        split_kind,
+        table["solute_smiles"].tolist(),
+        n_folds=options.n_folds,
+        seed=options.split_seed(repeat),
+    )[fold]
+    if cache is None:
+        cache = GraphCache(options.graph_cache)
+    datasets, rejected = _datasets_for_fold(table, split, cache)
+    log.info(
+        "%s/%s %s %s r%d f%d: train %d, valid %d, test %d pairs (%d unfeaturizable)",
+        dataset,
+        target,
+        model_name,
+        split_kind,
+        repeat,
+        fold,
+        len(datasets["train"]),
+        len(datasets["valid"]),
+        len(datasets["test"]),
+        len(rejected),
+    )
+
+    settings = replace(options.settings, seed=options.model_seed(repeat))
+    hparams = options.hparams_for(model_name)
+    seed_everything(settings.seed)  # before building: initial weights depend on the seed
+    model = build_model(model_name, **hparams)
+    result = train_model(
+        model,
+        datasets["train"],
+        datasets["valid"],
+        datasets["test"],
+        settings,
+        logger=log,
+        progress=progress,
+    )
+
+    frames = []
+    for role, part in result.predictions.groupby("role", sort=False):
+        ids = _pair_ids_of(datasets[role], part["index"].to_numpy())
+        frames.append(
+            pd.DataFrame(
+                {
+                    "pair_id": ids,
+                    "role": role,
+                    "y_true": part["y_true"].to_numpy(),
+                    "y_pred": part["y_pred"].to_numpy(),
+                }
+            )
+        )
+    predictions = pd.concat(frames, ignore_index=True)
+    test = predictions[predictions["role"] == "test"]
+    test_metrics = regression_metrics(test["y_true"].to_numpy(), test["y_pred"].to_numpy())
+    # The best-weights re-evaluation must give the test RMSE recorded at the best epoch.
+    if not np.isclose(test_metrics["rmse"], result.test_rmse, rtol=1e-4, atol=1e-6):
+        raise AssertionError(
+            f"test RMSE {test_metrics['rmse']} != {result.test_rmse} recorded at the best epoch"
+        )
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(out_dir / PREDICTIONS_FILE, lambda tmp: predictions.to_parquet(tmp, index=False))
+    history = result.history_frame()
+    atomic_write_text(out_dir / HISTORY_FILE, history.to_csv(index=False))
+    save_weights(result.best_state_dict, out_dir / WEIGHTS_FILE)
+    if len(rejected):
+        atomic_write_text(out_dir / "unfeaturizable.csv", rejected.to_csv(index=False))
+    metrics = FoldMetrics(
+        dataset=dataset,
+        target=target,
+        unit=unit,
+        model=model_name,
+        split=split_kind,
+        fold=fold,
+        repeat=repeat,
+        n_folds=options.n_folds,
+        rmse=test_metrics["rmse"],
+        mae=test_metrics["mae"],
+        r2=test_metrics["r2"],
+        valid_rmse=result.best_valid_rmse,
+        best_epoch=result.best_epoch,
+        epochs_run=result.epochs_run,
+        stopped_early=result.stopped_early,
+        n_train=len(datasets["train"]),
+        n_valid=len(datasets["valid"]),
+        n_test=len(datasets["test"]),
+        n_unfeaturizable=len(rejected),
+        seconds=time.perf_counter() - started,
+        device=result.device,
+        seed=options.seed,
+        split_seed=None
+        if split_kind == "scaffold"
+        else options.split_seed(repeat),  # scaffold folds are seed-free
+        model_seed=settings.seed,
+        hparams=dict(getattr(model, "hparams", hparams)),
+        settings=settings.to_dict(),
+        pairs_path=str(pairs_path),
+        code_commit=code_commit,
+        code_dirty=code_dirty,
+        target_scale=asdict(result.target_scale),
+    )
+    payload = asdict(metrics)
+    atomic_write_text(out_dir / METRICS_FILE, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    log.info(
+        "%s: test RMSE %.4g %s at epoch %d (%.0f s)",
+        out_dir,
+        metrics.rmse,
+        unit,
+        metrics.best_epoch,
+        metrics.seconds,
+    )
+    return payload
+
+
+def run_protocol(
+    pairs_path: str | Path,
+    model_name: str,
+    split_kind: str,
+    results_root: str | Path,
+    options: ProtocolOptions,
+    repeats: int = 5,
+    folds: Sequence[int] | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Every fold × repeat of one (table, model, split), resumable; one row of metrics per fold."""
+    from tqdm.auto import tqdm
+
+    cache = GraphCache(options.graph_cache)
+    table = read_pairs(pairs_path)
+    dataset, target = str(table["dataset"].iloc[0]), str(table["target"].iloc[0])
+    fold_list = list(range(options.n_folds)) if folds is None else list(folds)
+    jobs = [(r, f) for r in range(repeats) for f in fold_list]
+    rows = []
+    for repeat, fold in tqdm(
+        jobs,
+        desc=f"{dataset}/{target} {model_name} {split_kind}",
+        unit="fold",
+        disable=not progress,
+    ):
+        out_dir = fold_dir(results_root, dataset, target, model_name, split_kind, repeat, fold)
+        rows.append(
+            run_fold(
+                pairs_path,
+                model_name,
+                split_kind,
+                fold,
+                repeat,
+                out_dir,
+                options,
+                force=force,
+                table=table,
+                progress=progress,
+                cache=cache,
+            )
+        )
+    return pd.DataFrame(rows)
