@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from pairfactory.errors import UserError
 from pairfactory.ml.featurize import FeaturizationError
@@ -29,6 +31,53 @@ REJECT_COLUMNS = ("row", "pair_id", "solute_smiles", "solvent_smiles", "reason",
 
 
 @dataclass
+class PairSupervision:
+    """What a *training* pair's QM samples and descriptors add to its label.
+
+    Built from the training fold only (``pairfactory.ml.sample_sets``); validation and test pairs
+    never carry one, so nothing of theirs reaches a loss. Every part may be absent:
+
+    - ``aux_targets`` [len(AUX_TARGETS)] float32, raw units, NaN where missing (no samples, an
+      unparametrized solvent); standardized with training-fold statistics by ``AuxScale``;
+    - ``contact_map`` [n_solute_nodes, n_solvent_nodes] float32: the fraction of the pair's kept
+      samples in which graph atom i of the solute and j of the (first) solvent copy are in contact;
+      rows and columns follow the graphs' node order (proven atom by atom, see sample_sets);
+    - ``complexes``: one DGL graph per kept sample (the optimized complex), and ``decoys``: graphs
+      with exactly the same nodes (same composition) in arrangements the optimizer did not reach.
+      Node data ``z`` (int64 atomic number), ``fragment`` (int64: 0 solute, 1.. solvent copy);
+      edge data ``distance_angstrom`` [E, 1] (float32) for atom pairs within the graph cutoff.
+    """
+
+    aux_targets: np.ndarray | None = None
+    contact_map: np.ndarray | None = None
+    complexes: list[dgl.DGLGraph] = field(default_factory=list)
+    decoys: list[dgl.DGLGraph] = field(default_factory=list)
+
+
+@dataclass
+class AuxScale:
+    """Mean and standard deviation of each auxiliary target over the training pairs that have it."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, targets: np.ndarray) -> AuxScale:
+        """``targets`` [N, A] with NaN for missing values; a target seen fewer than twice gets
+        mean 0 and std 1 (it is then masked out by its NaNs anyway)."""
+        targets = np.asarray(targets, dtype=np.float64).reshape(len(targets), -1)
+        counts = np.sum(np.isfinite(targets), axis=0)
+        with np.errstate(invalid="ignore"):
+            mean = np.where(counts > 0, np.nanmean(np.where(counts > 0, targets, 0.0), axis=0), 0.0)
+            std = np.where(counts > 1, np.nanstd(np.where(counts > 1, targets, 1.0), axis=0), 1.0)
+        std = np.where(std > 1e-8, std, 1.0)
+        return cls(mean=mean.astype(np.float32), std=std.astype(np.float32))
+
+    def apply(self, targets: np.ndarray) -> np.ndarray:
+        return ((np.asarray(targets, dtype=np.float32) - self.mean) / self.std).astype(np.float32)
+
+
+@dataclass
 class PairItem:
     """One featurized pair; ``index`` is its 0-based row position in the pair table given."""
 
@@ -36,16 +85,49 @@ class PairItem:
     solvent: dgl.DGLGraph
     y: float
     index: int
+    supervision: PairSupervision | None = None
+
+
+@dataclass
+class BatchSupervision:
+    """The supervision of a batch's pairs (``None`` parts where no pair of the batch has one).
+
+    - ``aux_targets`` [B, A] standardized (0 where missing), ``aux_mask`` [B, A] bool;
+    - ``contact_maps`` [B, M_solute, M_solvent] in the padded node layout of the batched graphs
+      (``layers.NodeLayout``), ``contact_mask`` [B, M_solute, M_solvent] bool: True where the pair
+      has a map and both nodes exist;
+    - ``complexes`` / ``decoys``: batched DGL graphs of every pair's samples and decoys, with
+      ``complex_pair`` / ``decoy_pair`` [n] the batch position of the pair each graph belongs to.
+    """
+
+    aux_targets: torch.Tensor | None = None
+    aux_mask: torch.Tensor | None = None
+    contact_maps: torch.Tensor | None = None
+    contact_mask: torch.Tensor | None = None
+    complexes: dgl.DGLGraph | None = None
+    complex_pair: torch.Tensor | None = None
+    decoys: dgl.DGLGraph | None = None
+    decoy_pair: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> BatchSupervision:
+        return BatchSupervision(
+            **{
+                name: (value.to(device) if value is not None else None)
+                for name, value in self.__dict__.items()
+            }
+        )
 
 
 @dataclass
 class PairBatch:
-    """A mini-batch of pairs: two batched graphs, targets ``y`` [B], row positions ``index`` [B]."""
+    """A mini-batch of pairs: two batched graphs, targets ``y`` [B], row positions ``index`` [B],
+    and the training pairs' ``supervision`` (``None`` in validation, test and inference)."""
 
     solute: dgl.DGLGraph
     solvent: dgl.DGLGraph
     y: torch.Tensor
     index: torch.Tensor
+    supervision: BatchSupervision | None = None
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -56,11 +138,13 @@ class PairBatch:
             solvent=self.solvent.to(device),
             y=self.y.to(device),
             index=self.index.to(device),
+            supervision=None if self.supervision is None else self.supervision.to(device),
         )
 
 
-def collate_pairs(batch: Sequence[PairItem]) -> PairBatch:
-    """Batch ``PairItem``s (use as ``DataLoader(..., collate_fn=collate_pairs)``)."""
+def collate_pairs(batch: Sequence[PairItem], with_supervision: bool = True) -> PairBatch:
+    """Batch ``PairItem``s (use as ``DataLoader(..., collate_fn=collate_pairs)``); evaluation
+    passes ``with_supervision=False`` so the training pairs' sample graphs are not batched."""
     import dgl
     import torch
 
@@ -71,7 +155,58 @@ def collate_pairs(batch: Sequence[PairItem]) -> PairBatch:
         solvent=dgl.batch([item.solvent for item in batch]),
         y=torch.tensor([item.y for item in batch], dtype=torch.float32),
         index=torch.tensor([item.index for item in batch], dtype=torch.int64),
+        supervision=collate_supervision(batch) if with_supervision else None,
     )
+
+
+def collate_supervision(batch: Sequence[PairItem]) -> BatchSupervision | None:
+    """The batch's supervision; ``aux_targets`` of the items must already be standardized."""
+    import dgl
+    import torch
+
+    parts = [item.supervision for item in batch]
+    if all(p is None for p in parts):
+        return None
+    out = BatchSupervision()
+    widths = {len(p.aux_targets) for p in parts if p is not None and p.aux_targets is not None}
+    if widths:
+        if len(widths) != 1:
+            raise ValueError(f"collate_pairs: auxiliary targets of different lengths {widths}")
+        width = widths.pop()
+        values = np.full((len(batch), width), np.nan, dtype=np.float32)
+        for b, p in enumerate(parts):
+            if p is not None and p.aux_targets is not None:
+                values[b] = p.aux_targets
+        mask = np.isfinite(values)
+        out.aux_targets = torch.from_numpy(np.where(mask, values, 0.0).astype(np.float32))
+        out.aux_mask = torch.from_numpy(mask)
+    if any(p is not None and p.contact_map is not None for p in parts):
+        n_solute = [item.solute.num_nodes() for item in batch]
+        n_solvent = [item.solvent.num_nodes() for item in batch]
+        maps = torch.zeros(len(batch), max(n_solute), max(n_solvent))
+        mask = torch.zeros(len(batch), max(n_solute), max(n_solvent), dtype=torch.bool)
+        for b, p in enumerate(parts):
+            if p is None or p.contact_map is None:
+                continue
+            if p.contact_map.shape != (n_solute[b], n_solvent[b]):
+                raise ValueError(
+                    f"collate_pairs: contact map {p.contact_map.shape} of pair {batch[b].index} "
+                    f"does not match its graphs ({n_solute[b]}, {n_solvent[b]})"
+                )
+            maps[b, : n_solute[b], : n_solvent[b]] = torch.from_numpy(p.contact_map)
+            mask[b, : n_solute[b], : n_solvent[b]] = True
+        out.contact_maps, out.contact_mask = maps, mask
+    for kind in ("complexes", "decoys"):
+        graphs, owners = [], []
+        for b, p in enumerate(parts):
+            if p is not None:
+                graphs += getattr(p, kind)
+                owners += [b] * len(getattr(p, kind))
+        if graphs:
+            setattr(out, kind, dgl.batch(graphs))
+            owner_name = "complex_pair" if kind == "complexes" else "decoy_pair"
+            setattr(out, owner_name, torch.tensor(owners, dtype=torch.int64))
+    return out
 
 
 @dataclass
@@ -87,6 +222,8 @@ class PairGraphDataset:
     pairs_df: pd.DataFrame = field(repr=False)
     cache: GraphCache
     target_column: str = "value"
+    # pair_id -> what the pair's samples add (training folds only; see PairSupervision)
+    supervision: Mapping[str, PairSupervision] | None = field(default=None, repr=False)
     items: list[PairItem] = field(init=False, repr=False)
     rejected: pd.DataFrame = field(init=False, repr=False)
 
@@ -129,7 +266,10 @@ class PairGraphDataset:
                     }
                 )
                 continue
-            items.append(PairItem(self.cache.get(solute), self.cache.get(solvent), float(y), row))
+            extra = None if self.supervision is None else self.supervision.get(pid)
+            items.append(
+                PairItem(self.cache.get(solute), self.cache.get(solvent), float(y), row, extra)
+            )
         self.items = items
         self.rejected = pd.DataFrame(rejects, columns=list(REJECT_COLUMNS))
         if len(items) + len(self.rejected) != len(df):  # reconciliation: nothing lost

@@ -349,6 +349,8 @@ def run_fold(
                     "role": role,
                     "y_true": part["y_true"].to_numpy(),
                     "y_pred": part["y_pred"].to_numpy(),
+                    # a probabilistic model's predictive standard deviation
+                    **({"y_std": part["y_std"].to_numpy()} if "y_std" in part else {}),
                 }
             )
         )

@@ -14,6 +14,7 @@ to build its parser.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -233,7 +234,8 @@ def train_model(
     ``*_ds`` are map-style datasets whose items ``collate_fn`` (default
     :func:`pairfactory.ml.datasets.collate_pairs`) batches into an object with ``solute``,
     ``solvent``, ``y``, ``index`` and ``.to(device)``. The model returns
-    ``ModelOutput(prediction, aux_loss, aux)``; the loss is ``mse(prediction, y) + aux_loss``.
+    ``ModelOutput(prediction, aux_loss, aux, variance)``; the loss is the model's ``training_loss``
+    (default ``mse(prediction, y) + aux_loss``), which may read the training batch's supervision.
     Returns the best weights (on CPU), the learning curve and the best-epoch predictions for all
     three sets. Epoch lines go to ``logger`` (default: this module's).
     """
@@ -262,9 +264,15 @@ def train_model(
         collate_fn=collate_fn,
         generator=shuffle_gen,
     )
+    # Evaluation never needs the training pairs' samples: don't batch their 3D graphs.
+    eval_collate = (
+        functools.partial(collate_pairs, with_supervision=False)
+        if collate_fn is collate_pairs
+        else collate_fn
+    )
     eval_loaders = {
         role: DataLoader(
-            ds, batch_size=settings.eval_batch_size, shuffle=False, collate_fn=collate_fn
+            ds, batch_size=settings.eval_batch_size, shuffle=False, collate_fn=eval_collate
         )
         for role, ds in (("train", train_ds), ("valid", valid_ds), ("test", test_ds))
     }
@@ -360,16 +368,7 @@ def train_model(
     frames = []
     for role, loader in eval_loaders.items():
         pred = _predict(model, loader, device, scale)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "role": role,
-                    "index": pred["index"],
-                    "y_true": pred["y_true"],
-                    "y_pred": pred["y_pred"],
-                }
-            )
-        )
+        frames.append(pd.DataFrame({"role": role, **pred})[_prediction_columns(pred)])
     predictions = pd.concat(frames, ignore_index=True)
     best_row = history[best_epoch - 1]
     seconds = time.perf_counter() - started
@@ -409,7 +408,10 @@ def _train_one_epoch(
         y = (batch.y.to(torch.float32).reshape(-1) - scale.mean) / scale.std
         optimizer.zero_grad()
         out = model(batch.solute, batch.solvent)
-        loss = torch.nn.functional.mse_loss(out.prediction.reshape(-1), y) + out.aux_loss
+        if hasattr(model, "training_loss"):
+            loss, _ = model.training_loss(out, batch, y)
+        else:  # a plain module returning ModelOutput
+            loss = torch.nn.functional.mse_loss(out.prediction.reshape(-1), y) + out.aux_loss
         loss.backward()
         optimizer.step()
         total += float(loss.detach()) * len(y)
@@ -421,7 +423,7 @@ def _predict(model: Any, loader: Any, device: str, scale: TargetScale) -> dict[s
     import torch
 
     model.eval()
-    preds, ys, idx = [], [], []
+    preds, stds, ys, idx = [], [], [], []
     with torch.no_grad():
         for batch in loader:
             batch = batch.to(device)
@@ -429,13 +431,23 @@ def _predict(model: Any, loader: Any, device: str, scale: TargetScale) -> dict[s
             preds.append(
                 out.prediction.reshape(-1).to("cpu", torch.float64).numpy() * scale.std + scale.mean
             )
+            if getattr(out, "variance", None) is not None:
+                variance = out.variance.reshape(-1).to("cpu", torch.float64).numpy()
+                stds.append(np.sqrt(variance) * scale.std)
             ys.append(batch.y.reshape(-1).to("cpu", torch.float64).numpy())
             idx.append(np.asarray(_as_numpy(batch.index)).reshape(-1))
-    return {
+    result = {
         "y_pred": np.concatenate(preds),
         "y_true": np.concatenate(ys),
         "index": np.concatenate(idx),
     }
+    if stds:  # a probabilistic model: its predictive standard deviation, in target units
+        result["y_std"] = np.concatenate(stds)
+    return result
+
+
+def _prediction_columns(pred: Mapping[str, np.ndarray]) -> list[str]:
+    return ["role", "index", "y_true", "y_pred"] + (["y_std"] if "y_std" in pred else [])
 
 
 def _as_numpy(value: Any) -> np.ndarray:

@@ -10,6 +10,7 @@ masks built from ``batch_num_nodes``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import dgl
 import torch
@@ -30,6 +31,9 @@ class ModelOutput:
     prediction: torch.Tensor
     aux_loss: torch.Tensor
     aux: dict[str, torch.Tensor] = field(default_factory=dict)
+    # Predictive variance [B] in the units the model is trained in (standardized targets when
+    # standardize_targets is on); None for point-prediction models.
+    variance: torch.Tensor | None = None
 
     def loss(self, y: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(self.prediction, y.to(self.prediction.dtype)) + self.aux_loss
@@ -37,7 +41,13 @@ class ModelOutput:
 
 class PairModel(nn.Module):
     """Base class: ``forward(solute_bg, solvent_bg) -> ModelOutput``; ``hparams`` records the
-    constructor arguments (for metrics files and to rebuild the model from a checkpoint)."""
+    constructor arguments (for metrics files and to rebuild the model from a checkpoint).
+
+    ``training_loss`` is what the trainer minimizes. The default is ``mse(prediction, y) +
+    aux_loss``; a model that learns from the training pairs' samples overrides it and reads
+    ``batch.supervision`` there. Inference never sees a batch's supervision: ``forward`` takes the
+    two graphs only.
+    """
 
     hparams: dict[str, object]
 
@@ -45,6 +55,14 @@ class PairModel(nn.Module):
         self, solute_bg: dgl.DGLGraph, solvent_bg: dgl.DGLGraph
     ) -> ModelOutput:  # pragma: no cover
         raise NotImplementedError
+
+    def training_loss(
+        self, output: ModelOutput, batch: Any, y: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """(loss to minimize, its named terms for the learning curve); ``y`` is scaled like the
+        model's outputs."""
+        mse = F.mse_loss(output.prediction.reshape(-1), y)
+        return mse + output.aux_loss, {}
 
 
 # ------------------------------------------------------------------------------------------
