@@ -28,6 +28,16 @@ log = logging.getLogger(__name__)
 SOLUTE_COLUMN = "solute_smiles"
 SOLVENT_COLUMN = "solvent_smiles"
 REJECT_COLUMNS = ("row", "pair_id", "solute_smiles", "solvent_smiles", "reason", "detail")
+# The auxiliary physics targets a training pair may carry, in this order (PairSupervision): the
+# implicit-solvent free energy of solvation of the solute (GFN2-xTB/ALPB, xtb program) and robust
+# summaries of the interaction energies of its kept QM samples.
+AUX_TARGETS: tuple[str, ...] = (
+    "dg_solv_alpb_kcal_mol",
+    "interaction_energy_min_kcal_mol",
+    "interaction_energy_median_kcal_mol",
+)
+# Distance up to which two atoms of a sample complex are joined by an edge of its 3D graph.
+COMPLEX_GRAPH_CUTOFF_ANGSTROM = 5.0
 
 
 @dataclass
@@ -45,7 +55,8 @@ class PairSupervision:
     - ``complexes``: one DGL graph per kept sample (the optimized complex), and ``decoys``: graphs
       with exactly the same nodes (same composition) in arrangements the optimizer did not reach.
       Node data ``z`` (int64 atomic number), ``fragment`` (int64: 0 solute, 1.. solvent copy);
-      edge data ``distance_angstrom`` [E, 1] (float32) for atom pairs within the graph cutoff.
+      edge data ``distance_angstrom`` [E, 1] (float32), both directions, for every atom pair
+      closer than ``COMPLEX_GRAPH_CUTOFF_ANGSTROM``.
     """
 
     aux_targets: np.ndarray | None = None
