@@ -23,6 +23,9 @@ import pyarrow.parquet as pq
 
 from pairfactory.errors import InputFileError, UserError
 from pairfactory.fileio import atomic_write, atomic_write_text
+
+# Re-exported: the shard reader's key, by which ml matches samples to pair-table rows.
+from pairfactory.qm.plan import system_id_for as system_id_for
 from pairfactory.qm.records import SampleStatus
 
 if TYPE_CHECKING:

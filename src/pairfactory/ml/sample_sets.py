@@ -1,0 +1,503 @@
+"""Sample sets: every pair-table row's QM samples, matched atom by atom to its graphs.
+
+For each row of a pair table, the samples of its system (``system_id``, the plan's hash of the two
+canonical SMILES) are read from the shards with the shard reader. Only ``ok`` samples are kept,
+and only those whose atoms provably are the graphs' atoms: the featurizer and the sampler both
+parse the same canonical SMILES with RDKit, so graph node ``i`` of the solute *should* be atom
+``i`` of the complex (and the solvent copy's atoms follow the solute's); that is *checked*, not
+assumed — the element of every node, and every pair of nodes: bonded in the graph exactly when
+the two atoms are in covalent contact in the optimized geometry (distance below the sum of their
+covalent radii + ``bond_tolerance_angstrom``). A sample that fails (a proton moved, a bond broke in
+the optimization, another RDKit atom order) is counted as ``topology_mismatch`` and left out.
+
+``SampleSetTable.coverage`` has one row per pair-table row (rows in = rows out): how many samples
+the shards hold for it, how many were ok, failed, mismatched and kept, and whether the pair is
+covered. Pairs without samples stay in, marked ``covered = False``.
+
+``supervision_for`` turns the sample sets of *training* pairs into ``PairSupervision``: the
+contact map (per solute node × solvent node, the fraction of kept samples in contact), one 3D
+graph per kept sample and ``decoys_per_sample`` decoys per sample (the same optimized molecules,
+the solvent rigidly moved to another side of the solute at the sample's own closest-contact
+distance: same atoms, same internal geometry, another arrangement), and the auxiliary targets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from pairfactory.errors import UserError
+from pairfactory.ml.datasets import (
+    AUX_TARGETS,
+    COMPLEX_GRAPH_CUTOFF_ANGSTROM,
+    PairSupervision,
+)
+from pairfactory.qm.shards import STATUS_OK, open_dataset, system_id_for
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import dgl
+
+    from pairfactory.ml.graph_cache import GraphCache
+
+log = logging.getLogger(__name__)
+
+# Single-bond covalent radii (Å), Cordero et al., Dalton Trans. 2008, 2832; carbon sp3.
+COVALENT_RADII_ANGSTROM: dict[int, float] = {
+    1: 0.31, 5: 0.84, 6: 0.76, 7: 0.71, 8: 0.66, 9: 0.57, 11: 1.66, 14: 1.11, 15: 1.07,
+    16: 1.05, 17: 1.02, 32: 1.20, 34: 1.20, 35: 1.20, 50: 1.39, 52: 1.38, 53: 1.39,
+}  # fmt: skip
+
+SHARD_COLUMNS = (
+    "system_id",
+    "solute_smiles",
+    "solvent_smiles",
+    "k",
+    "status",
+    "atomic_numbers",
+    "fragment_index",
+    "final_positions_angstrom",
+    "interaction_energy_kcal_mol",
+)
+COVERAGE_COLUMNS = (
+    "pair_id",
+    "system_id",
+    "n_samples",
+    "n_ok",
+    "n_failed",
+    "n_topology_mismatch",
+    "n_kept",
+    "covered",
+)
+TOPOLOGY_MISMATCH = "topology_mismatch"
+
+
+@dataclass(frozen=True)
+class SampleSetSettings:
+    """How samples become supervision (config ``evaluate.samples``)."""
+
+    # covalent contact: distance < r_cov(a) + r_cov(b) + bond_tolerance_angstrom. Additive, not a
+    # factor: 1.3 x the radii called the I...I of diiodomethane (3.60 Å) a bond.
+    bond_tolerance_angstrom: float = 0.4
+    # a solute node and a solvent node are in contact below this distance (heavy atoms: a
+    # hydrogen bond O…O is ~2.8 Å, a van der Waals C…C contact ~3.7 Å)
+    contact_cutoff_angstrom: float = 4.0
+    decoys_per_sample: int = 2
+    # keep at most this many samples per pair (lowest k first): the dose-response knob
+    max_samples_per_pair: int | None = None
+    # 3D graphs with hydrogens as nodes (else heavy atoms only)
+    complex_hydrogens: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.bond_tolerance_angstrom < 1.0:
+            raise UserError(
+                "evaluate.samples.bond_tolerance_angstrom must be in (0, 1) Å, "
+                f"got {self.bond_tolerance_angstrom}"
+            )
+        if not self.contact_cutoff_angstrom > 0:
+            raise UserError("evaluate.samples.contact_cutoff_angstrom must be > 0")
+        if self.decoys_per_sample < 0:
+            raise UserError("evaluate.samples.decoys_per_sample must be >= 0")
+        if self.max_samples_per_pair is not None and self.max_samples_per_pair < 1:
+            raise UserError("evaluate.samples.max_samples_per_pair must be >= 1 or null")
+
+
+@dataclass
+class SampleSet:
+    """The kept samples of one system: atoms in the graphs' order (solute, then solvent copies)."""
+
+    system_id: str
+    solute_smiles: str
+    solvent_smiles: str
+    atomic_numbers: np.ndarray  # [n_atoms] int64
+    fragment_index: np.ndarray  # [n_atoms] int64: 0 solute, 1.. solvent copies
+    n_solute_nodes: int  # graph nodes of the solute = its first atoms
+    n_solvent_nodes: int  # graph nodes of the solvent = the first atoms of each copy
+    k: np.ndarray  # [n_samples] int64
+    positions_angstrom: np.ndarray  # [n_samples, n_atoms, 3] float64
+    interaction_energy_kcal_mol: np.ndarray  # [n_samples] float64 (NaN where not computed)
+
+    @property
+    def n_samples(self) -> int:
+        return int(len(self.k))
+
+
+@dataclass
+class SampleSetTable:
+    """Sample sets of a pair table: ``coverage`` (one row per pair-table row) and the kept
+    ``sets`` by system id (systems with at least one kept sample)."""
+
+    coverage: pd.DataFrame
+    sets: dict[str, SampleSet] = field(repr=False)
+
+    def summary(self) -> dict[str, int]:
+        c = self.coverage
+        return {
+            "pairs": int(len(c)),
+            "covered_pairs": int(c["covered"].sum()),
+            "samples": int(c.drop_duplicates("system_id")["n_samples"].sum()),
+            "ok": int(c.drop_duplicates("system_id")["n_ok"].sum()),
+            "failed": int(c.drop_duplicates("system_id")["n_failed"].sum()),
+            "topology_mismatch": int(c.drop_duplicates("system_id")["n_topology_mismatch"].sum()),
+            "kept": int(c.drop_duplicates("system_id")["n_kept"].sum()),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# reading and proving
+
+
+def read_samples(shards_dir: str | Path, system_ids: Iterable[str]) -> pd.DataFrame:
+    """The shard rows of ``system_ids`` (all statuses), the columns ``SHARD_COLUMNS``."""
+    import pyarrow.dataset as pads
+
+    wanted = sorted(set(system_ids))
+    dataset = open_dataset(shards_dir)
+    table = dataset.to_table(
+        columns=list(SHARD_COLUMNS), filter=pads.field("system_id").isin(wanted)
+    )
+    return table.to_pandas()
+
+
+def graph_topology(smiles: str, graph: dgl.DGLGraph) -> tuple[np.ndarray, set[tuple[int, int]]]:
+    """(atomic numbers of the graph's nodes, its bonds as pairs i < j) for a graph featurized from
+    ``smiles``; the elements come from RDKit's parse of the same string (the featurizer's)."""
+    from rdkit import Chem
+
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None or mol.GetNumAtoms() != graph.num_nodes():
+        raise UserError(
+            f"graph of {smiles!r} has {graph.num_nodes()} nodes but RDKit parses "
+            f"{None if mol is None else mol.GetNumAtoms()} atoms: rebuild the graph cache"
+        )
+    numbers = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], dtype=np.int64)
+    src, dst = (t.numpy() for t in graph.edges())
+    bonds = {(int(min(a, b)), int(max(a, b))) for a, b in zip(src, dst, strict=True)}
+    return numbers, bonds
+
+
+def topology_problem(
+    numbers: np.ndarray,
+    bonds: set[tuple[int, int]],
+    sample_numbers: np.ndarray,
+    positions_angstrom: np.ndarray,
+    bond_tolerance_angstrom: float,
+) -> str | None:
+    """Why the first ``len(numbers)`` atoms of a sample are not the graph's nodes, or None.
+
+    Edge by edge: node i has the element of atom i, and nodes i, j are bonded in the graph exactly
+    when atoms i, j are in covalent contact in the sample's geometry."""
+    n = len(numbers)
+    if len(sample_numbers) < n:
+        return f"the sample has {len(sample_numbers)} atoms, the graph {n} nodes"
+    if not np.array_equal(sample_numbers[:n], numbers):
+        i = int(np.flatnonzero(sample_numbers[:n] != numbers)[0])
+        return f"atom {i} is element {sample_numbers[i]}, graph node {i} is {numbers[i]}"
+    radii = np.array([COVALENT_RADII_ANGSTROM.get(int(z), 1.5) for z in numbers])
+    xyz = positions_angstrom[:n]
+    distance = np.linalg.norm(xyz[:, None, :] - xyz[None, :, :], axis=-1)
+    contact = distance < radii[:, None] + radii[None, :] + bond_tolerance_angstrom
+    graph = np.zeros((n, n), dtype=bool)
+    for i, j in bonds:
+        graph[i, j] = graph[j, i] = True
+    np.fill_diagonal(contact, False)
+    differ = np.argwhere(np.triu(contact != graph, 1))
+    if len(differ):
+        i, j = (int(v) for v in differ[0])
+        kind = "bonded in the graph but" if graph[i, j] else "not bonded in the graph but"
+        return (
+            f"atoms {i}-{j} are {kind} {distance[i, j]:.2f} Å apart ({len(differ)} pair(s) differ)"
+        )
+    return None
+
+
+def build_sample_sets(
+    pairs_df: pd.DataFrame,
+    shards_dir: str | Path | None,
+    cache: GraphCache,
+    settings: SampleSetSettings = SampleSetSettings(),
+) -> SampleSetTable:
+    """The sample sets of every row of ``pairs_df`` (``pair_id``, ``solute_smiles``,
+    ``solvent_smiles``). ``shards_dir`` None: no samples at all (every pair uncovered)."""
+    pairs_df = pairs_df.reset_index(drop=True)
+    system_ids = [
+        system_id_for(a, b)
+        for a, b in zip(pairs_df["solute_smiles"], pairs_df["solvent_smiles"], strict=True)
+    ]
+    rows = (
+        read_samples(shards_dir, system_ids)
+        if shards_dir is not None
+        else pd.DataFrame(columns=list(SHARD_COLUMNS))
+    )
+    by_system = {sid: part for sid, part in rows.groupby("system_id", sort=False)}
+    sets: dict[str, SampleSet] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for sid, solute, solvent in dict.fromkeys(
+        zip(system_ids, pairs_df["solute_smiles"], pairs_df["solvent_smiles"], strict=True)
+    ):
+        part = by_system.get(sid)
+        counts[sid], kept = _prove_system(sid, solute, solvent, part, cache, settings)
+        if kept is not None:
+            sets[sid] = kept
+    coverage = pd.DataFrame(
+        {
+            "pair_id": pairs_df["pair_id"].to_numpy(),
+            "system_id": system_ids,
+            **{name: [counts[sid][name] for sid in system_ids] for name in COVERAGE_COLUMNS[2:-1]},
+        }
+    )
+    coverage["covered"] = coverage["n_kept"] > 0
+    if len(coverage) != len(pairs_df):  # rows in = rows out
+        raise AssertionError(f"{len(pairs_df)} pairs in, {len(coverage)} coverage rows out")
+    table = SampleSetTable(coverage=coverage[list(COVERAGE_COLUMNS)], sets=sets)
+    log.info("sample sets: %s", table.summary())
+    return table
+
+
+def _prove_system(
+    system_id: str,
+    solute: str,
+    solvent: str,
+    part: pd.DataFrame | None,
+    cache: GraphCache,
+    settings: SampleSetSettings,
+) -> tuple[dict[str, int], SampleSet | None]:
+    names = ("n_samples", "n_ok", "n_failed", "n_topology_mismatch", "n_kept")
+    if part is None or part.empty:
+        return dict.fromkeys(names, 0), None
+    part = part.sort_values("k")
+    ok = part[part["status"] == STATUS_OK]
+    n_samples, n_ok = len(part), len(ok)
+    solute_numbers, solute_bonds = graph_topology(solute, cache.get(solute))
+    solvent_numbers, solvent_bonds = graph_topology(solvent, cache.get(solvent))
+    kept_rows, mismatched = [], 0
+    for record in ok.itertuples(index=False):
+        numbers = np.asarray(record.atomic_numbers, dtype=np.int64)
+        fragments = np.asarray(record.fragment_index, dtype=np.int64)
+        xyz = np.asarray(record.final_positions_angstrom, dtype=np.float64).reshape(-1, 3)
+        problem = topology_problem(
+            solute_numbers, solute_bonds, numbers[fragments == 0], xyz[fragments == 0],
+            settings.bond_tolerance_angstrom,
+        )  # fmt: skip
+        copies = sorted(set(fragments.tolist()) - {0})
+        for copy in copies if problem is None else ():
+            problem = topology_problem(
+                solvent_numbers, solvent_bonds, numbers[fragments == copy],
+                xyz[fragments == copy], settings.bond_tolerance_angstrom,
+            )  # fmt: skip
+            if problem is not None:
+                break
+        if problem is not None:
+            mismatched += 1
+            log.debug("%s k=%d: %s: %s", system_id, record.k, TOPOLOGY_MISMATCH, problem)
+            continue
+        kept_rows.append((record, numbers, fragments, xyz))
+    if settings.max_samples_per_pair is not None:
+        kept_rows = kept_rows[: settings.max_samples_per_pair]
+    counts = dict(
+        zip(names, (n_samples, n_ok, n_samples - n_ok, mismatched, len(kept_rows)), strict=True)
+    )
+    if not kept_rows:
+        return counts, None
+    first = kept_rows[0]
+    for _, numbers, fragments, _ in kept_rows[1:]:
+        if not (np.array_equal(numbers, first[1]) and np.array_equal(fragments, first[2])):
+            raise UserError(
+                f"system {system_id}: its samples hold different atoms; the shards mix settings "
+                "(samples.n_solvent?) — give evaluate one engine tag's shards"
+            )
+    energies = [
+        np.nan if r.interaction_energy_kcal_mol is None else float(r.interaction_energy_kcal_mol)
+        for r, *_ in kept_rows
+    ]
+    return counts, SampleSet(
+        system_id=system_id,
+        solute_smiles=solute,
+        solvent_smiles=solvent,
+        atomic_numbers=first[1],
+        fragment_index=first[2],
+        n_solute_nodes=len(solute_numbers),
+        n_solvent_nodes=len(solvent_numbers),
+        k=np.array([r.k for r, *_ in kept_rows], dtype=np.int64),
+        positions_angstrom=np.stack([xyz for *_, xyz in kept_rows]),
+        interaction_energy_kcal_mol=np.array(energies, dtype=np.float64),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# supervision
+
+
+def contact_map(sample_set: SampleSet, cutoff_angstrom: float) -> np.ndarray:
+    """[solute nodes, solvent nodes]: the fraction of samples in which the two nodes are closer
+    than ``cutoff_angstrom`` (in contact with any solvent copy)."""
+    frag = sample_set.fragment_index
+    solute = np.flatnonzero(frag == 0)[: sample_set.n_solute_nodes]
+    xyz = sample_set.positions_angstrom
+    touching = np.zeros((len(xyz), len(solute), sample_set.n_solvent_nodes), dtype=bool)
+    for copy in sorted(set(frag.tolist()) - {0}):
+        solvent = np.flatnonzero(frag == copy)[: sample_set.n_solvent_nodes]
+        distance = np.linalg.norm(xyz[:, solute, None, :] - xyz[:, None, solvent, :], axis=-1)
+        touching |= distance < cutoff_angstrom
+    return touching.mean(axis=0).astype(np.float32)
+
+
+def complex_graph(
+    numbers: np.ndarray,
+    fragments: np.ndarray,
+    positions_angstrom: np.ndarray,
+    cutoff_angstrom: float = COMPLEX_GRAPH_CUTOFF_ANGSTROM,
+) -> dgl.DGLGraph:
+    """A 3D graph of one arrangement: ``ndata`` z, fragment; ``edata`` distance_angstrom [E, 1]
+    for every ordered atom pair closer than ``cutoff_angstrom``."""
+    import dgl
+    import torch
+
+    distance = np.linalg.norm(positions_angstrom[:, None] - positions_angstrom[None], axis=-1)
+    np.fill_diagonal(distance, np.inf)
+    src, dst = np.nonzero(distance < cutoff_angstrom)
+    graph = dgl.graph((torch.from_numpy(src), torch.from_numpy(dst)), num_nodes=len(numbers))
+    graph.ndata["z"] = torch.from_numpy(np.asarray(numbers, dtype=np.int64))
+    graph.ndata["fragment"] = torch.from_numpy(np.asarray(fragments, dtype=np.int64))
+    graph.edata["distance_angstrom"] = torch.from_numpy(
+        distance[src, dst].astype(np.float32)
+    ).reshape(-1, 1)
+    return graph
+
+
+def decoy_positions(
+    numbers: np.ndarray,
+    fragments: np.ndarray,
+    positions_angstrom: np.ndarray,
+    rng: np.random.Generator,
+    max_tries: int = 50,
+) -> np.ndarray | None:
+    """The sample's molecules with each solvent copy rigidly rotated about the solute's centroid
+    (a uniform random rotation: a new side and orientation) and slid along the line to the
+    centroid until its closest contact equals the sample's own; None if no such place exists."""
+    out = positions_angstrom.copy()
+    solute = out[fragments == 0]
+    centroid = solute.mean(axis=0)
+    for copy in sorted(set(fragments.tolist()) - {0}):
+        mask = fragments == copy
+        others = out[~mask]
+        target = _min_distance(out[mask], others)
+        placed = None
+        for _ in range(max_tries):
+            rotated = (out[mask] - centroid) @ _random_rotation(rng).T + centroid
+            placed = _slide_to_contact(rotated, others, centroid, target)
+            if placed is not None:
+                break
+        if placed is None:
+            return None
+        out[mask] = placed
+    return out
+
+
+def _min_distance(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.min(np.linalg.norm(a[:, None] - b[None], axis=-1)))
+
+
+def _random_rotation(rng: np.random.Generator) -> np.ndarray:
+    q = rng.normal(size=4)
+    w, x, y, z = q / np.linalg.norm(q)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def _slide_to_contact(
+    moving: np.ndarray, fixed: np.ndarray, centroid: np.ndarray, target_angstrom: float
+) -> np.ndarray | None:
+    """Move ``moving`` along the centroid→its-centre line, coming in from far out, to the first
+    place where its closest contact with ``fixed`` reaches ``target_angstrom``.
+
+    Closed form: atom a moved by t·d is at distance r from atom b where
+    t = −(a−b)·d ± sqrt(((a−b)·d)² − |a−b|² + r²); the first contact from outside is the largest
+    '+' root over all atom pairs that have one."""
+    direction = moving.mean(axis=0) - centroid
+    norm = np.linalg.norm(direction)
+    if norm < 1e-8:
+        return None
+    direction /= norm
+    delta = moving[:, None, :] - fixed[None, :, :]  # [n_moving, n_fixed, 3]
+    along = delta @ direction
+    discriminant = along**2 - np.einsum("ijk,ijk->ij", delta, delta) + target_angstrom**2
+    if not (discriminant >= 0).any():
+        return None
+    t = np.max(-along[discriminant >= 0] + np.sqrt(discriminant[discriminant >= 0]))
+    return moving + t * direction
+
+
+def _rng_for(seed: int, system_id: str, k: int) -> np.random.Generator:
+    digest = hashlib.sha256(f"decoys\x1f{seed}\x1f{system_id}\x1f{k}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "big"))
+
+
+def supervision_for(
+    train_pairs: pd.DataFrame,
+    table: SampleSetTable,
+    settings: SampleSetSettings = SampleSetSettings(),
+    descriptors: pd.DataFrame | None = None,
+    energy_summaries: Mapping[str, Mapping[str, float]] | None = None,
+) -> dict[str, PairSupervision]:
+    """pair_id -> PairSupervision for the rows of ``train_pairs`` (training fold only: callers
+    must never pass validation or test rows). ``descriptors``: per ``system_id`` columns named
+    like ``AUX_TARGETS`` (e.g. the ALPB ΔG_solv); ``energy_summaries``: per system the robust
+    interaction-energy summaries (names of AUX_TARGETS) — missing values stay NaN."""
+    coverage = table.coverage.set_index("pair_id")
+    result: dict[str, PairSupervision] = {}
+    graphs_cache: dict[str, tuple[np.ndarray | None, list[Any], list[Any]]] = {}
+    for pair_id, solute, solvent in zip(
+        train_pairs["pair_id"], train_pairs["solute_smiles"], train_pairs["solvent_smiles"],
+        strict=True,
+    ):  # fmt: skip
+        sid = coverage.at[pair_id, "system_id"] if pair_id in coverage.index else None
+        if sid is None:
+            sid = system_id_for(solute, solvent)
+        aux = np.full(len(AUX_TARGETS), np.nan, dtype=np.float32)
+        for i, name in enumerate(AUX_TARGETS):
+            if descriptors is not None and name in descriptors and sid in descriptors.index:
+                aux[i] = descriptors.at[sid, name]
+            if energy_summaries is not None and name in energy_summaries.get(sid, {}):
+                aux[i] = energy_summaries[sid][name]
+        if sid not in graphs_cache:
+            graphs_cache[sid] = _sample_graphs(table.sets.get(sid), settings)
+        contacts, complexes, decoys = graphs_cache[sid]
+        result[pair_id] = PairSupervision(
+            aux_targets=aux, contact_map=contacts, complexes=complexes, decoys=decoys
+        )
+    return result
+
+
+def _sample_graphs(
+    sample_set: SampleSet | None, settings: SampleSetSettings
+) -> tuple[np.ndarray | None, list[Any], list[Any]]:
+    if sample_set is None:
+        return None, [], []
+    keep = (
+        np.ones(len(sample_set.atomic_numbers), dtype=bool)
+        if settings.complex_hydrogens
+        else sample_set.atomic_numbers != 1
+    )
+    numbers, fragments = sample_set.atomic_numbers[keep], sample_set.fragment_index[keep]
+    complexes, decoys = [], []
+    for k, xyz in zip(sample_set.k, sample_set.positions_angstrom, strict=True):
+        complexes.append(complex_graph(numbers, fragments, xyz[keep]))
+        rng = _rng_for(settings.seed, sample_set.system_id, int(k))
+        for _ in range(settings.decoys_per_sample):
+            moved = decoy_positions(sample_set.atomic_numbers, sample_set.fragment_index, xyz, rng)
+            if moved is not None:
+                decoys.append(complex_graph(numbers, fragments, moved[keep]))
+    return contact_map(sample_set, settings.contact_cutoff_angstrom), complexes, decoys

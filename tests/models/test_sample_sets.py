@@ -1,0 +1,186 @@
+"""Sample sets on small real shards (GFN2-xTB through the optimize stage): every pair-table row
+accounted for, uncovered pairs kept, the atom correspondence proven edge by edge, and the
+supervision built from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pairfactory.ml.datasets import AUX_TARGETS, PairGraphDataset, collate_pairs
+from pairfactory.ml.graph_cache import GraphCache
+from pairfactory.ml.sample_sets import (
+    SampleSetSettings,
+    build_sample_sets,
+    decoy_positions,
+    graph_topology,
+    supervision_for,
+    topology_problem,
+)
+from pairfactory.qm.optimize import run_shard
+from pairfactory.qm.plan import plan_shards, system_id_for, systems_from_pair_tables
+from pairfactory.qm.settings import QmSettings
+from pairfactory.qm.shards import SHARD_SCHEMA, read_shard
+
+SOLUTES = ["CCO", "CC(=O)O"]  # ethanol, acetic acid: in water, 2 samples each
+UNCOVERED = "CCCl"  # in the pair table, never sampled
+
+
+def _pairs(solutes: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "pair_id": [f"p{i:02d}" for i in range(len(solutes))],
+            "dataset": "freesolv",
+            "solute_smiles": solutes,
+            "solvent_smiles": "O",
+            "source_row": range(len(solutes)),
+            "solid_state": False,
+            "value": np.arange(len(solutes), dtype=float),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def real_shards(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("sample_sets")
+    systems = systems_from_pair_tables([_pairs(SOLUTES)])
+    spec = plan_shards(systems, samples_per_system=2, systems_per_shard=2, samples_per_shard=2)[0]
+    settings = QmSettings.from_config(
+        {"seed": 3, "engine": {"name": "xtb", "xtb": {"timeout_s": 60}}}
+    )
+    shards_dir = root / "shards"
+    run_shard(
+        spec,
+        systems,
+        settings,
+        shards_dir / f"{spec.shard_id}.parquet",
+        1,
+        parts_cache=root / "parts",
+        progress=False,
+    )
+    return {
+        "root": root,
+        "shards_dir": shards_dir,
+        "shard": shards_dir / f"{spec.shard_id}.parquet",
+    }
+
+
+def test_every_row_is_accounted_for_and_uncovered_pairs_stay(real_shards: dict[str, Any]) -> None:
+    pairs = _pairs([*SOLUTES, UNCOVERED, "CCO"])  # a duplicate row of a covered system too
+    table = build_sample_sets(pairs, real_shards["shards_dir"], GraphCache(None))
+    coverage = table.coverage
+    assert list(coverage["pair_id"]) == list(pairs["pair_id"])  # rows in = rows out, in order
+    assert list(coverage["covered"]) == [True, True, False, True]
+    uncovered = coverage.iloc[2]
+    assert uncovered["n_samples"] == 0 and uncovered["n_kept"] == 0
+    assert (coverage["n_ok"] + coverage["n_failed"] == coverage["n_samples"]).all()
+    covered = coverage[coverage["covered"]]
+    assert (covered["n_samples"] == 2).all()
+    # real optimized complexes of these molecules keep their bonds: nothing mismatched
+    assert (covered["n_topology_mismatch"] == 0).all() and (covered["n_kept"] == 2).all()
+    assert set(table.sets) == {system_id_for(s, "O") for s in SOLUTES}
+    summary = table.summary()
+    assert summary["pairs"] == 4 and summary["samples"] == 4 and summary["kept"] == 4
+
+
+def test_failed_samples_are_counted_not_kept(real_shards: dict[str, Any], tmp_path: Path) -> None:
+    shard = read_shard(real_shards["shard"]).to_pandas()
+    shard.loc[0, "status"] = "not_converged"
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    pq.write_table(
+        pa.Table.from_pandas(shard, schema=SHARD_SCHEMA, preserve_index=False),
+        folder / real_shards["shard"].name,
+    )
+    table = build_sample_sets(_pairs(SOLUTES), folder, GraphCache(None))
+    row = table.coverage.set_index("system_id").loc[shard.loc[0, "system_id"]]
+    assert (row["n_samples"], row["n_ok"], row["n_failed"], row["n_kept"]) == (2, 1, 1, 1)
+
+
+def test_correspondence_is_proven_edge_by_edge(real_shards: dict[str, Any]) -> None:
+    cache = GraphCache(None)
+    records = read_shard(real_shards["shard"]).to_pylist()
+    record = next(r for r in records if r["solute_smiles"] == "CC(=O)O")
+    solute = record["solute_smiles"]
+    numbers, bonds = graph_topology(solute, cache.get(solute))
+    assert list(numbers) == [6, 6, 8, 8] and bonds == {(0, 1), (1, 2), (1, 3)}
+    frag = np.asarray(record["fragment_index"])
+    z = np.asarray(record["atomic_numbers"])[frag == 0]
+    xyz = np.asarray(record["final_positions_angstrom"]).reshape(-1, 3)[frag == 0]
+    # every graph bond is a covalent contact of the optimized sample, and nothing else is
+    assert topology_problem(numbers, bonds, z, xyz, 0.4) is None
+    # the methyl and the carboxyl carbon swapped: same elements, other bonds
+    swapped = xyz.copy()
+    swapped[[0, 1]] = swapped[[1, 0]]
+    problem = topology_problem(numbers, bonds, z, swapped, 0.4)
+    assert problem is not None and "not bonded in the graph but" in problem
+    # another atom order (oxygen first) fails on the elements
+    problem = topology_problem(numbers, bonds, z[::-1].copy(), xyz[::-1].copy(), 0.4)
+    assert problem is not None and "element" in problem
+    # a broken bond: the hydroxyl oxygen pulled 2 Å away from the carbon
+    stretched = xyz.copy()
+    bond = stretched[3] - stretched[1]
+    stretched[3] += 2.0 * bond / np.linalg.norm(bond)
+    problem = topology_problem(numbers, bonds, z, stretched, 0.4)
+    assert problem is not None and "atoms 1-3 are bonded in the graph but" in problem
+
+
+def test_supervision_contact_maps_graphs_and_decoys(real_shards: dict[str, Any]) -> None:
+    cache = GraphCache(None)
+    pairs = _pairs([*SOLUTES, UNCOVERED])
+    settings = SampleSetSettings(decoys_per_sample=2, seed=5)
+    table = build_sample_sets(pairs, real_shards["shards_dir"], cache, settings)
+    sid = system_id_for(SOLUTES[0], "O")
+    energies = {sid: {"interaction_energy_min_kcal_mol": -5.0}}
+    supervision = supervision_for(pairs, table, settings, energy_summaries=energies)
+    assert set(supervision) == set(pairs["pair_id"])
+    first, uncovered = supervision["p00"], supervision["p02"]
+    n_solute, n_solvent = cache.get(SOLUTES[0]).num_nodes(), cache.get("O").num_nodes()
+    assert first.contact_map.shape == (n_solute, n_solvent)
+    assert ((first.contact_map >= 0) & (first.contact_map <= 1)).all()
+    assert first.contact_map.max() > 0  # the water touches the solute in every sample
+    assert len(first.complexes) == 2 and len(first.decoys) == 4
+    for decoy, positive in zip(first.decoys, first.complexes * 2, strict=False):
+        # same composition: a composition-only scorer cannot tell a decoy from a sample
+        assert sorted(decoy.ndata["z"].tolist()) == sorted(positive.ndata["z"].tolist())
+        assert (decoy.ndata["fragment"] == positive.ndata["fragment"]).all()
+    assert np.isnan(first.aux_targets[AUX_TARGETS.index("dg_solv_alpb_kcal_mol")])
+    assert first.aux_targets[AUX_TARGETS.index("interaction_energy_min_kcal_mol")] == -5.0
+    assert uncovered.contact_map is None and not uncovered.complexes and not uncovered.decoys
+    # the same settings give the same decoys
+    again = supervision_for(pairs, table, settings)
+    assert all(
+        np.array_equal(a.edata["distance_angstrom"], b.edata["distance_angstrom"])
+        for a, b in zip(again["p00"].decoys, first.decoys, strict=True)
+    )
+    # and the pair dataset batches them with its graphs
+    dataset = PairGraphDataset(pairs, cache, supervision=supervision)
+    batch = collate_pairs([dataset[0], dataset[2]])
+    sup = batch.supervision
+    n_uncovered = cache.get(UNCOVERED).num_nodes()
+    assert sup.contact_maps.shape == (2, max(n_solute, n_uncovered), n_solvent)
+    assert sup.contact_mask[0].any() and not sup.contact_mask[1].any()
+    assert sup.complexes.batch_size == 2 and (sup.complex_pair == 0).all()
+    assert sup.aux_mask.shape == (2, len(AUX_TARGETS))
+
+
+def test_a_decoy_touches_at_the_samples_own_closest_contact() -> None:
+    rng = np.random.default_rng(0)
+    # a 3-atom "solute" and a 2-atom "solvent" 3.1 Å away
+    numbers = np.array([6, 6, 8, 8, 1])
+    fragments = np.array([0, 0, 0, 1, 1])
+    xyz = np.array([[0, 0, 0], [1.5, 0, 0], [2.2, 1.1, 0], [2.2, 4.2, 0], [2.2, 5.2, 0]], float)
+    moved = decoy_positions(numbers, fragments, xyz, rng)
+    assert moved is not None
+    np.testing.assert_allclose(moved[:3], xyz[:3])  # the solute stays
+    # rigid: the solvent's internal distance is unchanged
+    assert np.isclose(np.linalg.norm(moved[3] - moved[4]), 1.0)
+    closest = np.min(np.linalg.norm(moved[3:, None] - moved[None, :3], axis=-1))
+    assert np.isclose(closest, 3.1, atol=1e-6)
+    assert not np.allclose(moved[3:], xyz[3:])
