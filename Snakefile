@@ -18,6 +18,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/pairs.smk"
 include: "workflow/rules/qm.smk"
 include: "workflow/rules/collect.smk"
+include: "workflow/rules/descriptors.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 

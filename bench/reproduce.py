@@ -22,7 +22,9 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from pairfactory.errors import UserError
 from pairfactory.ml.evaluate import (
@@ -87,6 +89,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_protocol_arguments(parser)
     parser.add_argument(
+        "--shards-root",
+        default=None,
+        help="QM samples laid out like results/shards (e.g. ../shared/qm/shards): the folds of "
+        "every dataset with samples report covered/uncovered test errors, and models that learn "
+        "from samples use them (with --engine-tag)",
+    )
+    parser.add_argument(
+        "--engine-tag", default=None, help="the shards' engine tag, e.g. xtb-5bc9618c"
+    )
+    parser.add_argument(
+        "--descriptors-root",
+        default=None,
+        help="descriptor tables laid out like results/descriptors "
+        "(<root>/<dataset>/<engine tag>/alpb.parquet, from `pairfactory solvation`)",
+    )
+    parser.add_argument(
+        "--hparams",
+        action="append",
+        default=[],
+        metavar="MODEL=JSON",
+        help="hyper-parameters of one model, e.g. 'cigin={\"message_passing_steps\": 3}'",
+    )
+    parser.add_argument(
         "--budget-min", type=float, default=None, help="launch no new fold after this many minutes"
     )
     parser.add_argument(
@@ -103,6 +128,28 @@ def _curate(dataset: str, data_dir: str, pairs_dir: str) -> None:
     write_curated(curate(dataset, data_dir=data_dir), pairs_dir)
 
 
+# Tables whose systems were sampled under another dataset's name (samples match pairs by system id,
+# a hash of the two canonical SMILES): CGIB's FreeSolv-560 rows are FreeSolv v0.52 molecules.
+SAMPLES_OF = {"freesolv_cgib": "freesolv"}
+
+
+def _with_samples(options: ProtocolOptions, args: argparse.Namespace, dataset: str) -> Any:
+    """The options of one dataset's folds: its shard folder and descriptor table, where given."""
+    if args.shards_root is None:
+        return options
+    if args.engine_tag is None:
+        raise UserError("--shards-root needs --engine-tag")
+    source = SAMPLES_OF.get(dataset, dataset)
+    shards = Path(args.shards_root) / source / args.engine_tag
+    if not shards.is_dir():
+        return options
+    descriptors = None
+    if args.descriptors_root is not None:
+        candidate = Path(args.descriptors_root) / source / args.engine_tag / "alpb.parquet"
+        descriptors = candidate if candidate.is_file() else None
+    return replace(options, shards_dir=shards, descriptors=descriptors)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -111,8 +158,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.only_folds and not all(0 <= f < args.folds for f in args.only_folds):
         raise UserError(f"--only-folds must be in 0..{args.folds - 1} (got {args.only_folds})")
     settings = train_settings(args)
+    model_hparams = {}
+    for item in args.hparams:
+        name, _, text = item.partition("=")
+        if name not in MODEL_NAMES or not text:
+            raise UserError(f"--hparams {item!r}: expected MODEL=JSON with MODEL in {MODEL_NAMES}")
+        model_hparams[name] = json.loads(text)
     options = ProtocolOptions(
-        settings=settings, n_folds=args.folds, seed=args.seed, graph_cache=Path(args.graph_cache)
+        settings=settings,
+        n_folds=args.folds,
+        seed=args.seed,
+        graph_cache=Path(args.graph_cache),
+        model_hparams=model_hparams,
     )
 
     tables = {}
@@ -169,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             fold,
             repeat,
             out,
-            options,
+            _with_samples(options, args, dataset),
             table=table,
             progress=False,
             cache=cache,

@@ -47,3 +47,26 @@ def combisolv_csv(data_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def orca_outputs_dir(data_dir: Path) -> Path:
     return require_or_skip(data_dir / "orca_outputs", "the ORCA output fixtures")
+
+
+@pytest.fixture(scope="session")
+def xtb_program() -> str:
+    """The xtb program (for ALPB ΔG_solv). Under PAIRFACTORY_REQUIRE_XTB=1 (CI) a missing program
+    is installed from Debian's package (as root, like the SLURM test's cluster) or the test fails;
+    otherwise it is skipped."""
+    import shutil
+    import subprocess
+
+    found = shutil.which("xtb")
+    if found:
+        return found
+    if os.environ.get("PAIRFACTORY_REQUIRE_XTB") != "1":
+        pytest.skip("the xtb program is not installed (apt-get install xtb)")
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
+        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "xtb"]
+        subprocess.run(install, check=False, capture_output=True)
+    found = shutil.which("xtb")
+    if not found:
+        pytest.fail("PAIRFACTORY_REQUIRE_XTB=1 but the xtb program could not be installed")
+    return found

@@ -27,7 +27,7 @@ from pairfactory.ml.models.layers import (
 torch.set_num_threads(1)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FREESOLV = REPO_ROOT / "data" / "freesolv" / "database.txt"
-INTERACTION_MODELS = ("cigin", "cgib", "cgib_contrastive")
+INTERACTION_MODELS = ("cigin", "cgib", "cgib_contrastive", "probpair")
 
 # Varied sizes and solvents, including one-atom molecules on both sides.
 PAIRS = [
@@ -56,7 +56,14 @@ def fresh(name: str, seed: int = 0, **hp):
 
 
 def test_build_model_names_and_errors():
-    assert MODEL_NAMES == ("attentivefp", "cigin", "cgib", "cgib_contrastive")
+    assert MODEL_NAMES == (
+        "attentivefp",
+        "cigin",
+        "cgib",
+        "cgib_contrastive",
+        "probpair",
+        "probpair_2d",
+    )
     with pytest.raises(UserError, match="unknown model"):
         build_model("gcn")
     with pytest.raises(UserError, match="no hyper-parameter"):
@@ -282,6 +289,8 @@ OVERFIT = {
     "cigin": {},
     "cgib": {"beta": 0.1},
     "cgib_contrastive": {"beta": 0.1},
+    "probpair": {},
+    "probpair_2d": {},
 }
 
 

@@ -87,6 +87,16 @@ def test_every_row_is_accounted_for_and_uncovered_pairs_stay(real_shards: dict[s
     assert set(table.sets) == {system_id_for(s, "O") for s in SOLUTES}
     summary = table.summary()
     assert summary["pairs"] == 4 and summary["samples"] == 4 and summary["kept"] == 4
+    # the dose-response cap keeps the lowest k and counts the rest
+    capped = build_sample_sets(
+        pairs,
+        real_shards["shards_dir"],
+        GraphCache(None),
+        SampleSetSettings(max_samples_per_pair=1),
+    )
+    assert list(capped.coverage["n_kept"]) == [1, 1, 0, 1]
+    assert list(capped.coverage["n_over_cap"]) == [1, 1, 0, 1]
+    assert all(s.k.tolist() == [0] for s in capped.sets.values())
 
 
 def test_failed_samples_are_counted_not_kept(real_shards: dict[str, Any], tmp_path: Path) -> None:
@@ -137,8 +147,8 @@ def test_supervision_contact_maps_graphs_and_decoys(real_shards: dict[str, Any])
     settings = SampleSetSettings(decoys_per_sample=2, seed=5)
     table = build_sample_sets(pairs, real_shards["shards_dir"], cache, settings)
     sid = system_id_for(SOLUTES[0], "O")
-    energies = {sid: {"interaction_energy_min_kcal_mol": -5.0}}
-    supervision = supervision_for(pairs, table, settings, energy_summaries=energies)
+    descriptors = pd.DataFrame({"dg_solv_alpb_kcal_mol": [-4.5]}, index=[sid])
+    supervision = supervision_for(pairs, table, settings, descriptors=descriptors)
     assert set(supervision) == set(pairs["pair_id"])
     first, uncovered = supervision["p00"], supervision["p02"]
     n_solute, n_solvent = cache.get(SOLUTES[0]).num_nodes(), cache.get("O").num_nodes()
@@ -150,8 +160,11 @@ def test_supervision_contact_maps_graphs_and_decoys(real_shards: dict[str, Any])
         # same composition: a composition-only scorer cannot tell a decoy from a sample
         assert sorted(decoy.ndata["z"].tolist()) == sorted(positive.ndata["z"].tolist())
         assert (decoy.ndata["fragment"] == positive.ndata["fragment"]).all()
-    assert np.isnan(first.aux_targets[AUX_TARGETS.index("dg_solv_alpb_kcal_mol")])
-    assert first.aux_targets[AUX_TARGETS.index("interaction_energy_min_kcal_mol")] == -5.0
+    assert first.aux_targets[AUX_TARGETS.index("dg_solv_alpb_kcal_mol")] == -4.5
+    energies = table.sets[sid].interaction_energy_kcal_mol
+    assert np.isclose(first.aux_targets[AUX_TARGETS.index("e_int_min_kcal_mol")], energies.min())
+    assert np.isnan(supervision["p01"].aux_targets[AUX_TARGETS.index("dg_solv_alpb_kcal_mol")])
+    assert np.isnan(uncovered.aux_targets).all()
     assert uncovered.contact_map is None and not uncovered.complexes and not uncovered.decoys
     # the same settings give the same decoys
     again = supervision_for(pairs, table, settings)
@@ -184,3 +197,53 @@ def test_a_decoy_touches_at_the_samples_own_closest_contact() -> None:
     closest = np.min(np.linalg.norm(moved[3:, None] - moved[None, :3], axis=-1))
     assert np.isclose(closest, 3.1, atol=1e-6)
     assert not np.allclose(moved[3:], xyz[3:])
+
+
+def test_only_training_pairs_get_supervision(real_shards: dict[str, Any]) -> None:
+    # The leakage rule: in every fold, supervision exists for training pairs only, and the
+    # validation and test datasets carry none, so no held-out sample can reach a loss.
+    from pairfactory.ml.evaluate import _datasets_for_fold
+    from pairfactory.ml.sample_sets import fold_samples
+    from pairfactory.ml.splits import make_splits
+
+    pairs = _pairs([*SOLUTES, UNCOVERED, "CCC", "CCN", "CCCO"])
+    cache = GraphCache(None)
+    folds = make_splits("random", pairs["solute_smiles"].tolist(), n_folds=3, seed=0)
+    for split in folds:
+        samples = fold_samples(pairs, split.train, real_shards["shards_dir"], cache, SETTINGS)
+        train_ids = set(pairs["pair_id"].iloc[split.train])
+        assert set(samples.supervision) == train_ids
+        datasets, _ = _datasets_for_fold(pairs, split, cache, samples.supervision)
+        assert all(item.supervision is not None for item in datasets["train"])
+        for role in ("valid", "test"):
+            assert all(item.supervision is None for item in datasets[role])
+        # coverage (reporting only) is known for every row
+        assert list(samples.covered.index) == list(pairs["pair_id"])
+        assert samples.summary["train_pairs_supervised"] == len(train_ids)
+        # auxiliary targets standardized with the training pairs' own statistics
+        aux = np.stack([s.aux_targets for s in samples.supervision.values()])
+        column = AUX_TARGETS.index("e_int_min_kcal_mol")
+        values = aux[:, column][np.isfinite(aux[:, column])]
+        if len(values) > 1:
+            assert np.isclose(values.mean(), 0.0, atol=1e-5)
+            assert np.isclose(values.std(), 1.0, atol=1e-4)
+    half = fold_samples(
+        pairs,
+        folds[0].train,
+        real_shards["shards_dir"],
+        cache,
+        SampleSetSettings(train_pair_fraction=0.5, seed=1),
+    )
+    assert len(half.supervision) == round(0.5 * len(folds[0].train))
+    assert set(half.supervision) <= set(pairs["pair_id"].iloc[folds[0].train])
+
+
+SETTINGS = SampleSetSettings(decoys_per_sample=1)
+
+
+def test_schema_defaults_are_the_settings_defaults() -> None:
+    from pairfactory.config import default_config
+
+    section = default_config()["evaluate"]["samples"]
+    defaults = SampleSetSettings()
+    assert section == {name: getattr(defaults, name) for name in section}

@@ -34,7 +34,7 @@ RAW_FILES = {
 
 
 # Wildcard values come from the code's own lists (datasets, splits, models), never hand-kept copies.
-from pairfactory.ml.models.registry import MODEL_NAMES
+from pairfactory.ml.models.registry import MODEL_NAMES, MODELS
 from pairfactory.ml.splits import SPLIT_KINDS
 
 
@@ -54,6 +54,7 @@ SHARDS_DIR = "results/shards"
 MANIFEST_DIR = "results/manifest"
 EVALUATE_DIR = "results/evaluate"
 REPORT_DIR = "results/report"
+DESCRIPTORS_DIR = "results/descriptors"
 
 
 def check_config(config: dict[str, Any]) -> None:
@@ -211,10 +212,37 @@ def pair_table_path(wildcards: Wildcards) -> str:
     return f"{PAIRS_DIR}/{wildcards.dataset}/{wildcards.target}.parquet"
 
 
-def pair_table_ready(wildcards: Wildcards) -> list[str]:
-    """No input file, only the wait for the dataset's curation (the checkpoint), as for the shards."""
+def pairs_ready(wildcards: Wildcards) -> list[str]:
+    """No input file, only the wait for the dataset's curation (the checkpoint)."""
     checkpoints.pairs.get(dataset=wildcards.dataset)
     return []
+
+
+def evaluate_sample_inputs(wildcards: Wildcards) -> dict[str, str]:
+    """For a model that learns from QM samples, on a dataset that gets them: the manifest (written
+    once every shard is done) and, when configured, the ALPB descriptor table."""
+    if not (
+        MODELS[wildcards.model].uses_samples
+        and wildcards.dataset in config["qm"]["datasets"]
+    ):
+        return {}
+    inputs = {
+        "manifest": f"{MANIFEST_DIR}/{wildcards.dataset}/{ENGINE_TAG}/manifest.parquet"
+    }
+    if "alpb" in config["evaluate"]["descriptors"]:
+        inputs["descriptors"] = (
+            f"{DESCRIPTORS_DIR}/{wildcards.dataset}/{ENGINE_TAG}/alpb.parquet"
+        )
+    return inputs
+
+
+def evaluate_sample_flags(wildcards: Wildcards, input: Any) -> str:
+    flags = []
+    if "manifest" in input.keys():
+        flags.append(f"--shards-dir {SHARDS_DIR}/{wildcards.dataset}/{ENGINE_TAG}")
+    if "descriptors" in input.keys():
+        flags.append(f"--descriptors {input.descriptors}")
+    return " ".join(flags)
 
 
 _TABLE_HASHES = {}
@@ -250,6 +278,8 @@ def evaluate_protocol(model: str) -> dict[str, Any]:
         "runtime_min",
         "model_hparams",
     }
+    if not MODELS[model].uses_samples:  # a baseline's folds don't depend on the samples
+        skip |= {"samples", "descriptors"}
     protocol = {k: v for k, v in sorted(config["evaluate"].items()) if k not in skip}
     protocol["model_hparams"] = (
         config["evaluate"].get("model_hparams", {}).get(model, {})

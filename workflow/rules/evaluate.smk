@@ -5,7 +5,8 @@ rule evaluate:
     input:
         # waits for the curation without depending on its files: a re-curation that leaves this
         # table's content unchanged re-runs no fold (param `table_sha256` below decides)
-        pair_table_ready,
+        pairs_ready,
+        unpack(evaluate_sample_inputs),
     output:
         metrics=f"{EVALUATE_DIR}/{{dataset}}/{{target}}/{{model}}/{{split}}/r{{repeat}}-f{{fold}}/metrics.json",
         predictions=f"{EVALUATE_DIR}/{{dataset}}/{{target}}/{{model}}/{{split}}/r{{repeat}}-f{{fold}}/predictions.parquet",
@@ -29,7 +30,9 @@ rule evaluate:
         protocol=lambda wildcards: evaluate_protocol(wildcards.model),
         seed=config["seed"],
         out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
+        samples=evaluate_sample_flags,
     shell:
         "pairfactory evaluate --config {params.config_file} --pairs {params.table} "
         "--model {wildcards.model} --split {wildcards.split} --fold {wildcards.fold} "
-        "--repeat {wildcards.repeat} --threads {threads} --out-dir {params.out_dir} > {log} 2>&1"
+        "--repeat {wildcards.repeat} --threads {threads} --out-dir {params.out_dir} "
+        "{params.samples} > {log} 2>&1"

@@ -39,6 +39,7 @@ SUBCOMMANDS: dict[str, str] = {
     "optimize": "optimize every sample of one shard with a QM engine",
     "collect": "validate shards, reconcile counts, write a manifest",
     "export-xyz": "export one pair's optimized samples to extended XYZ",
+    "solvation": "implicit-solvent ΔG_solv (xtb ALPB) of every system of a dataset",
     "featurize": "featurize pair tables into cached DGL graphs",
     "evaluate": "train and evaluate a model on one dataset/target/fold",
     "report": "results tables and plots from evaluation outputs",

@@ -82,6 +82,7 @@ def options_from_config(
     the flags. The one place the raw config is read for a fold."""
     from pairfactory.ml.evaluate import ProtocolOptions
     from pairfactory.ml.graph_cache import DEFAULT_GRAPH_CACHE
+    from pairfactory.ml.sample_sets import SampleSetSettings
     from pairfactory.ml.train import TrainSettings
 
     section = dict((config or {}).get("evaluate", {}))
@@ -125,6 +126,9 @@ def options_from_config(
     graph_cache = (
         Path(args.graph_cache) if args is not None and args.graph_cache else DEFAULT_GRAPH_CACHE
     )
+    samples = SampleSetSettings(**dict(section.get("samples") or {}), seed=seed)
+    shards_dir = getattr(args, "shards_dir", None) if args is not None else None
+    descriptors = getattr(args, "descriptors", None) if args is not None else None
     return ProtocolOptions(
         settings=TrainSettings.from_mapping(values),
         n_folds=n_folds,
@@ -132,6 +136,9 @@ def options_from_config(
         hparams=hparams,
         model_hparams=model_hparams,
         graph_cache=graph_cache,
+        shards_dir=None if shards_dir is None else Path(shards_dir),
+        descriptors=None if descriptors is None else Path(descriptors),
+        samples=samples,
     )
 
 
@@ -198,6 +205,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--graph-cache",
         metavar="PATH",
         help=f"graph cache location (default {DEFAULT_GRAPH_CACHE})",
+    )
+    parser.add_argument(
+        "--shards-dir",
+        metavar="DIR",
+        help="the dataset's QM samples (one engine tag's shard folder, e.g. "
+        "results/shards/freesolv/xtb-1a2b3c4d): test errors are then reported for pairs with and "
+        "without samples, and models that learn from samples (probpair) use their training "
+        "pairs' samples",
+    )
+    parser.add_argument(
+        "--descriptors",
+        metavar="PATH",
+        help="per-system descriptors (Parquet from `pairfactory solvation`: the ALPB ΔG_solv), "
+        "auxiliary targets of the training pairs",
     )
     parser.add_argument("--force", action="store_true", help="rerun even if metrics.json exists")
 

@@ -33,8 +33,8 @@ REJECT_COLUMNS = ("row", "pair_id", "solute_smiles", "solvent_smiles", "reason",
 # summaries of the interaction energies of its kept QM samples.
 AUX_TARGETS: tuple[str, ...] = (
     "dg_solv_alpb_kcal_mol",
-    "interaction_energy_min_kcal_mol",
-    "interaction_energy_median_kcal_mol",
+    "e_int_min_kcal_mol",
+    "e_int_median_kcal_mol",
 )
 # Distance up to which two atoms of a sample complex are joined by an edge of its 3D graph.
 COMPLEX_GRAPH_CUTOFF_ANGSTROM = 5.0

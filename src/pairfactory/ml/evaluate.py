@@ -2,7 +2,9 @@
 
 One call = one (table, model, split, repeat, fold). It writes, into the fold's folder:
 ``metrics.json`` (test RMSE/MAE/R² at the best-validation epoch, sizes, timing, settings, seeds),
-``predictions.parquet`` (pair_id, role, y_true, y_pred for train/valid/test with the best weights),
+``predictions.parquet`` (pair_id, role, y_true, y_pred for train/valid/test with the best weights;
+a probabilistic model adds ``y_std``, calibrated on the validation set, and its own
+``y_std_uncalibrated``),
 ``history.csv`` (the learning curve) and ``model.pt`` (weights only). ``metrics.json`` is written
 last, so its presence marks a finished fold: a rerun skips it unless ``--force``.
 
@@ -18,7 +20,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,9 +31,11 @@ import pandas as pd
 from pairfactory import __version__
 from pairfactory.errors import InputFileError, UserError
 from pairfactory.fileio import atomic_write, atomic_write_text
-from pairfactory.ml.datasets import PairGraphDataset
+from pairfactory.ml.datasets import PairGraphDataset, PairSupervision
 from pairfactory.ml.graph_cache import DEFAULT_GRAPH_CACHE, GraphCache
 from pairfactory.ml.models import MODEL_NAMES, build_model, default_hparams
+from pairfactory.ml.models.registry import model_spec
+from pairfactory.ml.sample_sets import SampleSetSettings, fold_samples
 from pairfactory.ml.splits import SPLIT_KINDS, FoldSplit, make_splits
 from pairfactory.ml.train import (
     TrainSettings,
@@ -40,6 +44,7 @@ from pairfactory.ml.train import (
     seed_everything,
     train_model,
 )
+from pairfactory.ml.uncertainty import calibrate_predictions
 
 log = logging.getLogger(__name__)
 METRICS_FILE, PREDICTIONS_FILE, HISTORY_FILE, WEIGHTS_FILE = (
@@ -62,6 +67,12 @@ class ProtocolOptions:
     # per model name, over `hparams` (config `model_hparams`, then `--hparams` for the model run)
     model_hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
     graph_cache: Path = DEFAULT_GRAPH_CACHE
+    # The QM samples of the table's dataset (one engine tag's shard folder) and a per-system
+    # descriptor table: coverage is reported for every model, supervision built for models that
+    # learn from samples, from training pairs only.
+    shards_dir: Path | None = None
+    descriptors: Path | None = None
+    samples: SampleSetSettings = field(default_factory=SampleSetSettings)
 
     def hparams_for(self, model_name: str) -> dict[str, Any]:
         """The hyper-parameters a fold of ``model_name`` is built with: the shared ones, then the
@@ -124,6 +135,20 @@ class FoldMetrics:
     # model output = (y - mean) / std: model.pt predicts in these units (identity unless
     # standardized)
     target_scale: dict[str, float] | None = None
+    # Test-set uncertainty of a probabilistic model (None for point predictions and old folds),
+    # with y_std calibrated by sigma_scale, fitted on the validation set (ml.uncertainty).
+    nll: float | None = None  # mean Gaussian NLL, nats per pair, in target units
+    miscalibration_area: float | None = None
+    coverage_68: float | None = None
+    coverage_95: float | None = None
+    spearman_abs_error_std: float | None = None
+    # With samples (ProtocolOptions.shards_dir): the fold's sample-set counts, and the test RMSE
+    # of the pairs with and without samples.
+    samples: dict[str, Any] | None = None
+    n_test_covered: int | None = None
+    rmse_test_covered: float | None = None
+    rmse_test_uncovered: float | None = None
+    sigma_scale: float | None = None
 
 
 @functools.lru_cache(maxsize=1)
@@ -222,14 +247,18 @@ def fold_dir(
 
 
 def _datasets_for_fold(
-    table: pd.DataFrame, split: FoldSplit, cache: GraphCache
+    table: pd.DataFrame,
+    split: FoldSplit,
+    cache: GraphCache,
+    supervision: Mapping[str, PairSupervision] | None = None,
 ) -> tuple[dict[str, PairGraphDataset], pd.DataFrame]:
-    """One PairGraphDataset per role, and the rows featurization could not use (with the reason)."""
+    """One PairGraphDataset per role, and the rows featurization could not use (with the reason).
+    Only the training role gets ``supervision``: no validation or test sample reaches a loss."""
     datasets: dict[str, PairGraphDataset] = {}
     dropped = []
     for role, rows in (("train", split.train), ("valid", split.valid), ("test", split.test)):
         part = table.iloc[rows].reset_index(drop=True)
-        ds = PairGraphDataset(part, cache)
+        ds = PairGraphDataset(part, cache, supervision=supervision if role == "train" else None)
         rejected = _rejections(ds)
         if len(ds) + len(rejected) != len(part):
             raise AssertionError(
@@ -310,7 +339,20 @@ def run_fold(
     )[fold]
     if cache is None:
         cache = GraphCache(options.graph_cache)
-    datasets, rejected = _datasets_for_fold(table, split, cache)
+    samples = None
+    if options.shards_dir is not None:
+        samples = fold_samples(
+            table,
+            split.train,
+            options.shards_dir,
+            cache,
+            options.samples,
+            options.descriptors,
+            with_supervision=model_spec(model_name).uses_samples,
+        )
+    datasets, rejected = _datasets_for_fold(
+        table, split, cache, None if samples is None else samples.supervision
+    )
     log.info(
         "%s/%s %s %s r%d f%d: train %d, valid %d, test %d pairs (%d unfeaturizable)",
         dataset,
@@ -355,6 +397,13 @@ def run_fold(
             )
         )
     predictions = pd.concat(frames, ignore_index=True)
+    uncertainty: dict[str, float] = {}
+    if "y_std" in predictions:  # calibrate σ on the validation set; keep the model's own σ too
+        predictions, uncertainty = calibrate_predictions(predictions)
+    coverage: dict[str, Any] = {}
+    if samples is not None:  # which pairs have QM samples, and the test error of each group
+        predictions["covered"] = predictions["pair_id"].map(samples.covered).astype(bool)
+        coverage = _coverage_metrics(predictions, samples.summary)
     test = predictions[predictions["role"] == "test"]
     test_metrics = regression_metrics(test["y_true"].to_numpy(), test["y_pred"].to_numpy())
     # The best-weights re-evaluation must give the test RMSE recorded at the best epoch.
@@ -403,6 +452,8 @@ def run_fold(
         code_commit=code_commit,
         code_dirty=code_dirty,
         target_scale=asdict(result.target_scale),
+        **uncertainty,
+        **coverage,
     )
     payload = asdict(metrics)
     atomic_write_text(out_dir / METRICS_FILE, json.dumps(payload, indent=2, sort_keys=True) + "\n")
@@ -415,6 +466,19 @@ def run_fold(
         metrics.seconds,
     )
     return payload
+
+
+def _coverage_metrics(predictions: pd.DataFrame, summary: dict[str, Any]) -> dict[str, Any]:
+    test = predictions[predictions["role"] == "test"]
+    out: dict[str, Any] = {"samples": summary, "n_test_covered": int(test["covered"].sum())}
+    for name, part in (("covered", test[test["covered"]]), ("uncovered", test[~test["covered"]])):
+        rmse = (
+            regression_metrics(part["y_true"].to_numpy(), part["y_pred"].to_numpy())["rmse"]
+            if len(part)
+            else None
+        )
+        out[f"rmse_test_{name}"] = rmse
+    return out
 
 
 def run_protocol(

@@ -37,9 +37,16 @@ from pairfactory.errors import UserError
 from pairfactory.ml.datasets import (
     AUX_TARGETS,
     COMPLEX_GRAPH_CUTOFF_ANGSTROM,
+    AuxScale,
     PairSupervision,
 )
-from pairfactory.qm.shards import STATUS_OK, open_dataset, system_id_for
+from pairfactory.ml.sample_features import (
+    SHARD_COLUMNS,
+    QCSettings,
+    energy_summary,
+    flag_outliers,
+)
+from pairfactory.qm.shards import open_dataset, system_id_for
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import dgl
@@ -54,24 +61,17 @@ COVALENT_RADII_ANGSTROM: dict[int, float] = {
     16: 1.05, 17: 1.02, 32: 1.20, 34: 1.20, 35: 1.20, 50: 1.39, 52: 1.38, 53: 1.39,
 }  # fmt: skip
 
-SHARD_COLUMNS = (
-    "system_id",
-    "solute_smiles",
-    "solvent_smiles",
-    "k",
-    "status",
-    "atomic_numbers",
-    "fragment_index",
-    "final_positions_angstrom",
-    "interaction_energy_kcal_mol",
-)
+# Per pair-table row. n_samples = n_failed + n_qc_flagged + n_topology_mismatch + n_over_cap
+# + n_kept (checked): every sample of the shards is either kept or counted with its reason.
 COVERAGE_COLUMNS = (
     "pair_id",
     "system_id",
     "n_samples",
     "n_ok",
     "n_failed",
+    "n_qc_flagged",
     "n_topology_mismatch",
+    "n_over_cap",
     "n_kept",
     "covered",
 )
@@ -93,7 +93,10 @@ class SampleSetSettings:
     max_samples_per_pair: int | None = None
     # 3D graphs with hydrogens as nodes (else heavy atoms only)
     complex_hydrogens: bool = False
+    # the fraction of training pairs whose samples are used (seeded choice): the coverage knob
+    train_pair_fraction: float = 1.0
     seed: int = 0
+    qc: QCSettings = field(default_factory=QCSettings)
 
     def __post_init__(self) -> None:
         if not 0 < self.bond_tolerance_angstrom < 1.0:
@@ -107,6 +110,8 @@ class SampleSetSettings:
             raise UserError("evaluate.samples.decoys_per_sample must be >= 0")
         if self.max_samples_per_pair is not None and self.max_samples_per_pair < 1:
             raise UserError("evaluate.samples.max_samples_per_pair must be >= 1 or null")
+        if not 0.0 <= self.train_pair_fraction <= 1.0:
+            raise UserError("evaluate.samples.train_pair_fraction must be in [0, 1]")
 
 
 @dataclass
@@ -122,7 +127,11 @@ class SampleSet:
     n_solvent_nodes: int  # graph nodes of the solvent = the first atoms of each copy
     k: np.ndarray  # [n_samples] int64
     positions_angstrom: np.ndarray  # [n_samples, n_atoms, 3] float64
-    interaction_energy_kcal_mol: np.ndarray  # [n_samples] float64 (NaN where not computed)
+    interaction_energy_kcal_mol: np.ndarray  # [n_samples] float64
+
+    def energy_summary(self) -> dict[str, float]:
+        """Robust summaries of the kept samples' interaction energies (e_int_*_kcal_mol)."""
+        return energy_summary(self.interaction_energy_kcal_mol)
 
     @property
     def n_samples(self) -> int:
@@ -145,7 +154,9 @@ class SampleSetTable:
             "samples": int(c.drop_duplicates("system_id")["n_samples"].sum()),
             "ok": int(c.drop_duplicates("system_id")["n_ok"].sum()),
             "failed": int(c.drop_duplicates("system_id")["n_failed"].sum()),
+            "qc_flagged": int(c.drop_duplicates("system_id")["n_qc_flagged"].sum()),
             "topology_mismatch": int(c.drop_duplicates("system_id")["n_topology_mismatch"].sum()),
+            "over_cap": int(c.drop_duplicates("system_id")["n_over_cap"].sum()),
             "kept": int(c.drop_duplicates("system_id")["n_kept"].sum()),
         }
 
@@ -269,16 +280,14 @@ def _prove_system(
     cache: GraphCache,
     settings: SampleSetSettings,
 ) -> tuple[dict[str, int], SampleSet | None]:
-    names = ("n_samples", "n_ok", "n_failed", "n_topology_mismatch", "n_kept")
+    names = COVERAGE_COLUMNS[2:-1]
     if part is None or part.empty:
         return dict.fromkeys(names, 0), None
-    part = part.sort_values("k")
-    ok = part[part["status"] == STATUS_OK]
-    n_samples, n_ok = len(part), len(ok)
+    part = flag_outliers(part.sort_values("k"), settings.qc)
     solute_numbers, solute_bonds = graph_topology(solute, cache.get(solute))
     solvent_numbers, solvent_bonds = graph_topology(solvent, cache.get(solvent))
     kept_rows, mismatched = [], 0
-    for record in ok.itertuples(index=False):
+    for record in part[part["used"]].itertuples(index=False):
         numbers = np.asarray(record.atomic_numbers, dtype=np.int64)
         fragments = np.asarray(record.fragment_index, dtype=np.int64)
         xyz = np.asarray(record.final_positions_angstrom, dtype=np.float64).reshape(-1, 3)
@@ -286,8 +295,7 @@ def _prove_system(
             solute_numbers, solute_bonds, numbers[fragments == 0], xyz[fragments == 0],
             settings.bond_tolerance_angstrom,
         )  # fmt: skip
-        copies = sorted(set(fragments.tolist()) - {0})
-        for copy in copies if problem is None else ():
+        for copy in sorted(set(fragments.tolist()) - {0}) if problem is None else ():
             problem = topology_problem(
                 solvent_numbers, solvent_bonds, numbers[fragments == copy],
                 xyz[fragments == copy], settings.bond_tolerance_angstrom,
@@ -299,11 +307,22 @@ def _prove_system(
             log.debug("%s k=%d: %s: %s", system_id, record.k, TOPOLOGY_MISMATCH, problem)
             continue
         kept_rows.append((record, numbers, fragments, xyz))
+    proven = len(kept_rows)
     if settings.max_samples_per_pair is not None:
         kept_rows = kept_rows[: settings.max_samples_per_pair]
-    counts = dict(
-        zip(names, (n_samples, n_ok, n_samples - n_ok, mismatched, len(kept_rows)), strict=True)
-    )
+    n_ok = int(part["ok"].sum())
+    counts = {
+        "n_samples": len(part),
+        "n_ok": n_ok,
+        "n_failed": len(part) - n_ok,
+        "n_qc_flagged": int(part["qc_flagged"].sum()),
+        "n_topology_mismatch": mismatched,
+        "n_over_cap": proven - len(kept_rows),
+        "n_kept": len(kept_rows),
+    }
+    accounted = sum(counts[n] for n in names if n not in ("n_samples", "n_ok"))
+    if accounted != counts["n_samples"]:  # every sample kept or counted with its reason
+        raise AssertionError(f"system {system_id}: {counts}")
     if not kept_rows:
         return counts, None
     first = kept_rows[0]
@@ -313,10 +332,6 @@ def _prove_system(
                 f"system {system_id}: its samples hold different atoms; the shards mix settings "
                 "(samples.n_solvent?) — give evaluate one engine tag's shards"
             )
-    energies = [
-        np.nan if r.interaction_energy_kcal_mol is None else float(r.interaction_energy_kcal_mol)
-        for r, *_ in kept_rows
-    ]
     return counts, SampleSet(
         system_id=system_id,
         solute_smiles=solute,
@@ -327,7 +342,9 @@ def _prove_system(
         n_solvent_nodes=len(solvent_numbers),
         k=np.array([r.k for r, *_ in kept_rows], dtype=np.int64),
         positions_angstrom=np.stack([xyz for *_, xyz in kept_rows]),
-        interaction_energy_kcal_mol=np.array(energies, dtype=np.float64),
+        interaction_energy_kcal_mol=np.array(
+            [r.interaction_energy_kcal_mol for r, *_ in kept_rows], dtype=np.float64
+        ),
     )
 
 
@@ -450,33 +467,38 @@ def supervision_for(
     table: SampleSetTable,
     settings: SampleSetSettings = SampleSetSettings(),
     descriptors: pd.DataFrame | None = None,
-    energy_summaries: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict[str, PairSupervision]:
     """pair_id -> PairSupervision for the rows of ``train_pairs`` (training fold only: callers
-    must never pass validation or test rows). ``descriptors``: per ``system_id`` columns named
-    like ``AUX_TARGETS`` (e.g. the ALPB ΔG_solv); ``energy_summaries``: per system the robust
-    interaction-energy summaries (names of AUX_TARGETS) — missing values stay NaN."""
-    coverage = table.coverage.set_index("pair_id")
+    must never pass validation or test rows). The auxiliary targets: the e_int_* summaries of the
+    pair's kept samples, and the columns of ``descriptors`` (indexed by ``system_id``) named like
+    ``AUX_TARGETS`` (the ALPB ΔG_solv); what is missing stays NaN."""
+    system_ids = table.coverage.drop_duplicates("pair_id").set_index("pair_id")["system_id"]
     result: dict[str, PairSupervision] = {}
-    graphs_cache: dict[str, tuple[np.ndarray | None, list[Any], list[Any]]] = {}
+    per_system: dict[str, tuple[np.ndarray | None, list[Any], list[Any], np.ndarray]] = {}
     for pair_id, solute, solvent in zip(
         train_pairs["pair_id"], train_pairs["solute_smiles"], train_pairs["solvent_smiles"],
         strict=True,
     ):  # fmt: skip
-        sid = coverage.at[pair_id, "system_id"] if pair_id in coverage.index else None
-        if sid is None:
-            sid = system_id_for(solute, solvent)
-        aux = np.full(len(AUX_TARGETS), np.nan, dtype=np.float32)
-        for i, name in enumerate(AUX_TARGETS):
-            if descriptors is not None and name in descriptors and sid in descriptors.index:
-                aux[i] = descriptors.at[sid, name]
-            if energy_summaries is not None and name in energy_summaries.get(sid, {}):
-                aux[i] = energy_summaries[sid][name]
-        if sid not in graphs_cache:
-            graphs_cache[sid] = _sample_graphs(table.sets.get(sid), settings)
-        contacts, complexes, decoys = graphs_cache[sid]
+        sid = system_ids.get(pair_id) or system_id_for(solute, solvent)
+        if sid not in per_system:
+            sample_set = table.sets.get(sid)
+            summary = sample_set.energy_summary() if sample_set is not None else {}
+            row = (
+                descriptors.loc[sid]
+                if descriptors is not None and sid in descriptors.index
+                else None
+            )
+            aux = np.array(
+                [
+                    summary.get(name, row[name] if row is not None and name in row else np.nan)
+                    for name in AUX_TARGETS
+                ],
+                dtype=np.float32,
+            )
+            per_system[sid] = (*_sample_graphs(sample_set, settings), aux)
+        contacts, complexes, decoys, aux = per_system[sid]
         result[pair_id] = PairSupervision(
-            aux_targets=aux, contact_map=contacts, complexes=complexes, decoys=decoys
+            aux_targets=aux.copy(), contact_map=contacts, complexes=complexes, decoys=decoys
         )
     return result
 
@@ -501,3 +523,77 @@ def _sample_graphs(
             if moved is not None:
                 decoys.append(complex_graph(numbers, fragments, moved[keep]))
     return contact_map(sample_set, settings.contact_cutoff_angstrom), complexes, decoys
+
+
+# ---------------------------------------------------------------------------------------------
+# one fold
+
+
+@dataclass
+class FoldSamples:
+    """What a fold of the protocol gets from the samples: the training pairs' supervision, and
+    per pair-table row whether it is covered (for reporting test errors separately)."""
+
+    supervision: dict[str, PairSupervision]
+    covered: pd.Series  # pair_id -> bool, every row of the table
+    summary: dict[str, Any]
+
+
+def fold_samples(
+    table: pd.DataFrame,
+    train_rows: np.ndarray,
+    shards_dir: str | Path,
+    cache: GraphCache,
+    settings: SampleSetSettings,
+    descriptors_path: str | Path | None = None,
+    with_supervision: bool = True,
+) -> FoldSamples:
+    """Sample sets of the whole table (coverage only) and supervision for a seeded
+    ``train_pair_fraction`` of the training rows ``train_rows`` (positions in ``table``). No
+    validation or test row ever gets supervision: the leakage rule of the protocol."""
+    sets = build_sample_sets(table, shards_dir, cache, settings)
+    covered = sets.coverage.set_index("pair_id")["covered"]
+    train = table.iloc[np.asarray(train_rows, dtype=np.int64)]
+    chosen = train
+    if settings.train_pair_fraction < 1.0:
+        rng = np.random.default_rng(settings.seed)
+        n = int(round(settings.train_pair_fraction * len(train)))
+        chosen = train.iloc[np.sort(rng.choice(len(train), size=n, replace=False))]
+    descriptors = read_descriptors(descriptors_path) if descriptors_path is not None else None
+    supervision = supervision_for(chosen, sets, settings, descriptors) if with_supervision else {}
+    aux_scale = standardize_aux_targets(supervision)
+    summary = {
+        **sets.summary(),
+        "train_pairs": int(len(train)),
+        "train_pairs_supervised": int(len(supervision)),
+        "train_pairs_with_samples": int(sum(1 for s in supervision.values() if s.complexes)),
+        "aux_targets": {
+            name: {"mean": float(m), "std": float(s)}
+            for name, m, s in zip(AUX_TARGETS, aux_scale.mean, aux_scale.std, strict=True)
+        },
+    }
+    return FoldSamples(supervision=supervision, covered=covered, summary=summary)
+
+
+def standardize_aux_targets(supervision: Mapping[str, PairSupervision]) -> AuxScale:
+    """Standardize every pair's auxiliary targets in place with the mean and std of the pairs
+    given (the training pairs: the scale of an auxiliary target comes from the training fold)."""
+    rows = [s.aux_targets for s in supervision.values() if s.aux_targets is not None]
+    scale = AuxScale.fit(np.stack(rows) if rows else np.empty((0, len(AUX_TARGETS))))
+    for s in supervision.values():
+        if s.aux_targets is not None:
+            s.aux_targets = scale.apply(s.aux_targets)
+    return scale
+
+
+def read_descriptors(path: str | Path) -> pd.DataFrame:
+    """A per-system descriptor table (Parquet: ``system_id`` + columns named like AUX_TARGETS)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"descriptor table {path} not found; compute it with `pairfactory solvation`"
+        )
+    frame = pd.read_parquet(path)
+    if "system_id" not in frame.columns:
+        raise UserError(f"descriptor table {path} has no system_id column")
+    return frame.drop_duplicates("system_id").set_index("system_id")

@@ -164,12 +164,13 @@ def write_shard(table: pa.Table, path: str | Path) -> Path:
     return path
 
 
-def read_shard(path: str | Path) -> pa.Table:
+def read_shard(path: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """One shard file (``columns``: only these, as a reader that needs a few wants)."""
     path = Path(path)
     if not path.is_file():
         raise InputFileError(path, "shard file does not exist (run 'pairfactory optimize' for it)")
     try:
-        return pq.read_table(path)
+        return pq.read_table(path, columns=None if columns is None else list(columns))
     except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ... for damaged files
         raise InputFileError(
             path, f"is not a readable Parquet shard ({err}); delete it and rerun optimize"

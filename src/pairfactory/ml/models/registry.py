@@ -29,6 +29,8 @@ class ModelSpec:
     module: str
     class_name: str
     fixed: Mapping[str, Any] = field(default_factory=dict)
+    # trains on the QM samples of its training pairs (evaluate builds their supervision)
+    uses_samples: bool = False
 
     def model_class(self) -> type[PairModel]:
         return getattr(importlib.import_module(self.module), self.class_name)
@@ -39,6 +41,13 @@ MODELS: dict[str, ModelSpec] = {
     "cigin": ModelSpec("pairfactory.ml.models.cigin", "CIGIN"),
     "cgib": ModelSpec("pairfactory.ml.models.cgib", "CGIB", {"contrastive": False}),
     "cgib_contrastive": ModelSpec("pairfactory.ml.models.cgib", "CGIB", {"contrastive": True}),
+    "probpair": ModelSpec("pairfactory.ml.models.probpair", "ProbPair", uses_samples=True),
+    # the same model without any supervision from the QM samples: the 2D-only twin
+    "probpair_2d": ModelSpec(
+        "pairfactory.ml.models.probpair",
+        "ProbPair",
+        {"contact_weight": 0.0, "contrastive_weight": 0.0, "aux_weight": 0.0},
+    ),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
 

@@ -1,0 +1,153 @@
+"""Quality of predictive uncertainties (Gaussian ``y_pred`` ± ``y_std``) and their post-hoc
+calibration.
+
+Metrics, all in target units where they have units:
+
+- ``gaussian_nll``: mean negative log-likelihood of the targets under N(y_pred, y_std²), with the
+  constant (nats per point; lower is better);
+- ``coverage``: the fraction of targets inside the central interval of probability ``level``
+  (y_pred ± z y_std, z = Φ⁻¹((1 + level) / 2)); a calibrated model covers ``level``;
+- ``miscalibration_area``: the area between the observed and the expected coverage over levels
+  0..1 (Tran et al. 2020, "Methods for comparing uncertainty quantifications for material property
+  predictions"; the ``MiscalibrationAreaEvaluator`` of chemprop v2): 0 for a calibrated model, at
+  most 0.5;
+- ``spearman``: rank correlation, here between |error| and y_std (does a larger σ flag a larger
+  error?).
+
+Calibration: one factor ``s`` on every σ, fitted on the validation predictions by maximum
+likelihood; for N(μ, (sσ)²) the NLL is minimized in closed form by ``s² = mean(((y − μ)/σ)²)``.
+The test set is never used to fit it.
+"""
+
+from __future__ import annotations
+
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+
+COVERAGE_LEVELS: dict[str, float] = {"coverage_68": 0.68, "coverage_95": 0.95}
+_LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+def _arrays(
+    y_true: np.ndarray, y_pred: np.ndarray, y_std: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    y_true, y_pred, y_std = (
+        np.asarray(a, dtype=np.float64).reshape(-1) for a in (y_true, y_pred, y_std)
+    )
+    if not (y_true.shape == y_pred.shape == y_std.shape) or y_true.size == 0:
+        raise ValueError(
+            "uncertainty metrics need three equal, non-empty arrays (got "
+            f"{y_true.shape}, {y_pred.shape}, {y_std.shape})"
+        )
+    if not np.all(np.isfinite(y_std) & (y_std > 0)):
+        raise ValueError("y_std must be finite and > 0 everywhere")
+    return y_true, y_pred, y_std
+
+
+def gaussian_nll(y_true: np.ndarray, y_pred: np.ndarray, y_std: np.ndarray) -> float:
+    """Mean of −log N(y_true | y_pred, y_std²) (with the 0.5 log 2π constant)."""
+    y_true, y_pred, y_std = _arrays(y_true, y_pred, y_std)
+    z2 = ((y_true - y_pred) / y_std) ** 2
+    return float(np.mean(0.5 * (_LOG_2PI + z2) + np.log(y_std)))
+
+
+def _half_widths(levels: np.ndarray) -> np.ndarray:
+    """z such that N(0, 1) puts probability ``level`` in [−z, z] (inf for level 1)."""
+    normal = NormalDist()
+    return np.array(
+        [normal.inv_cdf(0.5 + 0.5 * p) if p < 1.0 else np.inf for p in levels.tolist()],
+        dtype=np.float64,
+    )
+
+
+def coverage(y_true: np.ndarray, y_pred: np.ndarray, y_std: np.ndarray, level: float) -> float:
+    """Fraction of targets within the central interval of probability ``level`` (0 < level < 1)."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), not {level}")
+    y_true, y_pred, y_std = _arrays(y_true, y_pred, y_std)
+    z = _half_widths(np.array([level]))[0]
+    return float(np.mean(np.abs(y_true - y_pred) <= z * y_std))
+
+
+def coverage_curve(
+    y_true: np.ndarray, y_pred: np.ndarray, y_std: np.ndarray, n_levels: int = 100
+) -> tuple[np.ndarray, np.ndarray]:
+    """(expected levels 0, 1/n, ..., 1; observed coverage of each central interval)."""
+    y_true, y_pred, y_std = _arrays(y_true, y_pred, y_std)
+    expected = np.linspace(0.0, 1.0, n_levels + 1)
+    scaled_error = np.sort(np.abs(y_true - y_pred) / y_std)
+    # fraction of |error|/σ <= z for every z at once
+    observed = np.searchsorted(scaled_error, _half_widths(expected), side="right") / y_true.size
+    return expected, observed
+
+
+def miscalibration_area(
+    y_true: np.ndarray, y_pred: np.ndarray, y_std: np.ndarray, n_levels: int = 100
+) -> float:
+    """Area between the observed and the expected coverage curves (trapezoids over
+    ``n_levels`` equal steps of the level)."""
+    expected, observed = coverage_curve(y_true, y_pred, y_std, n_levels)
+    gap = np.abs(observed - expected)
+    return float(np.sum(0.5 * (gap[1:] + gap[:-1]) * np.diff(expected)))
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties); NaN when either side is constant."""
+    a = pd.Series(np.asarray(a, dtype=np.float64).reshape(-1)).rank().to_numpy()
+    b = pd.Series(np.asarray(b, dtype=np.float64).reshape(-1)).rank().to_numpy()
+    if a.shape != b.shape or a.size < 2 or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def fit_sigma_scale(y_true: np.ndarray, y_pred: np.ndarray, y_std: np.ndarray) -> float:
+    """The factor s minimizing the Gaussian NLL of N(y_pred, (s y_std)²): sqrt(mean(z²)),
+    floored at 1e-12 (exact predictions would otherwise give σ = 0, which no metric accepts)."""
+    y_true, y_pred, y_std = _arrays(y_true, y_pred, y_std)
+    return max(float(np.sqrt(np.mean(((y_true - y_pred) / y_std) ** 2))), 1e-12)
+
+
+def uncertainty_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, y_std: np.ndarray
+) -> dict[str, float]:
+    """nll, miscalibration_area, coverage_68, coverage_95 and spearman_abs_error_std."""
+    metrics = {
+        "nll": gaussian_nll(y_true, y_pred, y_std),
+        "miscalibration_area": miscalibration_area(y_true, y_pred, y_std),
+    }
+    for name, level in COVERAGE_LEVELS.items():
+        metrics[name] = coverage(y_true, y_pred, y_std, level)
+    error = np.abs(np.asarray(y_true, dtype=np.float64) - np.asarray(y_pred, dtype=np.float64))
+    metrics["spearman_abs_error_std"] = spearman(error, y_std)
+    return metrics
+
+
+def calibrate_predictions(
+    predictions: pd.DataFrame, fit_role: str = "valid", report_role: str = "test"
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Scale ``y_std`` of every role by the factor fitted on the ``fit_role`` rows.
+
+    ``predictions`` has ``role``, ``y_true``, ``y_pred`` and ``y_std``. Returns a copy whose
+    ``y_std`` is calibrated and whose ``y_std_uncalibrated`` holds the model's own σ, and the
+    ``report_role`` rows' ``uncertainty_metrics`` (with calibrated σ) plus ``sigma_scale``.
+    """
+    missing = [c for c in ("role", "y_true", "y_pred", "y_std") if c not in predictions]
+    if missing:
+        raise ValueError(f"predictions lack column(s) {missing}")
+    fit = predictions[predictions["role"] == fit_role]
+    report = predictions[predictions["role"] == report_role]
+    if fit.empty or report.empty:
+        raise ValueError(
+            f"calibration needs {fit_role!r} and {report_role!r} rows "
+            f"(got {len(fit)} and {len(report)})"
+        )
+    scale = fit_sigma_scale(fit["y_true"], fit["y_pred"], fit["y_std"])
+    out = predictions.copy()
+    out["y_std_uncalibrated"] = out["y_std"].to_numpy(dtype=np.float64)
+    out["y_std"] = out["y_std_uncalibrated"] * scale
+    calibrated = out[out["role"] == report_role]
+    metrics = uncertainty_metrics(calibrated["y_true"], calibrated["y_pred"], calibrated["y_std"])
+    metrics["sigma_scale"] = scale
+    return out, metrics

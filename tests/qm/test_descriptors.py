@@ -1,0 +1,80 @@
+"""The solvation stage: ΔG_solv(ALPB) per system of a dataset from the parts cache's geometries and
+the real xtb program; unparametrized solvents are missing values; a rerun runs no xtb."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pairfactory.cli import main
+from pairfactory.qm import solvation
+from pairfactory.qm.descriptors import DESCRIPTOR_COLUMNS, solvation_descriptors
+from pairfactory.qm.settings import QmSettings
+
+
+def _pair_dir(root: Path) -> Path:
+    table = pd.DataFrame(
+        {
+            "pair_id": ["a", "b", "c"],
+            "dataset": "freesolv",
+            "target": "dg_hydration_kcal_mol",
+            "solute_smiles": ["CCO", "CCO", "CO"],
+            # water is parametrized; dodecane is not (xtb 6.5 has hexane and hexadecane)
+            "solvent_smiles": ["O", "CCCCCCCCCCCC", "O"],
+            "source_row": [0, 1, 2],
+            "solid_state": False,
+            "value": [-5.0, -3.0, -5.1],
+        }
+    )
+    folder = root / "pairs" / "freesolv"
+    folder.mkdir(parents=True)
+    table.to_parquet(folder / "dg_hydration_kcal_mol.parquet", index=False)
+    return root / "pairs"
+
+
+def test_descriptors_per_system_with_the_real_program(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, xtb_program: str
+) -> None:
+    pairs_dir = _pair_dir(tmp_path)
+    settings = QmSettings.from_config({"engine": {"xtb": {"timeout_s": 60}}})
+    kwargs = {"progress": False}
+    table = solvation_descriptors(
+        settings, pairs_dir, "freesolv", tmp_path / "parts", tmp_path / "solv", **kwargs
+    )
+    assert list(table.columns) == list(DESCRIPTOR_COLUMNS)
+    assert len(table) == 3  # systems in = rows out
+    by_pair = table.set_index(["solute_smiles", "solvent_smiles"])
+    ethanol = by_pair.loc[("CCO", "O")]
+    assert ethanol["status"] == "ok" and ethanol["alpb_solvent"] == "water"
+    assert -12.0 < ethanol["dg_solv_alpb_kcal_mol"] < -1.0  # experiment: -5.0 kcal/mol
+    dodecane = by_pair.loc[("CCO", "CCCCCCCCCCCC")]
+    assert dodecane["status"] == "unparametrized" and pd.isna(dodecane["dg_solv_alpb_kcal_mol"])
+
+    calls = []
+    real = solvation.run_xtb_alpb
+    monkeypatch.setattr(solvation, "run_xtb_alpb", lambda *a, **k: calls.append(a) or real(*a, **k))
+    again = solvation_descriptors(
+        settings, pairs_dir, "freesolv", tmp_path / "parts", tmp_path / "solv", **kwargs
+    )
+    assert calls == []  # cached per molecule × solvent
+    pd.testing.assert_frame_equal(again, table)
+
+
+def test_cli_writes_the_table(tmp_path: Path, xtb_program: str) -> None:
+    pairs_dir = _pair_dir(tmp_path)
+    out = tmp_path / "alpb.parquet"
+    args = ["solvation", "--dataset", "freesolv", "--pairs-dir", str(pairs_dir)]
+    args += ["--parts-cache", str(tmp_path / "parts"), "--solvation-cache", str(tmp_path / "s")]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 0
+    assert len(pd.read_parquet(out)) == 3
+
+
+def test_a_missing_program_is_a_clear_error(tmp_path: Path) -> None:
+    pairs_dir = _pair_dir(tmp_path)
+    out = tmp_path / "alpb.parquet"
+    args = ["solvation", "--dataset", "freesolv", "--pairs-dir", str(pairs_dir)]
+    args += ["--parts-cache", str(tmp_path / "parts"), "--xtb", str(tmp_path / "no-xtb")]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 2
+    assert not out.exists()

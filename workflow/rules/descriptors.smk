@@ -1,0 +1,23 @@
+# Per-system descriptors: the implicit-solvent ΔG_solv (GFN2-xTB/ALPB, the xtb program) of every
+# system of a dataset, from the engine's isolated-molecule geometries (the parts cache).
+
+
+rule solvation:
+    input:
+        pairs_ready,
+    output:
+        f"{DESCRIPTORS_DIR}/{{dataset}}/{{tag}}/alpb.parquet",
+    log:
+        "results/logs/solvation/{dataset}/{tag}.log",
+    conda:
+        "../../envs/cpu.yml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=lambda wildcards, attempt: 120 * attempt,
+    params:
+        config_file=Path(CONFIG_FILE),
+        pairs_dir=PAIRS_DIR,
+    shell:
+        "pairfactory solvation --config {params.config_file} --dataset {wildcards.dataset} "
+        "--pairs-dir {params.pairs_dir} --out {output} --no-progress > {log} 2>&1"
