@@ -76,7 +76,8 @@ class AuxScale:
     def fit(cls, targets: np.ndarray) -> AuxScale:
         """``targets`` [N, A] with NaN for missing values; a target seen fewer than twice gets
         mean 0 and std 1 (it is then masked out by its NaNs anyway)."""
-        targets = np.asarray(targets, dtype=np.float64).reshape(len(targets), -1)
+        targets = np.asarray(targets, dtype=np.float64)
+        targets = targets.reshape(-1, 1) if targets.ndim == 1 else targets
         counts = np.sum(np.isfinite(targets), axis=0)
         with np.errstate(invalid="ignore"):
             mean = np.where(counts > 0, np.nanmean(np.where(counts > 0, targets, 0.0), axis=0), 0.0)
