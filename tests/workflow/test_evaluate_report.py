@@ -110,3 +110,46 @@ def test_evaluate_and_report_run_through_the_workflow(tmp_path: Path) -> None:
         tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), "-n"
     ).check()
     assert again.job_counts() == {"evaluate": 2, "report": 1, "all": 1}
+
+
+def test_probpair_learns_from_the_workflows_samples(tmp_path: Path) -> None:
+    # Our model on the workflow's own shards: its folds wait for the QM samples (the manifest) and
+    # get their shard folder; a baseline of the same config does not depend on the samples.
+    freesolv_subset(tmp_path / "raw" / "freesolv.txt", 60)
+    config = small_qm_config(
+        qm={"datasets": {"freesolv": {"max_systems": 6, "max_heavy_atoms": 6}}, "threads": 1},
+        evaluate={
+            "tables": ["freesolv/dg_hydration_kcal_mol"],
+            "models": ["probpair", "attentivefp"],
+            "splits": ["random"],
+            "folds": 2,
+            "epochs": 1,
+            "batch_size": 16,
+            "hidden_dim": 16,
+            "device": "cpu",
+            "threads": 1,
+        },
+        report={"enabled": False},
+    )
+    write_config(tmp_path, config)
+    profile = ["--profile", str(REPO_ROOT / "profiles" / "local")]
+    dry = run_snakemake(tmp_path, *profile, "-n").check()
+    counts = dry.job_counts()
+    # the shard jobs are planned once the pairs checkpoint has run, so a dry run shows collect only
+    assert counts["evaluate"] == 4 and counts["collect"] == 1
+
+    run_snakemake(tmp_path, *profile, timeout=500).check()
+    assert list((tmp_path / "results" / "shards" / "freesolv").glob("*/s*.parquet"))
+    root = tmp_path / "results" / "evaluate" / "freesolv" / "dg_hydration_kcal_mol"
+    for fold in (0, 1):
+        metrics = json.loads(
+            (root / "probpair" / "random" / f"r0-f{fold}" / "metrics.json").read_text()
+        )
+        samples = metrics["samples"]
+        assert samples["kept"] > 0 and samples["train_pairs_with_samples"] > 0
+        assert samples["pairs"] == metrics["n_train"] + metrics["n_valid"] + metrics["n_test"]
+        assert metrics["n_test_covered"] is not None and metrics["nll"] is not None
+        baseline = json.loads(
+            (root / "attentivefp" / "random" / f"r0-f{fold}" / "metrics.json").read_text()
+        )
+        assert baseline.get("samples") is None  # the baseline never saw the shards
