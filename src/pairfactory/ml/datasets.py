@@ -78,10 +78,12 @@ class AuxScale:
         mean 0 and std 1 (it is then masked out by its NaNs anyway)."""
         targets = np.asarray(targets, dtype=np.float64)
         targets = targets.reshape(-1, 1) if targets.ndim == 1 else targets
-        counts = np.sum(np.isfinite(targets), axis=0)
-        with np.errstate(invalid="ignore"):
-            mean = np.where(counts > 0, np.nanmean(np.where(counts > 0, targets, 0.0), axis=0), 0.0)
-            std = np.where(counts > 1, np.nanstd(np.where(counts > 1, targets, 1.0), axis=0), 1.0)
+        seen = np.isfinite(targets)
+        counts = seen.sum(axis=0)
+        values = np.where(seen, targets, 0.0)
+        mean = values.sum(axis=0) / np.maximum(counts, 1)
+        variance = (np.where(seen, targets - mean, 0.0) ** 2).sum(axis=0) / np.maximum(counts, 1)
+        std = np.where(counts > 1, np.sqrt(variance), 1.0)
         std = np.where(std > 1e-8, std, 1.0)
         return cls(mean=mean.astype(np.float32), std=std.astype(np.float32))
 
