@@ -345,3 +345,16 @@ def test_featurize_help_has_an_example(capsys):
     with pytest.raises(SystemExit):
         main(["featurize", "--help"])
     assert "example" in capsys.readouterr().out
+
+
+def test_cache_from_another_rdkit_is_rebuilt(tmp_path, monkeypatch, caplog):
+    # The RDKit version is recorded: another version may number or perceive atoms differently.
+    path = tmp_path / "cache.pt"
+    cache = GraphCache(path)
+    cache.get("CCO")
+    cache.save()
+    assert torch.load(path, weights_only=True)["rdkit_version"] == graph_cache.rdkit_version()
+    monkeypatch.setattr(graph_cache, "rdkit_version", lambda: "1999.01.1")
+    with caplog.at_level("WARNING"):
+        assert len(GraphCache(path)) == 0
+    assert "RDKit 20" in caplog.text and "1999.01.1" in caplog.text

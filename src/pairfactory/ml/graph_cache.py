@@ -37,6 +37,12 @@ DEFAULT_GRAPH_CACHE = Path("results/graphs/graph_cache.pt")
 _CACHE_FORMAT = 1
 
 
+def rdkit_version() -> str:
+    from rdkit import __version__
+
+    return str(__version__)
+
+
 @dataclass
 class CacheStats:
     hits: int = 0
@@ -156,13 +162,18 @@ class GraphCache:
             if (
                 payload.get("format") != _CACHE_FORMAT
                 or payload.get("spec_hash") != FEATURE_SPEC_HASH
+                # another RDKit may perceive aromaticity, stereo or atom order differently, and
+                # the samples' atoms are matched to the graphs' nodes by that order
+                or payload.get("rdkit_version") != rdkit_version()
             ):
                 log.warning(
-                    "graph cache %s was written with other features (spec %s, now %s): "
-                    "rebuilding it",
+                    "graph cache %s was written with other features or RDKit (spec %s, RDKit %s; "
+                    "now %s, %s): rebuilding it",
                     path,
                     payload.get("spec_hash"),
+                    payload.get("rdkit_version"),
                     FEATURE_SPEC_HASH,
+                    rdkit_version(),
                 )
                 self._dirty = True
                 return
@@ -210,6 +221,7 @@ class GraphCache:
         payload = {
             "format": _CACHE_FORMAT,
             "spec_hash": FEATURE_SPEC_HASH,
+            "rdkit_version": rdkit_version(),
             "atom_feature_names": list(ATOM_FEATURE_NAMES),
             "bond_feature_names": list(BOND_FEATURE_NAMES),
             "smiles": keys,
