@@ -50,7 +50,7 @@ from pairfactory.ml.sample_features import (
     summarize_systems,
 )
 from pairfactory.qm.shards import shard_paths
-from pairfactory.qm.solvation import SolvationCache
+from pairfactory.qm.solvation import DEFAULT_SOLVATION_CACHE, SolvationCache
 
 try:  # the package is being restructured; the split functions live in either place
     from pairfactory.ml.splits import FoldSplit, make_splits
@@ -644,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards-root", default="/work/shared/qm/shards")
     parser.add_argument("--parts-dir", default="/work/shared/qm/parts/xtb-5bc9618c")
     parser.add_argument("--cigin-dir", default="results/info_gate/cigin_b32")
-    parser.add_argument("--solvation-cache", default="results/solvation")
+    parser.add_argument("--solvation-cache", default=str(DEFAULT_SOLVATION_CACHE))
     parser.add_argument("--out-dir", default="results/info_gate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fp-trees", type=int, default=ForestSettings.n_estimators)

@@ -13,10 +13,10 @@ import argparse
 from pathlib import Path
 
 from pairfactory.cli import load_config_arg
+from pairfactory.cli.optimize import DEFAULT_PARTS_CACHE
+from pairfactory.qm.solvation import DEFAULT_SOLVATION_CACHE
 
 PARENTS = ("config", "log", "progress", "pairs_dir")
-DEFAULT_PARTS_CACHE = "results/parts"
-DEFAULT_SOLVATION_CACHE = "results/solvation"
 
 EPILOG = """example:
   pairfactory solvation --config config.yaml --dataset freesolv \\

@@ -133,10 +133,6 @@ class SampleSet:
         """Robust summaries of the kept samples' interaction energies (e_int_*_kcal_mol)."""
         return energy_summary(self.interaction_energy_kcal_mol)
 
-    @property
-    def n_samples(self) -> int:
-        return int(len(self.k))
-
 
 @dataclass
 class SampleSetTable:
@@ -147,17 +143,16 @@ class SampleSetTable:
     sets: dict[str, SampleSet] = field(repr=False)
 
     def summary(self) -> dict[str, int]:
-        c = self.coverage
+        """Pairs, covered pairs, and the sample counts of COVERAGE_COLUMNS summed over systems
+        (a system on several rows counts once)."""
+        per_system = self.coverage.drop_duplicates("system_id")
         return {
-            "pairs": int(len(c)),
-            "covered_pairs": int(c["covered"].sum()),
-            "samples": int(c.drop_duplicates("system_id")["n_samples"].sum()),
-            "ok": int(c.drop_duplicates("system_id")["n_ok"].sum()),
-            "failed": int(c.drop_duplicates("system_id")["n_failed"].sum()),
-            "qc_flagged": int(c.drop_duplicates("system_id")["n_qc_flagged"].sum()),
-            "topology_mismatch": int(c.drop_duplicates("system_id")["n_topology_mismatch"].sum()),
-            "over_cap": int(c.drop_duplicates("system_id")["n_over_cap"].sum()),
-            "kept": int(c.drop_duplicates("system_id")["n_kept"].sum()),
+            "pairs": int(len(self.coverage)),
+            "covered_pairs": int(self.coverage["covered"].sum()),
+            **{
+                name.removeprefix("n_"): int(per_system[name].sum())
+                for name in COVERAGE_COLUMNS[2:-1]
+            },
         }
 
 
