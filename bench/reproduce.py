@@ -37,6 +37,7 @@ from pairfactory.ml.evaluate import (
 from pairfactory.ml.graph_cache import GraphCache
 from pairfactory.ml.models import MODEL_NAMES
 from pairfactory.ml.report import write_report
+from pairfactory.ml.sample_sets import SampleSetSettings
 from pairfactory.ml.splits import SPLIT_KINDS
 from protocol_args import add_protocol_arguments, train_settings
 
@@ -105,6 +106,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(<root>/<dataset>/<engine tag>/alpb.parquet, from `pairfactory solvation`)",
     )
     parser.add_argument(
+        "--samples",
+        default=None,
+        metavar="JSON",
+        help="sample-set settings (config evaluate.samples), e.g. "
+        "'{\"max_samples_per_pair\": 2}' or '{\"train_pair_fraction\": 0.25}'",
+    )
+    parser.add_argument(
         "--hparams",
         action="append",
         default=[],
@@ -164,12 +172,20 @@ def main(argv: list[str] | None = None) -> int:
         if name not in MODEL_NAMES or not text:
             raise UserError(f"--hparams {item!r}: expected MODEL=JSON with MODEL in {MODEL_NAMES}")
         model_hparams[name] = json.loads(text)
+    try:
+        samples = SampleSetSettings(**json.loads(args.samples or "{}"), seed=args.seed)
+    except (TypeError, json.JSONDecodeError) as err:
+        raise UserError(
+            f"--samples {args.samples!r}: expected a JSON object of evaluate.samples settings "
+            f"({err})"
+        ) from err
     options = ProtocolOptions(
         settings=settings,
         n_folds=args.folds,
         seed=args.seed,
         graph_cache=Path(args.graph_cache),
         model_hparams=model_hparams,
+        samples=samples,
     )
 
     tables = {}

@@ -20,7 +20,7 @@ def test_schema_dataset_names_are_the_registry() -> None:
 
 
 def test_schema_tables_are_every_dataset_target() -> None:
-    tables = _schema()["properties"]["evaluate"]["properties"]["tables"]["items"]["enum"]
+    tables = _schema()["$defs"]["table_name"]["enum"]
     expected = [
         f"{name}/{target}" for name, spec in DATASETS.items() for target in spec.target_names
     ]

@@ -33,7 +33,7 @@ def test_the_schema_lists_exactly_the_registered_models():
     # every choice of a model (an enum, the keys of a per-model mapping) is the registry's list;
     # a default is a selection from it
     choices = {where: names for where, names in found.items() if not where.endswith("/default")}
-    assert {"/properties/evaluate/properties/models/items/enum"} <= set(choices), found
+    assert {"/$defs/model_name/enum"} <= set(choices), found
     assert {"/properties/evaluate/properties/model_hparams/properties"} <= set(choices), found
     for where, names in choices.items():
         assert names == sorted(MODEL_NAMES), where

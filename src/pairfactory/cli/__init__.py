@@ -42,6 +42,8 @@ SUBCOMMANDS: dict[str, str] = {
     "solvation": "implicit-solvent ΔG_solv (xtb ALPB) of every system of a dataset",
     "featurize": "featurize pair tables into cached DGL graphs",
     "evaluate": "train and evaluate a model on one dataset/target/fold",
+    "train": "train a final model (or an ensemble) on a whole pair table",
+    "predict": "predict from two SMILES or a CSV of pairs with a final model",
     "report": "results tables and plots from evaluation outputs",
 }
 

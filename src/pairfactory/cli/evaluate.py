@@ -119,7 +119,7 @@ def options_from_config(
             # the flag is about the model this call runs, so it wins over the config's
             # model_hparams
             model_hparams.setdefault(args.model, {}).update(extra)
-        if args.folds is not None:
+        if getattr(args, "folds", None) is not None:
             n_folds = args.folds
         if args.seed is not None:
             seed = args.seed
@@ -143,10 +143,8 @@ def options_from_config(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from pairfactory.ml.graph_cache import DEFAULT_GRAPH_CACHE
     from pairfactory.ml.models import MODEL_NAMES
     from pairfactory.ml.splits import SPLIT_KINDS
-    from pairfactory.ml.train import DEVICES
 
     parser.epilog = EPILOG
     parser.add_argument(
@@ -175,6 +173,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--folds", type=int, help="k of k-fold (default 5 or config evaluate.folds)"
     )
+    add_training_arguments(parser)
+    parser.add_argument("--force", action="store_true", help="rerun even if metrics.json exists")
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags over the config's ``evaluate`` settings that `evaluate` and `train` share (what
+    :func:`options_from_config` reads)."""
+    from pairfactory.ml.graph_cache import DEFAULT_GRAPH_CACHE
+    from pairfactory.ml.train import DEVICES
+
     parser.add_argument("--epochs", type=int, help="maximum epochs (CGIB: 500)")
     parser.add_argument("--batch-size", type=int, help="training batch size (CGIB: 256)")
     parser.add_argument("--lr", type=float, help="Adam learning rate (CGIB: 1e-3)")
@@ -220,7 +228,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="per-system descriptors (Parquet from `pairfactory solvation`: the ALPB ΔG_solv), "
         "auxiliary targets of the training pairs",
     )
-    parser.add_argument("--force", action="store_true", help="rerun even if metrics.json exists")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -152,7 +152,7 @@ class FoldMetrics:
 
 
 @functools.lru_cache(maxsize=1)
-def _code_state() -> tuple[str | None, bool | None]:
+def code_state() -> tuple[str | None, bool | None]:
     """(HEAD commit, whether src/ has uncommitted changes): which model code produced a fold.
     Taken once per process (cached), because the code a process runs is the code it imported."""
     import subprocess
@@ -328,7 +328,7 @@ def run_fold(
         return existing
 
     started = time.perf_counter()
-    code_commit, code_dirty = _code_state()
+    code_commit, code_dirty = code_state()
     table = read_pairs(pairs_path) if table is None else table
     dataset, target, unit = (str(table[c].iloc[0]) for c in ("dataset", "target", "unit"))
     split = make_splits(

@@ -28,6 +28,13 @@ import numpy as np
 
 from pairfactory.errors import UserError
 from pairfactory.fileio import atomic_write
+from pairfactory.ml.checkpoint import (
+    TrainingState,
+    capture_rng,
+    load_training_state,
+    restore_rng,
+    save_training_state,
+)
 from pairfactory.ml.datasets import collate_pairs
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -223,13 +230,19 @@ def train_model(
     model: torch.nn.Module,
     train_ds: Any,
     valid_ds: Any,
-    test_ds: Any,
+    test_ds: Any | None,
     settings: TrainSettings,
     logger: logging.Logger | None = None,
     collate_fn: Callable[[list[Any]], Any] | None = None,
     progress: bool = True,
+    checkpoint: Checkpointing | None = None,
 ) -> TrainResult:
     """Train with early stopping on validation RMSE; report test RMSE at the best-validation epoch.
+
+    ``test_ds`` None (a final model: training and holdout only) leaves the test columns NaN.
+    With ``checkpoint``, the whole training state is written every ``checkpoint.every_s`` seconds
+    and at the end, and a run that finds a checkpoint resumes from it with the same numbers as an
+    uninterrupted run (:mod:`pairfactory.ml.checkpoint`).
 
     ``*_ds`` are map-style datasets whose items ``collate_fn`` (default
     :func:`pairfactory.ml.datasets.collate_pairs`) batches into an object with ``solute``,
@@ -246,7 +259,10 @@ def train_model(
 
     logger = logger or log
     collate_fn = collate_fn or collate_pairs
-    for name, ds in (("train", train_ds), ("valid", valid_ds), ("test", test_ds)):
+    roles = (("train", train_ds), ("valid", valid_ds)) + (
+        (("test", test_ds),) if test_ds is not None else ()
+    )
+    for name, ds in roles:
         if len(ds) == 0:
             raise TrainingError(f"the {name} set is empty; check the split and the pair table")
     if settings.num_threads > 0:
@@ -274,7 +290,7 @@ def train_model(
         role: DataLoader(
             ds, batch_size=settings.eval_batch_size, shuffle=False, collate_fn=eval_collate
         )
-        for role, ds in (("train", train_ds), ("valid", valid_ds), ("test", test_ds))
+        for role, ds in roles
     }
     scale = TargetScale()
     if settings.standardize_targets:
@@ -298,9 +314,31 @@ def train_model(
     best_epoch = 0
     best_state: dict[str, Any] = {}
     stopped_early = False
+    first_epoch = 1
+    if checkpoint is not None:
+        resumed = load_training_state(checkpoint.path, checkpoint.fingerprint)
+        if resumed is not None:
+            model.load_state_dict(resumed.model)
+            optimizer.load_state_dict(resumed.optimizer)
+            scheduler.load_state_dict(resumed.scheduler)
+            restore_rng(resumed.rng, shuffle_gen)
+            history = [EpochRecord(**row) for row in resumed.history]
+            best_epoch, best_valid_mse = resumed.best_epoch, resumed.best_valid_mse
+            best_state = resumed.best_model
+            first_epoch = resumed.epoch + 1
+            stopped_early = resumed.epoch - best_epoch >= settings.patience
+            logger.info(
+                "resumed from %s after epoch %d (best epoch %d)",
+                checkpoint.path,
+                resumed.epoch,
+                best_epoch,
+            )
+    last_saved = time.monotonic()
     started = time.perf_counter()
+    # a run resumed after its early stop has no epoch left to train
+    last_epoch = first_epoch - 1 if stopped_early else settings.max_epochs
     bar = tqdm(
-        range(1, settings.max_epochs + 1),
+        range(first_epoch, last_epoch + 1),
         desc="epochs",
         unit="ep",
         disable=not progress,
@@ -317,9 +355,11 @@ def train_model(
                 "lower the learning rate (--lr) or check the target values for outliers"
             )
         valid = _predict(model, eval_loaders["valid"], device, scale)
-        test = _predict(model, eval_loaders["test"], device, scale)
         valid_m = regression_metrics(valid["y_true"], valid["y_pred"])
-        test_m = regression_metrics(test["y_true"], test["y_pred"])
+        test_m = {"rmse": math.nan, "mae": math.nan}
+        if test_ds is not None:
+            test = _predict(model, eval_loaders["test"], device, scale)
+            test_m = regression_metrics(test["y_true"], test["y_pred"])
         valid_mse = valid_m["rmse"] ** 2
         history.append(
             EpochRecord(
@@ -337,6 +377,24 @@ def train_model(
             best_valid_mse, best_epoch = valid_mse, epoch
             best_state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
         scheduler.step(valid_mse)
+        done = epoch - best_epoch >= settings.patience or epoch == settings.max_epochs
+        if checkpoint is not None and (done or time.monotonic() - last_saved >= checkpoint.every_s):
+            save_training_state(
+                TrainingState(
+                    epoch=epoch,
+                    model=model.state_dict(),
+                    optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict(),
+                    rng=capture_rng(shuffle_gen),
+                    history=[asdict(row) for row in history],
+                    best_epoch=best_epoch,
+                    best_valid_mse=best_valid_mse,
+                    best_model=best_state,
+                    fingerprint=checkpoint.fingerprint,
+                ),
+                checkpoint.path,
+            )
+            last_saved = time.monotonic()
         bar.set_postfix(loss=f"{train_loss:.3g}", valid=f"{valid_m['rmse']:.3g}", best=best_epoch)
         # a line every 10 epochs: runs in the background (no bar) still show progress
         logger.log(
@@ -417,6 +475,16 @@ def _train_one_epoch(
         total += float(loss.detach()) * len(y)
         count += len(y)
     return total / max(count, 1)
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where and how often :func:`train_model` saves its state; ``fingerprint`` (JSON-like:
+    model, hyper-parameters, settings, data hash) must match for a checkpoint to be resumed."""
+
+    path: Path
+    every_s: float = 300.0
+    fingerprint: dict[str, Any] = field(default_factory=dict)
 
 
 def _predict(model: Any, loader: Any, device: str, scale: TargetScale) -> dict[str, np.ndarray]:

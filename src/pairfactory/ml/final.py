@@ -1,0 +1,339 @@
+"""Final models: one model (or an ensemble of seeds) trained on a whole pair table.
+
+A seeded holdout (``holdout_fraction`` of the rows) decides early stopping and calibrates σ; the
+rest trains. The hyper-parameters and settings are those of the protocol (`ProtocolOptions`, from
+the config's ``evaluate`` section: what validation chose). Every member checkpoints its training
+state every ``checkpoint_every_s`` seconds, so a job killed at its time limit resumes where it
+stopped when rerun, and ends with the numbers of an uninterrupted run; finished members are
+skipped. The folder layout is :mod:`pairfactory.ml.model_dir`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pairfactory import __version__
+from pairfactory.errors import UserError
+from pairfactory.fileio import atomic_write, atomic_write_text, file_sha256
+from pairfactory.ml.applicability import domain_from_molecules
+from pairfactory.ml.datasets import PairGraphDataset
+from pairfactory.ml.evaluate import ProtocolOptions, code_state, read_pairs
+from pairfactory.ml.graph_cache import GraphCache
+from pairfactory.ml.model_dir import (
+    CHECKPOINT_FILE,
+    HISTORY_FILE,
+    HOLDOUT_FILE,
+    MEMBER_FILE,
+    MOLECULES_FILE,
+    WEIGHTS_FILE,
+    MemberRecord,
+    ModelCard,
+    featurization_spec,
+    member_dir,
+    write_card,
+)
+from pairfactory.ml.models import MODEL_NAMES, build_model
+from pairfactory.ml.models.registry import model_spec
+from pairfactory.ml.predictor import combine_members
+from pairfactory.ml.sample_sets import fold_samples
+from pairfactory.ml.train import (
+    Checkpointing,
+    TrainSettings,
+    regression_metrics,
+    save_weights,
+    seed_everything,
+    train_model,
+)
+from pairfactory.ml.uncertainty import fit_sigma_scale
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinalSettings:
+    """How a final model is trained besides the protocol options."""
+
+    ensemble: int = 1
+    holdout_fraction: float = 0.1
+    checkpoint_every_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.ensemble < 1:
+            raise UserError(f"ensemble must be >= 1 (got {self.ensemble})")
+        if not 0.0 < self.holdout_fraction < 0.5:
+            raise UserError(f"holdout_fraction must be in (0, 0.5) (got {self.holdout_fraction})")
+        if self.checkpoint_every_s < 0:
+            raise UserError("checkpoint_every_s must be >= 0")
+
+
+def holdout_rows(n_rows: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, holdout rows): a seeded random ``fraction`` of the rows held out."""
+    if n_rows < 4:
+        raise UserError(f"a final model needs at least 4 pairs (the table has {n_rows})")
+    order = np.random.default_rng(seed).permutation(n_rows)
+    n_holdout = max(1, int(round(fraction * n_rows)))
+    return np.sort(order[n_holdout:]), np.sort(order[:n_holdout])
+
+
+def train_final(
+    pairs_path: str | Path,
+    model_name: str,
+    out_dir: str | Path,
+    options: ProtocolOptions,
+    final: FinalSettings = FinalSettings(),
+    progress: bool = True,
+) -> ModelCard:
+    """Train (or resume) every member of a final model into ``out_dir`` and write its card."""
+    if model_name not in MODEL_NAMES:
+        raise UserError(f"unknown model {model_name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    table = read_pairs(pairs_path)
+    table_sha256 = file_sha256(pairs_path)
+    dataset, target, unit = (str(table[c].iloc[0]) for c in ("dataset", "target", "unit"))
+    train_rows, valid_rows = holdout_rows(len(table), final.holdout_fraction, options.seed)
+    cache = GraphCache(options.graph_cache)
+
+    samples_summary = None
+    supervision = None
+    if options.shards_dir is not None and model_spec(model_name).uses_samples:
+        samples = fold_samples(
+            table, train_rows, options.shards_dir, cache, options.samples, options.descriptors
+        )
+        supervision = samples.supervision
+        samples_summary = {
+            "shards_dir": str(options.shards_dir),
+            "descriptors": None if options.descriptors is None else str(options.descriptors),
+            "settings": asdict(options.samples),
+            **samples.summary,
+        }
+    elif model_spec(model_name).uses_samples:
+        log.warning(
+            "%s learns from QM samples but none were given (--shards-dir): it trains on the 2D "
+            "graphs alone",
+            model_name,
+        )
+    train_ds = PairGraphDataset(
+        table.iloc[train_rows].reset_index(drop=True), cache, supervision=supervision
+    )
+    valid_ds = PairGraphDataset(table.iloc[valid_rows].reset_index(drop=True), cache)
+    cache.save()
+    rejected = len(train_ds.rejected) + len(valid_ds.rejected)
+    log.info(
+        "%s/%s %s: %d training and %d holdout pairs (%d unfeaturizable), %d member(s)",
+        dataset,
+        target,
+        model_name,
+        len(train_ds),
+        len(valid_ds),
+        rejected,
+        final.ensemble,
+    )
+    hparams = options.hparams_for(model_name)
+    records: list[MemberRecord] = []
+    holdout: list[pd.DataFrame] = []
+    built_hparams: dict[str, Any] = {}
+    for member in range(final.ensemble):
+        settings = replace(options.settings, seed=options.seed + member)
+        record, predictions, built_hparams = _train_member(
+            model_name,
+            hparams,
+            settings,
+            member,
+            out_dir,
+            train_ds,
+            valid_ds,
+            final,
+            fingerprint={
+                "model": model_name,
+                "hparams": hparams,
+                "settings": settings.to_dict(),
+                "table_sha256": table_sha256,
+                "holdout_fraction": final.holdout_fraction,
+                "holdout_seed": options.seed,
+                "samples": None if samples_summary is None else json.dumps(samples_summary),
+            },
+            progress=progress,
+        )
+        records.append(record)
+        holdout.append(predictions)
+
+    ensemble = _ensemble_holdout(holdout, valid_ds)
+    atomic_write(out_dir / HOLDOUT_FILE, lambda tmp: ensemble.to_parquet(tmp, index=False))
+    molecules = _training_molecules(table.iloc[np.concatenate([train_rows, valid_rows])], cache)
+    atomic_write(out_dir / MOLECULES_FILE, lambda tmp: molecules.to_parquet(tmp, index=False))
+    domain = domain_from_molecules(molecules)
+    metrics = regression_metrics(ensemble["y_true"].to_numpy(), ensemble["y_pred"].to_numpy())
+    commit, _ = code_state()
+    card = ModelCard(
+        model=model_name,
+        hparams=built_hparams,
+        dataset=dataset,
+        target=target,
+        unit=unit,
+        featurization=featurization_spec(),
+        training_table={
+            "path": str(pairs_path),
+            "sha256": table_sha256,
+            "rows": len(table),
+            "pairs_used": len(train_ds) + len(valid_ds),
+            "pairs_rejected": rejected,
+        },
+        holdout={
+            "fraction": final.holdout_fraction,
+            "seed": options.seed,
+            "n": len(valid_ds),
+        },
+        domain=domain.summary(),
+        metrics={f"holdout_{k}": v for k, v in metrics.items()}
+        | {"seconds": time.perf_counter() - started},
+        members=records,
+        settings=options.settings.to_dict(),
+        samples=samples_summary,
+        versions=software_versions(),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        code_commit=commit,
+    )
+    write_card(out_dir, card)
+    log.info(
+        "%s: %s on %s/%s, holdout RMSE %.4g %s (%d member(s))",
+        out_dir,
+        model_name,
+        dataset,
+        target,
+        metrics["rmse"],
+        unit,
+        len(records),
+    )
+    return card
+
+
+def _train_member(
+    model_name: str,
+    hparams: dict[str, Any],
+    settings: TrainSettings,
+    member: int,
+    out_dir: Path,
+    train_ds: PairGraphDataset,
+    valid_ds: PairGraphDataset,
+    final: FinalSettings,
+    fingerprint: dict[str, Any],
+    progress: bool,
+) -> tuple[MemberRecord, pd.DataFrame, dict[str, Any]]:
+    """One member, resumed from its checkpoint or skipped when finished."""
+    folder = member_dir(out_dir, member)
+    record_path = folder / MEMBER_FILE
+    predictions_path = folder / "holdout.parquet"
+    seed_everything(settings.seed)  # before building: initial weights depend on the seed
+    model = build_model(model_name, **hparams)
+    built = dict(getattr(model, "hparams", hparams))
+    if record_path.is_file() and predictions_path.is_file():
+        saved = json.loads(record_path.read_text())
+        if saved.get("fingerprint") == fingerprint:
+            log.info("member %d: already trained (%s), skipping", member, record_path)
+            saved.pop("fingerprint")
+            return MemberRecord(**saved), pd.read_parquet(predictions_path), built
+        log.info("member %d: trained with other settings, training again", member)
+    folder.mkdir(parents=True, exist_ok=True)
+    result = train_model(
+        model,
+        train_ds,
+        valid_ds,
+        None,
+        settings,
+        logger=log,
+        progress=progress,
+        checkpoint=Checkpointing(
+            path=folder / CHECKPOINT_FILE,
+            every_s=final.checkpoint_every_s,
+            fingerprint=fingerprint,
+        ),
+    )
+    predictions = result.predictions[result.predictions["role"] == "valid"].reset_index(drop=True)
+    sigma_scale = None
+    if "y_std" in predictions:
+        sigma_scale = fit_sigma_scale(
+            predictions["y_true"], predictions["y_pred"], predictions["y_std"]
+        )
+        predictions["y_std"] = predictions["y_std"] * sigma_scale
+    record = MemberRecord(
+        member=member,
+        seed=settings.seed,
+        best_epoch=result.best_epoch,
+        epochs_run=result.epochs_run,
+        holdout_rmse=result.best_valid_rmse,
+        target_mean=result.target_scale.mean,
+        target_std=result.target_scale.std,
+        sigma_scale=sigma_scale,
+        seconds=result.seconds,
+    )
+    save_weights(result.best_state_dict, folder / WEIGHTS_FILE)
+    atomic_write_text(folder / HISTORY_FILE, result.history_frame().to_csv(index=False))
+    atomic_write(predictions_path, lambda tmp: predictions.to_parquet(tmp, index=False))
+    atomic_write_text(
+        record_path,
+        json.dumps({**asdict(record), "fingerprint": fingerprint}, indent=2, sort_keys=True) + "\n",
+    )
+    (folder / CHECKPOINT_FILE).unlink(missing_ok=True)  # the member is done; weights.pt holds it
+    log.info(
+        "member %d (seed %d): holdout RMSE %.4g at epoch %d of %d",
+        member,
+        settings.seed,
+        result.best_valid_rmse,
+        result.best_epoch,
+        result.epochs_run,
+    )
+    return record, predictions, built
+
+
+def _ensemble_holdout(members: list[pd.DataFrame], valid_ds: PairGraphDataset) -> pd.DataFrame:
+    """The members' holdout predictions combined the way ``Predictor`` combines them."""
+    index = members[0]["index"].to_numpy()
+    for frame in members[1:]:
+        if not np.array_equal(frame["index"].to_numpy(), index):
+            raise AssertionError("ensemble members predicted the holdout in different orders")
+    combined = combine_members(
+        np.stack([m["y_pred"].to_numpy() for m in members]),
+        np.stack([m["y_std"].to_numpy() for m in members]) if "y_std" in members[0] else None,
+    )
+    pair_ids = valid_ds.pairs_df["pair_id"].to_numpy(dtype=object)[index.astype(np.int64)]
+    return pd.DataFrame(
+        {"pair_id": pair_ids, "y_true": members[0]["y_true"].to_numpy(), **combined}
+    )
+
+
+def _training_molecules(table: pd.DataFrame, cache: GraphCache) -> pd.DataFrame:
+    """The canonical SMILES of the pairs a model learned from (featurizable ones only)."""
+    rows = []
+    failures = cache.failures
+    for role, column in (("solute", "solute_smiles"), ("solvent", "solvent_smiles")):
+        for smiles in sorted(set(table[column])):
+            if smiles not in failures:
+                rows.append({"role": role, "smiles": smiles})
+    return pd.DataFrame(rows, columns=["role", "smiles"])
+
+
+def software_versions() -> dict[str, str]:
+    import dgl
+    import rdkit
+    import torch
+
+    return {
+        "pairfactory": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "dgl": dgl.__version__,
+        "rdkit": rdkit.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+    }
