@@ -3,6 +3,7 @@
 #
 #   raw data --pairs--> pair tables --optimize (per shard)--> shards --collect--> manifest
 #   pair tables --evaluate (per fold)--> metrics --report--> tables, plots
+#   pair tables --final_model--> model folders (`pairfactory predict`)
 
 
 from snakemake.utils import validate
@@ -20,6 +21,7 @@ include: "workflow/rules/qm.smk"
 include: "workflow/rules/collect.smk"
 include: "workflow/rules/descriptors.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
 
 

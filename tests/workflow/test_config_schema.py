@@ -71,6 +71,20 @@ def test_qm_dataset_must_be_curated(workdir: Path) -> None:
     _assert_failed_before_any_job(workdir, run.output, run.returncode, "qm.datasets.mnsol")
 
 
+@pytest.mark.parametrize(
+    ("final_models", "needle"),
+    [
+        ([{"table": "mnsol/dg_solv_kcal_mol", "model": "cigin"}], "'mnsol' is not in datasets"),
+        ([{"table": "freesolv/dg_hydration_kcal_mol", "model": "cigin"}] * 2, "twice"),
+        ([{"table": "freesolv/dg_hydration_kcal_mol", "model": "gpt"}], "'gpt' is not one of"),
+    ],
+)
+def test_a_wrong_final_model_is_named(workdir: Path, final_models: list, needle: str) -> None:
+    write_config(workdir, small_qm_config(final_models=final_models))
+    run = run_snakemake(workdir, "-n", "--cores", "1")
+    _assert_failed_before_any_job(workdir, run.output, run.returncode, needle)
+
+
 def test_dataset_without_its_data_path_is_named(workdir: Path) -> None:
     write_config(workdir, small_qm_config(datasets=["freesolv", "combisolv"]))
     run = run_snakemake(workdir, "-n", "--cores", "1")

@@ -130,13 +130,14 @@ def test_probpair_learns_from_the_workflows_samples(tmp_path: Path) -> None:
             "threads": 1,
         },
         report={"enabled": False},
+        final_models=[{"table": "freesolv/dg_hydration_kcal_mol", "model": "probpair"}],
     )
     write_config(tmp_path, config)
     profile = ["--profile", str(REPO_ROOT / "profiles" / "local")]
     dry = run_snakemake(tmp_path, *profile, "-n").check()
     counts = dry.job_counts()
     # the shard jobs are planned once the pairs checkpoint has run, so a dry run shows collect only
-    assert counts["evaluate"] == 4 and counts["collect"] == 1
+    assert counts["evaluate"] == 4 and counts["collect"] == 1 and counts["final_model"] == 1
 
     run_snakemake(tmp_path, *profile, timeout=500).check()
     assert list((tmp_path / "results" / "shards" / "freesolv").glob("*/s*.parquet"))
@@ -153,3 +154,12 @@ def test_probpair_learns_from_the_workflows_samples(tmp_path: Path) -> None:
             (root / "attentivefp" / "random" / f"r0-f{fold}" / "metrics.json").read_text()
         )
         assert baseline.get("samples") is None  # the baseline never saw the shards
+    # the final model trained on the same samples, and answers from two SMILES
+    model_dir = tmp_path / "results" / "models" / "freesolv" / "dg_hydration_kcal_mol" / "probpair"
+    card = json.loads((model_dir / "model.json").read_text())
+    assert card["samples"]["train_pairs_with_samples"] > 0
+    assert (tmp_path / "results" / "logs" / "train" / "freesolv" / "dg_hydration_kcal_mol").is_dir()
+    from pairfactory.ml.predictor import load_model
+
+    row = load_model(model_dir).predict(["CCO"], ["O"]).iloc[0]
+    assert row["status"] == "ok" and row["dg_hydration_kcal_mol_sigma"] > 0

@@ -54,6 +54,7 @@ SHARDS_DIR = "results/shards"
 MANIFEST_DIR = "results/manifest"
 EVALUATE_DIR = "results/evaluate"
 REPORT_DIR = "results/report"
+MODELS_DIR = "results/models"
 DESCRIPTORS_DIR = "results/descriptors"
 
 
@@ -85,6 +86,21 @@ def check_config(config: dict[str, Any]) -> None:
             raise WorkflowError(
                 f"config: evaluate.tables lists {table!r} but {dataset!r} is not in datasets {datasets}"
             )
+    seen = set()
+    for entry in config["final_models"]:
+        dataset = entry["table"].split("/")[0]
+        if dataset not in datasets:
+            raise WorkflowError(
+                f"config: final_models lists {entry['table']!r} but {dataset!r} is not in datasets "
+                f"{datasets}"
+            )
+        key = (entry["table"], entry["model"])
+        if key in seen:
+            raise WorkflowError(
+                f"config: final_models lists {entry['model']} on {entry['table']} twice; one model "
+                "folder per table and model (use `ensemble` for several seeds)"
+            )
+        seen.add(key)
 
 
 check_config(config)
@@ -305,6 +321,37 @@ def evaluate_outputs() -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# final models
+
+
+def final_model_entry(wildcards: Wildcards) -> dict[str, Any]:
+    table = f"{wildcards.dataset}/{wildcards.target}"
+    for entry in config["final_models"]:
+        if entry["table"] == table and entry["model"] == wildcards.model:
+            return entry
+    raise WorkflowError(
+        f"no final_models entry for {wildcards.model} on {table}; add it to config final_models"
+    )
+
+
+def final_model_settings(wildcards: Wildcards) -> dict[str, Any]:
+    """What a final model depends on: its protocol settings, ensemble size and holdout (not the
+    checkpoint interval nor resources)."""
+    return {
+        "protocol": evaluate_protocol(wildcards.model),
+        "ensemble": final_model_entry(wildcards).get("ensemble", 1),
+        "holdout_fraction": config["train"]["holdout_fraction"],
+    }
+
+
+def final_model_outputs() -> list[str]:
+    return [
+        f"{MODELS_DIR}/{entry['table']}/{entry['model']}/model.json"
+        for entry in config["final_models"]
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
 # targets
 
 
@@ -314,6 +361,7 @@ def final_outputs() -> list[str]:
         f"{MANIFEST_DIR}/{dataset}/{ENGINE_TAG}/manifest.parquet"
         for dataset in config["qm"]["datasets"]
     ]
+    outputs += final_model_outputs()
     if config["evaluate"]["tables"] and config["evaluate"]["models"]:
         if config["report"]["enabled"]:
             outputs.append(f"{REPORT_DIR}/results.md")
