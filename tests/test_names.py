@@ -15,16 +15,17 @@ def _schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
-def test_schema_dataset_names_are_the_registry() -> None:
-    assert _schema()["$defs"]["dataset_name"]["enum"] == list(DATASETS)
+def test_the_schema_keeps_no_copy_of_the_dataset_list() -> None:
+    # Dataset and table names are the registry's plus the config's own csv_datasets, so the
+    # schema only says what a name looks like; the workflow checks which exist (common.smk).
+    import re
 
-
-def test_schema_tables_are_every_dataset_target() -> None:
-    tables = _schema()["$defs"]["table_name"]["enum"]
-    expected = [
-        f"{name}/{target}" for name, spec in DATASETS.items() for target in spec.target_names
-    ]
-    assert sorted(tables) == sorted(expected)
+    defs = _schema()["$defs"]
+    assert "enum" not in defs["dataset_name"] and "enum" not in defs["table_name"]
+    for name, spec in DATASETS.items():
+        assert re.fullmatch(defs["dataset_name"]["pattern"], name)
+        for target in spec.target_names:
+            assert re.fullmatch(defs["table_name"]["pattern"], f"{name}/{target}")
 
 
 def test_schema_split_kinds_are_the_splitters() -> None:

@@ -85,6 +85,14 @@ def test_a_wrong_final_model_is_named(workdir: Path, final_models: list, needle:
     _assert_failed_before_any_job(workdir, run.output, run.returncode, needle)
 
 
+def test_an_unknown_dataset_name_is_named(workdir: Path) -> None:
+    write_config(workdir, small_qm_config(datasets=["freesolv", "qm9"]))
+    run = run_snakemake(workdir, "-n", "--cores", "1")
+    _assert_failed_before_any_job(
+        workdir, run.output, run.returncode, "'qm9', which is neither a built-in dataset"
+    )
+
+
 def test_dataset_without_its_data_path_is_named(workdir: Path) -> None:
     write_config(workdir, small_qm_config(datasets=["freesolv", "combisolv"]))
     run = run_snakemake(workdir, "-n", "--cores", "1")
@@ -133,7 +141,8 @@ def test_shipped_configs_are_valid(path: str) -> None:
             r"evaluate\.models\.1: 'gcn' is not one of",
         ),
         ({"engine": {"xtb": {"fmax": 0.1}}}, r"engine\.xtb: .*'fmax'"),
-        ({"evaluate": {"tables": ["freesolv/dg_solv_kcal_mol"]}}, r"evaluate\.tables\.0"),
+        # a malformed table name fails here; a well-formed one of no dataset fails in the workflow
+        ({"evaluate": {"tables": ["freesolv:dg_solv"]}}, r"evaluate\.tables\.0"),
         ({"evaluate": {"model_hparams": {"gcn": {"beta": 1}}}}, r"evaluate\.model_hparams.*'gcn'"),
         (
             {"evaluate": {"model_hparams": {"cgib": {"beta": [0.1, 0.01]}}}},

@@ -23,13 +23,24 @@ shell.prefix(
 
 # dataset -> the config key of its raw file (data.<key>) and the `pairfactory pairs` option taking
 # it, from the curation stage's own registry (one place for the datasets).
+from pairfactory.errors import UserError
 from pairfactory.fileio import atomic_write_text, file_sha256
 from pairfactory.pairs.overrides import DEFAULT_OVERRIDES_PATH
-from pairfactory.pairs.registry import DATASETS as _DATASET_SPECS
+from pairfactory.pairs.csv_dataset import csv_sources
+from pairfactory.pairs.registry import DATASETS as _BUILT_IN
+from pairfactory.pairs.registry import all_datasets
+
+# the built-in datasets and the config's own CSV datasets (csv_datasets): one list for the
+# wildcards and the checks below
+try:
+    _DATASET_SPECS = all_datasets(config)
+    CSV_SOURCES = csv_sources(config)
+except UserError as err:
+    raise WorkflowError(str(err)) from None
 
 RAW_FILES = {
     name: {spec.input_key: f"--{spec.input_key.replace('_', '-')}"}
-    for name, spec in _DATASET_SPECS.items()
+    for name, spec in _BUILT_IN.items()
 }
 
 
@@ -61,7 +72,26 @@ DESCRIPTORS_DIR = "results/descriptors"
 def check_config(config: dict[str, Any]) -> None:
     """Cross-key checks the schema cannot express; fail at parse time, naming the key."""
     datasets = config["datasets"]
+    known = ", ".join(_DATASET_SPECS)
+    for where, names in (
+        ("datasets", datasets),
+        ("qm.datasets", list(config["qm"]["datasets"])),
+    ):
+        for dataset in names:
+            if dataset not in _DATASET_SPECS:
+                raise WorkflowError(
+                    f"config: {where} lists {dataset!r}, which is neither a built-in dataset nor "
+                    f"under csv_datasets (known: {known})"
+                )
     for dataset in datasets:
+        if dataset in CSV_SOURCES:
+            path = CSV_SOURCES[dataset].path
+            if not path.is_file():
+                raise WorkflowError(
+                    f"config: csv_datasets.{dataset}.path = {str(path)!r} does not exist "
+                    f"(relative paths are relative to the working directory {os.getcwd()})"
+                )
+            continue
         for key in RAW_FILES[dataset]:
             path = config["data"][key]
             if path is None:
@@ -80,20 +110,21 @@ def check_config(config: dict[str, Any]) -> None:
                 f"config: qm.datasets.{dataset} is set but {dataset!r} is not in datasets {datasets}; "
                 "add it to datasets or remove it from qm.datasets"
             )
-    for table in config["evaluate"]["tables"]:
-        dataset = table.split("/")[0]
+    tables = [("evaluate.tables", t) for t in config["evaluate"]["tables"]]
+    tables += [("final_models", entry["table"]) for entry in config["final_models"]]
+    for where, table in tables:
+        dataset, target = table.split("/")
         if dataset not in datasets:
             raise WorkflowError(
-                f"config: evaluate.tables lists {table!r} but {dataset!r} is not in datasets {datasets}"
+                f"config: {where} lists {table!r} but {dataset!r} is not in datasets {datasets}"
+            )
+        if target not in _DATASET_SPECS[dataset].target_names:
+            raise WorkflowError(
+                f"config: {where} lists {table!r} but {dataset} has the target(s) "
+                f"{', '.join(_DATASET_SPECS[dataset].target_names)}"
             )
     seen = set()
     for entry in config["final_models"]:
-        dataset = entry["table"].split("/")[0]
-        if dataset not in datasets:
-            raise WorkflowError(
-                f"config: final_models lists {entry['table']!r} but {dataset!r} is not in datasets "
-                f"{datasets}"
-            )
         key = (entry["table"], entry["model"])
         if key in seen:
             raise WorkflowError(
@@ -129,12 +160,19 @@ CONFIG_FILE = write_config_snapshot(config)
 
 
 def raw_inputs(wildcards: Wildcards) -> dict[str, str]:
+    if wildcards.dataset in CSV_SOURCES:
+        return {"csv": str(CSV_SOURCES[wildcards.dataset].path)}
     return {key: config["data"][key] for key in RAW_FILES[wildcards.dataset]}
 
 
 def raw_hashes(wildcards: Wildcards) -> dict[str, str]:
     """Content, not mtime, decides re-curation: the raw files, and for MNSol the bundled SMILES
     override table too (editing it must re-curate MNSol)."""
+    if wildcards.dataset in CSV_SOURCES:  # the file and how it is read
+        return {
+            "csv": file_sha256(CSV_SOURCES[wildcards.dataset].path),
+            "spec": config["csv_datasets"][wildcards.dataset],
+        }
     hashes = {
         key: file_sha256(config["data"][key]) for key in RAW_FILES[wildcards.dataset]
     }
@@ -144,6 +182,8 @@ def raw_hashes(wildcards: Wildcards) -> dict[str, str]:
 
 
 def raw_file_args(wildcards: Wildcards) -> str:
+    if wildcards.dataset in CSV_SOURCES:  # the CLI reads the csv_datasets entry from the config
+        return f"--config {CONFIG_FILE}"
     return " ".join(
         f"{flag} {config['data'][key]}"
         for key, flag in RAW_FILES[wildcards.dataset].items()

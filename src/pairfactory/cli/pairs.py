@@ -15,12 +15,14 @@ from pairfactory.errors import UserError
 
 log = logging.getLogger(__name__)
 
-PARENTS = ("log",)
+PARENTS = ("config", "log")
 
 EPILOG = """examples:
   pairfactory pairs --data-dir ../shared/data --out-dir results/pairs
   pairfactory pairs --dataset mnsol --mnsol-csv ~/data/mnsol.csv
   pairfactory pairs --dataset chromophore --exclude-solid-state --out-dir results/pairs_no_solid
+  # your own CSV, described under csv_datasets in config.yaml (see docs/architecture.md §1)
+  pairfactory pairs --config config.yaml --dataset my_dyes
 """
 
 
@@ -32,10 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dataset",
         action="extend",
         nargs="+",
-        choices=sorted(DATASETS),
         metavar="NAME",
-        help=f"dataset(s) to curate, one of {', '.join(DATASETS)} "
-        "(repeatable; default: all with input files)",
+        help=f"dataset(s) to curate: {', '.join(DATASETS)}, or a name under csv_datasets in "
+        "--config (repeatable; default: all with input files)",
     )
     parser.add_argument(
         "--data-dir",
@@ -90,15 +91,25 @@ def _explicit_path(args: argparse.Namespace, input_key: str) -> Path | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pairfactory.cli import load_config_arg
     from pairfactory.pairs import curate, write_curated
+    from pairfactory.pairs.csv_dataset import csv_sources, curate_csv
     from pairfactory.pairs.registry import DATASETS, default_input_path
     from pairfactory.pairs.writer import SUMMARY_HEADER, summary_table_rows
 
+    sources = csv_sources(load_config_arg(args)) if args.config is not None else {}
     requested = list(dict.fromkeys(args.dataset or []))
+    unknown = [name for name in requested if name not in DATASETS and name not in sources]
+    if unknown:
+        raise UserError(
+            f"unknown dataset(s) {unknown}: choose from {', '.join(DATASETS)}"
+            + (f", {', '.join(sources)}" if sources else "")
+            + " (your own CSV: describe it under csv_datasets in a config and pass --config)"
+        )
     if requested:
         datasets = requested
     else:
-        datasets = []
+        datasets = list(sources)
         for name, spec in DATASETS.items():
             path = _explicit_path(args, spec.input_key) or default_input_path(name, args.data_dir)
             if path is not None and path.is_file():
@@ -111,6 +122,12 @@ def run(args: argparse.Namespace) -> int:
             )
     rows: list[list[str]] = []
     for name in datasets:
+        if name in sources:
+            curated = curate_csv(sources[name])
+            written = write_curated(curated, args.out_dir)
+            log.info("%s: wrote %s", name, ", ".join(str(p) for p in written))
+            rows += summary_table_rows(curated.summary)
+            continue
         spec = DATASETS[name]
         curated = curate(
             name,

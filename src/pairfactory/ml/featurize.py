@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pairfactory.errors import UserError
+from pairfactory.pairs.elements import SUPPORTED_ELEMENTS
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import dgl
@@ -83,28 +84,9 @@ class FlagFeature:
         return [self.name]
 
 
-# The elements that occur in the bundled and configured datasets (Chromophore, FreeSolv, MNSol,
-# CombiSolv-Exp: 8,873 unique SMILES counted on 2026-11-25), most frequent first; anything else
-# (metals in future datasets, ...) goes to "element=other".
-ELEMENTS: tuple[str, ...] = (
-    "C",
-    "N",
-    "O",
-    "F",
-    "S",
-    "Cl",
-    "B",
-    "Si",
-    "Br",
-    "P",
-    "I",
-    "Se",
-    "H",
-    "Na",
-    "Te",
-    "Ge",
-    "Sn",
-)
+# One list for the whole pipeline (curation rejects other elements); anything else that still
+# reaches the featurizer (a user's SMILES at prediction time) goes to "element=other".
+ELEMENTS: tuple[str, ...] = SUPPORTED_ELEMENTS
 
 ATOM_FEATURES: tuple[OneHotFeature | FlagFeature, ...] = (
     OneHotFeature("element", ELEMENTS),

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from pairfactory.pairs import schema as S
+from pairfactory.pairs.elements import SUPPORTED_ELEMENTS, unsupported_elements
 from pairfactory.pairs.smiles import SmilesResult, canonicalize, canonicalize_many
 from pairfactory.pairs.values import ParsedValue, parse_value
 
@@ -122,6 +123,14 @@ def _row_rejection(
     for role, result in (("solute", solute), ("solvent", solvent)):
         if not result.ok:
             return str(result.reason), f"{role} {result.raw!r}: {result.detail}"
+    for role, result in (("solute", solute), ("solvent", solvent)):
+        unsupported = unsupported_elements(result.elements)
+        if unsupported:
+            return (
+                S.UNSUPPORTED_ELEMENT,
+                f"{role} {result.canonical}: element(s) {', '.join(unsupported)} not supported "
+                f"(supported: {', '.join(SUPPORTED_ELEMENTS)})",
+            )
     if raw.closed_shell_only:
         for role, result in (("solute", solute), ("solvent", solvent)):
             problem = result.closed_shell_problem()

@@ -6,8 +6,10 @@ else the copy bundled in the repository (Chromophore and FreeSolv only).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pairfactory import units
 from pairfactory.errors import UserError
@@ -115,6 +117,16 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
     )
 }
+
+
+def all_datasets(config: Mapping[str, Any] | None = None) -> dict[str, DatasetSpec]:
+    """The built-in datasets and the config's ``csv_datasets``: what wildcards, config checks and
+    the pairs stage accept as dataset names."""
+    if not config or not config.get("csv_datasets"):
+        return dict(DATASETS)
+    from pairfactory.pairs.csv_dataset import csv_sources
+
+    return {**DATASETS, **{name: src.spec for name, src in csv_sources(config).items()}}
 
 
 def get_spec(dataset: str) -> DatasetSpec:

@@ -82,6 +82,7 @@ SOLID_STATE_EXCLUDED = "solid_state_excluded"
 CHARGED = "charged"
 RADICAL = "radical"
 MULTI_FRAGMENT = "multi_fragment"
+UNSUPPORTED_ELEMENT = "unsupported_element"
 INCONSISTENT_SOURCE_ENTRY = "inconsistent_source_entry"
 
 REASONS: dict[str, str] = {
@@ -103,6 +104,10 @@ REASONS: dict[str, str] = {
     ),
     RADICAL: "the molecule has unpaired electrons (a SMILES error for these closed-shell datasets)",
     MULTI_FRAGMENT: "the SMILES holds more than one disconnected molecule",
+    UNSUPPORTED_ELEMENT: (
+        "an element outside pairfactory.pairs.elements.SUPPORTED_ELEMENTS (the featurizer would "
+        "see an anonymous atom)"
+    ),
     INCONSISTENT_SOURCE_ENTRY: (
         "the source entry contradicts itself and the curated override table rejects it"
     ),

@@ -35,6 +35,7 @@ class SmilesResult:
         0  # largest |formal charge| on one atom (2+ means an odd charge-separated form)
     )
     formula: str = ""  # Hill formula with implicit hydrogens (RDKit CalcMolFormula)
+    elements: tuple[str, ...] = ()  # sorted element symbols, implicit hydrogens included
 
     @property
     def ok(self) -> bool:
@@ -114,6 +115,7 @@ def _canonicalize_str(raw: str) -> SmilesResult:
         n_fragments=len(Chem.GetMolFrags(mol)),
         max_atom_charge=max((abs(atom.GetFormalCharge()) for atom in mol.GetAtoms()), default=0),
         formula=rdMolDescriptors.CalcMolFormula(mol),
+        elements=tuple(sorted(parse_hill_formula(rdMolDescriptors.CalcMolFormula(mol)))),
     )
 
 

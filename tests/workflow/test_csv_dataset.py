@@ -1,0 +1,87 @@
+"""A user's own CSV dataset through the whole workflow like a built-in one: curation (rejects with
+reasons), QM samples, cross-validation, a final model, and a prediction from two SMILES."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from workflow_helpers import FREESOLV_TXT, REPO_ROOT, run_snakemake, write_config
+
+
+def _user_csv(path: Path, n_rows: int) -> int:
+    """FreeSolv's first rows as a user would hand them in (own column names, solvent column),
+    plus two rows curation must reject; returns the number of rows."""
+    rows = []
+    for line in FREESOLV_TXT.read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        fields = [f.strip() for f in line.split(";")]
+        rows.append({"Molecule": fields[1], "Medium": "O", "dG (kcal/mol)": fields[3]})
+        if len(rows) == n_rows:
+            break
+    rows.append({"Molecule": "c1ccccc1[Fe]", "Medium": "O", "dG (kcal/mol)": "-1.0"})
+    rows.append({"Molecule": "CCO", "Medium": "O", "dG (kcal/mol)": "n/a"})
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return len(rows)
+
+
+def test_a_csv_dataset_runs_like_a_built_in_one(tmp_path: Path) -> None:
+    n_rows = _user_csv(tmp_path / "mine.csv", 40)
+    config = {
+        "seed": 0,
+        "datasets": ["mine"],
+        "csv_datasets": {
+            "mine": {
+                "path": "mine.csv",
+                "solute_column": "Molecule",
+                "solvent_column": "Medium",
+                "targets": [
+                    {"column": "dG (kcal/mol)", "name": "dg_solv_kcal_mol", "unit": "kcal/mol"}
+                ],
+            }
+        },
+        "qm": {"datasets": {"mine": {"max_systems": 2, "max_heavy_atoms": 3}}, "threads": 1},
+        "samples": {"per_system": 1},
+        "shards": {"systems_per_shard": 2, "samples_per_shard": 1},
+        "engine": {"name": "xtb", "xtb": {"timeout_s": 60}},
+        "evaluate": {
+            "tables": ["mine/dg_solv_kcal_mol"],
+            "models": ["cigin"],
+            "folds": 2,
+            "epochs": 1,
+            "batch_size": 16,
+            "hidden_dim": 16,
+            "device": "cpu",
+            "threads": 1,
+        },
+        "final_models": [{"table": "mine/dg_solv_kcal_mol", "model": "probpair_2d"}],
+        "report": {"enabled": False},
+    }
+    write_config(tmp_path, config)
+    profile = ["--profile", str(REPO_ROOT / "profiles" / "local")]
+    run_snakemake(tmp_path, *profile, timeout=500).check()
+
+    pairs = tmp_path / "results" / "pairs" / "mine"
+    table = pd.read_parquet(pairs / "dg_solv_kcal_mol.parquet")
+    rejects = pd.read_parquet(pairs / "rejects.parquet")
+    assert len(table) + len(rejects) == n_rows  # in = kept + rejected
+    assert sorted(rejects["reason"]) == ["missing_value", "unsupported_element"]
+    assert list((tmp_path / "results" / "shards" / "mine").glob("*/s*.parquet"))
+    for fold in (0, 1):
+        fold_dir = tmp_path / "results" / "evaluate" / "mine" / "dg_solv_kcal_mol" / "cigin"
+        metrics = json.loads((fold_dir / "random" / f"r0-f{fold}" / "metrics.json").read_text())
+        assert metrics["unit"] == "kcal/mol" and metrics["n_test"] > 0
+    model_dir = tmp_path / "results" / "models" / "mine" / "dg_solv_kcal_mol" / "probpair_2d"
+    from pairfactory.ml.predictor import load_model
+
+    row = load_model(model_dir).predict(["CCCO"], ["O"]).iloc[0]
+    assert row["status"] == "ok" and row["unit"] == "kcal/mol"
+    assert row["dg_solv_kcal_mol_sigma"] > 0
+
+    # a wrong target in a table is named before any job runs
+    config["evaluate"]["tables"] = ["mine/dg_hydration_kcal_mol"]
+    write_config(tmp_path, config)
+    run = run_snakemake(tmp_path, "-n", "--cores", "1")
+    assert run.returncode != 0 and "mine has the target(s) dg_solv_kcal_mol" in run.output
