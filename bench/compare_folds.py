@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
+
+from pairfactory.ml.statistics import corrected_resampled_t
 
 
 def fold_metrics(root: Path, model: str, split: str) -> dict[tuple[int, int], dict]:
@@ -29,19 +29,6 @@ def fold_metrics(root: Path, model: str, split: str) -> dict[tuple[int, int], di
         metrics = json.loads(path.read_text())
         found[(metrics["repeat"], metrics["fold"])] = metrics
     return found
-
-
-def corrected_resampled_t(
-    differences: np.ndarray, n_train: float, n_test: float
-) -> tuple[float, float, float]:
-    """(half-width of the 95 % interval, t, two-sided p) of the mean of ``differences``."""
-    k = len(differences)
-    variance = np.var(differences, ddof=1) * (1.0 / k + n_test / n_train)
-    if k < 2 or variance <= 0:
-        return math.nan, math.nan, math.nan
-    t = float(np.mean(differences) / math.sqrt(variance))
-    p = float(2 * stats.t.sf(abs(t), df=k - 1))
-    return float(stats.t.ppf(0.975, df=k - 1) * math.sqrt(variance)), t, p
 
 
 def main(argv: list[str] | None = None) -> int:

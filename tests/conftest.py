@@ -49,24 +49,37 @@ def orca_outputs_dir(data_dir: Path) -> Path:
     return require_or_skip(data_dir / "orca_outputs", "the ORCA output fixtures")
 
 
-@pytest.fixture(scope="session")
-def xtb_program() -> str:
-    """The xtb program (for ALPB ΔG_solv). Under PAIRFACTORY_REQUIRE_XTB=1 (CI) a missing program
-    is installed from Debian's package (as root, like the SLURM test's cluster) or the test fails;
-    otherwise it is skipped."""
+def _debian_program(program: str, package: str, variable: str) -> str:
+    """A program from Debian's package. Under ``variable``=1 (CI) a missing one is installed as
+    root (like the SLURM test's cluster) or the test fails; otherwise the test is skipped."""
     import shutil
     import subprocess
 
-    found = shutil.which("xtb")
+    found = shutil.which(program)
     if found:
         return found
-    if os.environ.get("PAIRFACTORY_REQUIRE_XTB") != "1":
-        pytest.skip("the xtb program is not installed (apt-get install xtb)")
+    if os.environ.get(variable) != "1":
+        pytest.skip(f"{program} is not installed (apt-get install {package})")
     if shutil.which("apt-get") and os.geteuid() == 0:
         subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
-        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "xtb"]
+        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package]
         subprocess.run(install, check=False, capture_output=True)
-    found = shutil.which("xtb")
+    found = shutil.which(program)
     if not found:
-        pytest.fail("PAIRFACTORY_REQUIRE_XTB=1 but the xtb program could not be installed")
+        pytest.fail(
+            f"{variable}=1 but {program} could not be installed (apt-get install {package})"
+        )
     return found
+
+
+@pytest.fixture(scope="session")
+def xtb_program() -> str:
+    """The xtb program (for ALPB ΔG_solv), PAIRFACTORY_REQUIRE_XTB=1 in CI."""
+    return _debian_program("xtb", "xtb", "PAIRFACTORY_REQUIRE_XTB")
+
+
+@pytest.fixture(scope="session")
+def chromium_program() -> str:
+    """Headless Chromium (the HTML report's browser test), PAIRFACTORY_REQUIRE_CHROMIUM=1 in
+    CI."""
+    return _debian_program("chromium", "chromium", "PAIRFACTORY_REQUIRE_CHROMIUM")

@@ -182,7 +182,9 @@ def raw_hashes(wildcards: Wildcards) -> dict[str, str]:
 
 
 def raw_file_args(wildcards: Wildcards) -> str:
-    if wildcards.dataset in CSV_SOURCES:  # the CLI reads the csv_datasets entry from the config
+    if (
+        wildcards.dataset in CSV_SOURCES
+    ):  # the CLI reads the csv_datasets entry from the config
         return f"--config {CONFIG_FILE}"
     return " ".join(
         f"{flag} {config['data'][key]}"
@@ -358,6 +360,21 @@ def evaluate_dirs() -> list[str]:
 
 def evaluate_outputs() -> list[str]:
     return [f"{d}/metrics.json" for d in evaluate_dirs()]
+
+
+def report_manifests() -> list[str]:
+    return [
+        f"{MANIFEST_DIR}/{dataset}/{ENGINE_TAG}/manifest.parquet"
+        for dataset in config["qm"]["datasets"]
+    ]
+
+
+def report_shard_flags(wildcards: Wildcards) -> str:
+    """The shard folders whose complexes report.html shows in 3D."""
+    folders = [
+        f"{SHARDS_DIR}/{dataset}/{ENGINE_TAG}" for dataset in config["qm"]["datasets"]
+    ]
+    return f"--shards {' '.join(folders)}" if folders else ""
 
 
 # ---------------------------------------------------------------------------------------------

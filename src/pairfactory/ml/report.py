@@ -10,8 +10,12 @@ Reads every ``metrics.json`` under ``--results`` (the layout of ``pairfactory ev
   published RMSE where the CGIB paper has one;
 - ``results.md``: the same as a Markdown table, published numbers and the project's targets side
   by side;
-- ``plots/<dataset>/<target>/<split>/<model>_parity.png`` (test predictions of every fold) and
-  ``..._learning.png`` (validation RMSE and training loss per epoch, one line per fold).
+- ``plots/<dataset>/<target>/<split>/<model>_parity.png`` (test predictions of every fold),
+  ``..._learning.png`` (validation RMSE and training loss per epoch, one line per fold) and, for
+  probabilistic models, ``..._calibration.png`` (observed vs expected interval coverage);
+- ``ablation.csv``: every variant of our model against its 2D twin on shared folds;
+- ``report.html``: all of it as one self-contained page, with interactive 3D views of a few noisy
+  complexes per dataset (``pairfactory.ml.report_html``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -281,8 +286,10 @@ def learning_plot(group: pd.DataFrame, title: str, unit: str, path: Path) -> Pat
     ax_v.set_xlabel("epoch")
     ax_v.set_ylabel(f"validation RMSE [{unit}]")
     ax_t.set_xlabel("epoch")
-    ax_t.set_ylabel("training loss (MSE + aux)")
-    ax_t.set_yscale("log")
+    ax_t.set_ylabel("training loss (MSE or NLL, + aux)")
+    # a probabilistic model's loss (a Gaussian NLL) goes below zero: log scale only when it can
+    if all((hist["train_loss"] > 0).all() for _, hist, _ in curves):
+        ax_t.set_yscale("log")
     if len(curves) <= 10:
         ax_v.legend(fontsize=6)
     fig.suptitle(title, fontsize=9)
@@ -293,26 +300,169 @@ def learning_plot(group: pd.DataFrame, title: str, unit: str, path: Path) -> Pat
     return path
 
 
+def calibration_plot(group: pd.DataFrame, title: str, path: Path) -> Path | None:
+    """Observed vs expected coverage of the central prediction intervals (calibrated σ) on the
+    test sets of every fold; None for a model without σ."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pairfactory.ml.uncertainty import coverage_curve, miscalibration_area
+
+    preds = _read_predictions(group["path"].tolist())
+    if preds.empty or "y_std" not in preds or preds["y_std"].isna().all():
+        return None
+    y, mu, sd = (preds[c].to_numpy(float) for c in ("y_true", "y_pred", "y_std"))
+    expected, observed = coverage_curve(y, mu, sd)
+    area = miscalibration_area(y, mu, sd)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
+    ax.plot(expected, observed, lw=1.2, label="observed")
+    ax.plot([0, 1], [0, 1], color="black", lw=0.8, ls="--", label="perfect calibration")
+    ax.set_xlabel("expected coverage of the central interval")
+    ax.set_ylabel("observed coverage (test pairs)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(f"{title}; miscalibration area {area:.3f}", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# The reference of the ablation table: our model without samples or descriptors (same
+# architecture), against which every other variant of our model is compared fold by fold.
+ABLATION_REFERENCE = "probpair_2d"
+ABLATION_MODELS = ("probpair", "probpair_2d")
+
+
+def ablation_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Every variant of our model against its 2D twin on the folds both finished: mean test RMSE
+    of each, the mean paired difference with its 95 % interval and p (corrected resampled
+    t-test), and how many folds the variant won."""
+    from pairfactory.ml.statistics import corrected_resampled_t
+
+    rows = []
+    ours = metrics[metrics["base_model"].isin(ABLATION_MODELS)].copy()
+    # only folds trained alike are compared (batch size, epochs, target scaling, ...)
+    ours["training"] = ours["settings"].map(_training_key) if "settings" in ours else ""
+    for (dataset, target, split, _), group in ours.groupby(
+        ["dataset", "target", "split", "training"]
+    ):
+        twins = sorted(set(group.loc[group["base_model"] == ABLATION_REFERENCE, "model"]))
+        if not twins:
+            continue
+        # the twin at the most default settings (the shortest label) is the reference
+        reference = group[group["model"] == min(twins, key=lambda label: (len(label), label))]
+        ref = reference.set_index(["repeat", "fold"])
+        for model, variant in group[group["model"] != reference["model"].iloc[0]].groupby("model"):
+            var = variant.set_index(["repeat", "fold"])
+            keys = sorted(set(ref.index) & set(var.index))
+            if not keys:
+                continue
+            a = ref.loc[keys, "rmse"].to_numpy(float)
+            b = var.loc[keys, "rmse"].to_numpy(float)
+            n_train = float(ref.loc[keys, "n_train"].mean())
+            n_test = float((ref.loc[keys, "n_valid"] + ref.loc[keys, "n_test"]).mean())
+            half, _, p = corrected_resampled_t(b - a, n_train, n_test)
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "target": target,
+                    "split": split,
+                    "variant": model,
+                    "reference": str(reference["model"].iloc[0]),
+                    "folds": len(keys),
+                    "rmse_variant": float(b.mean()),
+                    "rmse_reference": float(a.mean()),
+                    "difference": float((b - a).mean()),
+                    "ci95_half_width": half,
+                    "p": p,
+                    "folds_won": int((b < a).sum()),
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "dataset",
+            "target",
+            "split",
+            "variant",
+            "reference",
+            "folds",
+            "rmse_variant",
+            "rmse_reference",
+            "difference",
+            "ci95_half_width",
+            "p",
+            "folds_won",
+        ],
+    )
+
+
+def _training_key(settings: Any) -> str:
+    if not isinstance(settings, dict):
+        return ""
+    skip = {"seed", "device", "num_threads", "eval_batch_size"}
+    return json.dumps({k: v for k, v in sorted(settings.items()) if k not in skip})
+
+
+def ablation_markdown(table: pd.DataFrame) -> str:
+    lines = [
+        "| dataset / target | split | variant | folds | RMSE variant | RMSE 2D twin "
+        "| Δ (95 % CI) | p | folds won |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in table.itertuples(index=False):
+        ci = f" ± {row.ci95_half_width:.3f}" if row.ci95_half_width == row.ci95_half_width else ""
+        p = f"{row.p:.2f}" if row.p == row.p else "–"
+        lines.append(
+            f"| {row.dataset} / {row.target} | {row.split} | {row.variant} | {row.folds} "
+            f"| {row.rmse_variant:.3f} | {row.rmse_reference:.3f} | {row.difference:+.3f}{ci} "
+            f"| {p} | {row.folds_won} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def write_report(
-    results_root: str | Path, out_dir: str | Path, plots: bool = True
+    results_root: str | Path,
+    out_dir: str | Path,
+    plots: bool = True,
+    html: bool = True,
+    shards_dirs: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
-    """Aggregate, write results.md / results.csv and the plots; return what was written."""
+    """Aggregate, write results.md / results.csv / ablation.csv, the plots and, with ``html``,
+    the self-contained ``report.html`` (with 3D views of the complexes in ``shards_dirs``, one
+    shard folder per dataset and engine tag); return what was written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics = collect_metrics(results_root)
     summary = aggregate(metrics)
     summary.to_csv(out / "results.csv", index=False)
+    ablation = ablation_table(metrics)
+    ablation.to_csv(out / "ablation.csv", index=False)
     written_plots = []
+    sections: list[tuple[str, Path]] = []
     if plots:
         for key, group in metrics.groupby(GROUP_KEYS, sort=True):
             dataset, target, split, model = key
             unit = str(group["unit"].iloc[0]) if "unit" in group else ""
             base = out / "plots" / dataset / target / split
             title = f"{model} on {dataset}/{target}\n{split} split, {len(group)} folds"
-            for maker, suffix in ((parity_plot, "parity"), (learning_plot, "learning")):
+            for maker, suffix, section in (
+                (parity_plot, "parity", "Parity plots (test sets)"),
+                (learning_plot, "learning", "Learning curves"),
+            ):
                 made = maker(group, title, unit, base / f"{model}_{suffix}.png")
                 if made is not None:
                     written_plots.append(made)
+                    sections.append((section, made))
+            made = calibration_plot(group, title, base / f"{model}_calibration.png")
+            if made is not None:
+                written_plots.append(made)
+                sections.append(("Calibration of the probabilistic models", made))
     lines = [
         "# Results",
         "",
@@ -325,10 +475,26 @@ def write_report(
         "",
         markdown_table(summary),
     ]
+    if not ablation.empty:
+        lines += [
+            "## Ablation: our model against its 2D twin (same folds)",
+            "",
+            ablation_markdown(ablation),
+        ]
     if written_plots:
         lines += ["## Plots", ""]
         lines += [f"- [{p.relative_to(out)}]({p.relative_to(out)})" for p in written_plots]
         lines.append("")
+    html_path = None
+    if html:
+        from pairfactory.ml.complex_views import complex_views
+        from pairfactory.ml.report_html import write_html_report
+
+        views = [v for v in (complex_views(d) for d in shards_dirs) if v is not None]
+        html_path = write_html_report(
+            out, summary, sections, ablation, views, len(metrics), results_root
+        )
+        lines += [f"The same as one HTML page, with 3D views: [report.html]({html_path.name})", ""]
     (out / "results.md").write_text("\n".join(lines))
     log.info(
         "report: %d folds, %d rows, %d plots → %s",
@@ -342,5 +508,7 @@ def write_report(
         "summary": summary,
         "plots": written_plots,
         "markdown": out / "results.md",
+        "html": html_path,
+        "ablation": ablation,
         "csv": out / "results.csv",
     }
