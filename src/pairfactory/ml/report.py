@@ -114,7 +114,25 @@ def _variant(record: dict[str, Any]) -> str:
     changed = non_default_hparams(model, record["hparams"])
     if (record.get("settings") or {}).get("standardize_targets"):
         changed["standardize_targets"] = True  # a training setting, but it changes what is learned
+    if record.get("model") in ABLATION_MODELS:  # how much of the samples it learned from
+        changed.update(_non_default_sample_settings(record.get("samples")))
     return setting_label(model, changed)
+
+
+def _non_default_sample_settings(samples: Any) -> dict[str, Any]:
+    """The sample-set settings (dose-response knobs: samples per pair, coverage, hydrogens) of a
+    fold that differ from the defaults; folds written before the settings were recorded: none."""
+    from dataclasses import fields
+
+    from pairfactory.ml.sample_sets import SampleSetSettings
+
+    given = (samples or {}).get("settings") if isinstance(samples, dict) else None
+    if not isinstance(given, dict):
+        return {}
+    defaults = {
+        f.name: f.default for f in fields(SampleSetSettings) if f.name not in ("seed", "qc")
+    }
+    return {k: given[k] for k, default in defaults.items() if k in given and given[k] != default}
 
 
 def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -559,6 +559,7 @@ def fold_samples(
     aux_scale = standardize_aux_targets(supervision)
     summary = {
         **sets.summary(),
+        "settings": {k: v for k, v in asdict(settings).items() if k != "qc"},
         "train_pairs": int(len(train)),
         "train_pairs_supervised": int(len(supervision)),
         "train_pairs_with_samples": int(sum(1 for s in supervision.values() if s.complexes)),
