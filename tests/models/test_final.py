@@ -140,6 +140,26 @@ def test_load_model_flags_extrapolation_and_rejects_bad_rows(model_dir: Path) ->
     pd.testing.assert_frame_equal(frame, again)
 
 
+def test_molecules_encoded_once_give_the_plain_forward_numbers(model_dir: Path) -> None:
+    # the predictor runs each unique molecule's encoder once; the pairs must not notice
+    import dgl
+
+    from pairfactory.ml.featurize import featurize_smiles
+
+    solutes = ["CCO", "CCCO", "CCO", "c1ccccc1O", "CCCO", "CC(=O)OC"]
+    solvents = ["O"] * len(solutes)
+    fast = load_model(model_dir).predict(solutes, solvents)
+    plain = load_model(model_dir)
+    graphs_u = dgl.batch([featurize_smiles(s) for s in solutes])
+    graphs_v = dgl.batch([featurize_smiles(s) for s in solvents])
+    means = []
+    with torch.no_grad():
+        for record, member in zip(plain.card.members, plain.members, strict=True):
+            out = member(graphs_u, graphs_v)
+            means.append(out.prediction.double().numpy() * record.target_std + record.target_mean)
+    np.testing.assert_allclose(fast[TARGET].to_numpy(), np.mean(means, axis=0), atol=1e-5)
+
+
 def test_ensemble_combination() -> None:
     means = np.array([[1.0, 2.0], [3.0, 2.0]])
     stds = np.array([[1.0, 0.5], [1.0, 0.5]])

@@ -200,6 +200,9 @@ class Predictor:
         stds: list[np.ndarray] = []
         with torch.no_grad():
             for record, model in zip(self.card.members, self.members, strict=True):
+                if hasattr(model, "encode_molecules"):
+                    self._encode_unique(model, solutes, "solute")
+                    self._encode_unique(model, solvents, "solvent")
                 member_means, member_stds = [], []
                 for start in range(0, len(solutes), INFERENCE_BATCH):
                     stop = start + INFERENCE_BATCH
@@ -221,6 +224,25 @@ class Predictor:
                 if member_stds:
                     stds.append(np.concatenate(member_stds))
         return combine_members(np.stack(means), np.stack(stds) if stds else None)
+
+    def _encode_unique(self, model: Any, graphs: list[Any], role: str) -> None:
+        """Message passing once per unique molecule of ``graphs`` (this member's encoder), its
+        result stored on the molecule's graph, where ``dgl.batch`` carries it into the pair batch
+        and the model skips the encoder (the same numbers, computed once instead of once per
+        pair)."""
+        import dgl
+
+        from pairfactory.ml.models.layers import ENCODED_KEYS
+
+        unique = list({id(g): g for g in graphs}.values())
+        for start in range(0, len(unique), INFERENCE_BATCH):
+            part = unique[start : start + INFERENCE_BATCH]
+            for graph in part:  # the previous member's features must not be batched in
+                graph.ndata.pop(ENCODED_KEYS[role], None)
+            encoded = model.encode_molecules(dgl.batch(part).to(self.device), role)
+            sizes = [graph.num_nodes() for graph in part]
+            for graph, features in zip(part, encoded.split(sizes), strict=True):
+                graph.ndata[ENCODED_KEYS[role]] = features.to("cpu")
 
     def predict_file(
         self,

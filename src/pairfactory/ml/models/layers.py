@@ -338,6 +338,10 @@ def zero_loss(like: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------
 
 
+# Where precomputed node features of a side travel in a batched graph (inference only).
+ENCODED_KEYS = {"solute": "h_encoded_solute", "solvent": "h_encoded_solvent"}
+
+
 class GatherInteractionModel(PairModel):
     """CIGIN's architecture, which CGIB reuses as its backbone: a ``GatherEncoder`` per side, the
     interaction map (``interact``), a Set2Set readout of ``[h, I h_other]`` per side and the MLP
@@ -373,13 +377,26 @@ class GatherInteractionModel(PairModel):
         self.predictor = mlp_head(8 * hidden)
         return hidden, edge_hidden
 
+    def encode_molecules(self, graphs: dgl.DGLGraph, role: str) -> torch.Tensor:
+        """Message passing over a batch of molecules of one ``role`` ("solute" or "solvent"):
+        their node features [N, h]. A molecule's features do not depend on its partner, so
+        inference over many pairs computes them once per unique molecule (the predictor stores
+        them under ``ENCODED_KEYS[role]`` and ``_encode`` then skips that encoder)."""
+        gather = self.solute_gather if role == "solute" else self.solvent_gather
+        return gather(graphs, graphs.ndata["h"], graphs.edata["e"])
+
     def _encode(
         self, solute_bg: dgl.DGLGraph, solvent_bg: dgl.DGLGraph
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Node features of both sides after message passing: ([N_solute, h], [N_solvent, h])."""
-        hu = self.solute_gather(solute_bg, solute_bg.ndata["h"], solute_bg.edata["e"])
-        hv = self.solvent_gather(solvent_bg, solvent_bg.ndata["h"], solvent_bg.edata["e"])
-        return hu, hv
+        encoded = []
+        for role, graphs in (("solute", solute_bg), ("solvent", solvent_bg)):
+            key = ENCODED_KEYS[role]
+            if not self.training and key in graphs.ndata:
+                encoded.append(graphs.ndata[key])
+            else:
+                encoded.append(self.encode_molecules(graphs, role))
+        return encoded[0], encoded[1]
 
     def _predict(self, solute_readout: torch.Tensor, solvent_readout: torch.Tensor) -> torch.Tensor:
         """The head on the two Set2Set vectors of each pair: [B]."""
