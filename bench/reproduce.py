@@ -106,6 +106,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(<root>/<dataset>/<engine tag>/alpb.parquet, from `pairfactory solvation`)",
     )
     parser.add_argument(
+        "--ensemble", type=int, default=1, help="members per fold (their spread is a σ)"
+    )
+    parser.add_argument(
         "--samples",
         default=None,
         metavar="JSON",
@@ -186,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         graph_cache=Path(args.graph_cache),
         model_hparams=model_hparams,
         samples=samples,
+        ensemble=args.ensemble,
     )
 
     tables = {}

@@ -223,3 +223,28 @@ def test_out_is_the_old_name_of_out_dir():
     for flag in ("--out-dir", "--out"):
         args = parser.parse_args(["--pairs", "x", "--model", "cgib", flag, "y"])
         assert args.out_dir == Path("y")
+
+
+def test_an_ensemble_fold_is_its_members_mean_with_their_spread_as_sigma(table_path, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from pairfactory.ml.report import collect_metrics
+
+    single, ensemble = tmp_path / "ev" / "single", tmp_path / "ev" / "ensemble"
+    assert _cli(table_path, single) == 0
+    assert _cli(table_path, ensemble, "--ensemble", "3") == 0
+    one = json.loads((single / "metrics.json").read_text())
+    three = json.loads((ensemble / "metrics.json").read_text())
+    assert three["ensemble"] == 3 and len(three["member_rmse"]) == 3
+    # member 0 is the single model of the fold (same seeds), the others differ
+    assert three["member_rmse"][0] == pytest.approx(one["rmse"], rel=1e-6)
+    assert len(set(three["member_rmse"])) == 3
+    assert three["nll"] is not None and three["sigma_scale"] > 0  # the spread is a σ
+    predictions = pd.read_parquet(ensemble / "predictions.parquet")
+    assert (predictions["y_std"] > 0).all()
+    assert (ensemble / "model-m1.pt").is_file() and (ensemble / "model-m2.pt").is_file()
+    assert one.get("nll") is None  # a single CIGIN has no σ
+    labels = set(collect_metrics(tmp_path / "ev")["model"])
+    assert labels == {"cigin", "cigin@ensemble=3"}

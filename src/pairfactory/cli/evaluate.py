@@ -100,6 +100,7 @@ def options_from_config(
         name: dict(given) for name, given in (section.get("model_hparams") or {}).items()
     }
     n_folds = int(section.get("folds", 5))
+    ensemble = int(section.get("ensemble", 1))
     seed = int((config or {}).get("seed", 0))
     if args is not None:
         for flag, name in _FLAG_SETTINGS:
@@ -121,6 +122,8 @@ def options_from_config(
             model_hparams.setdefault(args.model, {}).update(extra)
         if getattr(args, "folds", None) is not None:
             n_folds = args.folds
+        if getattr(args, "fold_ensemble", None) is not None:
+            ensemble = args.fold_ensemble
         if args.seed is not None:
             seed = args.seed
     graph_cache = (
@@ -139,6 +142,7 @@ def options_from_config(
         shards_dir=None if shards_dir is None else Path(shards_dir),
         descriptors=None if descriptors is None else Path(descriptors),
         samples=samples,
+        ensemble=ensemble,
     )
 
 
@@ -172,6 +176,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--folds", type=int, help="k of k-fold (default 5 or config evaluate.folds)"
+    )
+    parser.add_argument(
+        "--ensemble",
+        dest="fold_ensemble",
+        type=int,
+        help="members per fold, their spread a σ (default 1 or config evaluate.ensemble)",
     )
     add_training_arguments(parser)
     parser.add_argument("--force", action="store_true", help="rerun even if metrics.json exists")

@@ -38,6 +38,7 @@ from pairfactory.ml.models.registry import model_spec
 from pairfactory.ml.sample_sets import SampleSetSettings, fold_samples
 from pairfactory.ml.splits import SPLIT_KINDS, FoldSplit, make_splits
 from pairfactory.ml.train import (
+    TrainResult,
     TrainSettings,
     regression_metrics,
     save_weights,
@@ -73,6 +74,13 @@ class ProtocolOptions:
     shards_dir: Path | None = None
     descriptors: Path | None = None
     samples: SampleSetSettings = field(default_factory=SampleSetSettings)
+    # members per fold, trained with model seeds seed + r, + r + ENSEMBLE_SEED_STEP, ...: their
+    # mean is the prediction and their spread a σ (member 0 is the single model of the fold)
+    ensemble: int = 1
+
+    def __post_init__(self) -> None:
+        if self.ensemble < 1:
+            raise UserError(f"ensemble must be >= 1 (got {self.ensemble})")
 
     def hparams_for(self, model_name: str) -> dict[str, Any]:
         """The hyper-parameters a fold of ``model_name`` is built with: the shared ones, then the
@@ -149,6 +157,9 @@ class FoldMetrics:
     rmse_test_covered: float | None = None
     rmse_test_uncovered: float | None = None
     sigma_scale: float | None = None
+    # An ensemble fold (ProtocolOptions.ensemble > 1): members and each member's test RMSE
+    ensemble: int = 1
+    member_rmse: list[float] | None = None
 
 
 @functools.lru_cache(maxsize=1)
@@ -367,19 +378,27 @@ def run_fold(
         len(rejected),
     )
 
-    settings = replace(options.settings, seed=options.model_seed(repeat))
     hparams = options.hparams_for(model_name)
-    seed_everything(settings.seed)  # before building: initial weights depend on the seed
-    model = build_model(model_name, **hparams)
-    result = train_model(
-        model,
-        datasets["train"],
-        datasets["valid"],
-        datasets["test"],
-        settings,
-        logger=log,
-        progress=progress,
-    )
+    members = []
+    for member in range(options.ensemble):
+        settings = replace(
+            options.settings, seed=options.model_seed(repeat) + member * ENSEMBLE_SEED_STEP
+        )
+        seed_everything(settings.seed)  # before building: initial weights depend on the seed
+        model = build_model(model_name, **hparams)
+        members.append(
+            train_model(
+                model,
+                datasets["train"],
+                datasets["valid"],
+                datasets["test"],
+                settings,
+                logger=log,
+                progress=progress,
+            )
+        )
+    result = members[0] if len(members) == 1 else _ensemble_result(members)
+    settings = replace(options.settings, seed=options.model_seed(repeat))
 
     frames = []
     for role, part in result.predictions.groupby("role", sort=False):
@@ -416,7 +435,9 @@ def run_fold(
     atomic_write(out_dir / PREDICTIONS_FILE, lambda tmp: predictions.to_parquet(tmp, index=False))
     history = result.history_frame()
     atomic_write_text(out_dir / HISTORY_FILE, history.to_csv(index=False))
-    save_weights(result.best_state_dict, out_dir / WEIGHTS_FILE)
+    save_weights(members[0].best_state_dict, out_dir / WEIGHTS_FILE)
+    for member, member_result in enumerate(members[1:], start=1):
+        save_weights(member_result.best_state_dict, out_dir / f"model-m{member}.pt")
     if len(rejected):
         atomic_write_text(out_dir / "unfeaturizable.csv", rejected.to_csv(index=False))
     metrics = FoldMetrics(
@@ -452,6 +473,8 @@ def run_fold(
         code_commit=code_commit,
         code_dirty=code_dirty,
         target_scale=asdict(result.target_scale),
+        ensemble=options.ensemble,
+        member_rmse=[m.test_rmse for m in members] if len(members) > 1 else None,
         **uncertainty,
         **coverage,
     )
@@ -466,6 +489,48 @@ def run_fold(
         metrics.seconds,
     )
     return payload
+
+
+ENSEMBLE_SEED_STEP = 1000  # member i's model seed: seed + repeat + i * 1000 (no clash with repeats)
+
+
+def _ensemble_result(members: list[TrainResult]) -> TrainResult:
+    """Members' best-epoch predictions combined like a final model's (mean; σ from the members'
+    own σ and their spread), as one TrainResult whose test RMSE is the ensemble's."""
+    from pairfactory.ml.predictor import combine_members
+
+    first = members[0].predictions
+    for other in members[1:]:
+        same = other.predictions[["role", "index"]].reset_index(drop=True)
+        if not same.equals(first[["role", "index"]].reset_index(drop=True)):
+            raise AssertionError("ensemble members predicted the pairs in different orders")
+    means = np.stack([m.predictions["y_pred"].to_numpy() for m in members])
+    stds = (
+        np.stack([m.predictions["y_std"].to_numpy() for m in members])
+        if all("y_std" in m.predictions for m in members)
+        else None
+    )
+    combined = combine_members(means, stds)
+    # total predictive σ: the members' own variance plus their disagreement
+    spread = combined["y_std_ensemble"]
+    total = np.sqrt(combined["y_std"] ** 2 + spread**2) if "y_std" in combined else spread
+    predictions = first[["role", "index", "y_true"]].copy()
+    predictions["y_pred"] = combined["y_pred"]
+    predictions["y_std"] = total
+    test = predictions[predictions["role"] == "test"]
+    valid = predictions[predictions["role"] == "valid"]
+    test_m = regression_metrics(test["y_true"].to_numpy(), test["y_pred"].to_numpy())
+    valid_m = regression_metrics(valid["y_true"].to_numpy(), valid["y_pred"].to_numpy())
+    return replace(
+        members[0],
+        best_epoch=int(round(np.mean([m.best_epoch for m in members]))),
+        best_valid_rmse=valid_m["rmse"],
+        test_rmse=test_m["rmse"],
+        test_mae=test_m["mae"],
+        predictions=predictions,
+        seconds=sum(m.seconds for m in members),
+        stopped_early=all(m.stopped_early for m in members),
+    )
 
 
 def _coverage_metrics(predictions: pd.DataFrame, summary: dict[str, Any]) -> dict[str, Any]:

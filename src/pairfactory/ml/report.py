@@ -114,6 +114,8 @@ def _variant(record: dict[str, Any]) -> str:
     changed = non_default_hparams(model, record["hparams"])
     if (record.get("settings") or {}).get("standardize_targets"):
         changed["standardize_targets"] = True  # a training setting, but it changes what is learned
+    if int(record.get("ensemble") or 1) > 1:
+        changed["ensemble"] = int(record["ensemble"])
     if record.get("model") in ABLATION_MODELS:  # how much of the samples it learned from
         changed.update(_non_default_sample_settings(record.get("samples")))
     return setting_label(model, changed)
