@@ -179,10 +179,11 @@ class Predictor:
         try:
             if not isinstance(smiles, str):
                 raise FeaturizationError(str(smiles), "empty or not a string")
-            canonical = canonical_smiles(smiles)
-            from rdkit import Chem
+            from rdkit import Chem, rdBase
 
-            mol = Chem.MolFromSmiles(canonical)
+            with rdBase.BlockLogs():  # a rejected row says why; RDKit's stderr lines add nothing
+                canonical = canonical_smiles(smiles)
+                mol = Chem.MolFromSmiles(canonical)
             molecule.graph = featurize_mol(mol, canonical)
             molecule.facts = molecule_facts(mol)
             if role == "solute":
