@@ -181,7 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.threads} torch threads, chunks of {args.chunk_rows} rows, "
         f"{os.cpu_count()} CPUs on the machine\n"
     )
-    print(pd.DataFrame(rows).to_markdown(index=False))
+    table = pd.DataFrame(rows)
+    for column in table.columns:  # thousands separators; tabulate would print 1e+06
+        if column != "wall s (command)":
+            table[column] = table[column].map(lambda v: f"{v:,}")
+    print(table.to_markdown(index=False, colalign=["right"] * len(table.columns)))
     return 0
 
 
