@@ -16,6 +16,13 @@ summarize folds that ran elsewhere (no training):
       --model cgib --grid '{"beta": [1, 0.1, 0.01, 0.001, 0.0001, 0]}' \\
       --results results/tune-device --no-run
 then use the choice, e.g. in config.yaml:  evaluate: {model_hparams: {cgib: {beta: 0.0001}}}
+one budget for every model: training settings (batch_size, lr, weight_decay) may be grid keys too,
+e.g. for our model with its samples (and the same grid for probpair_2d and cigin):
+  .venv/bin/python bench/select_hparams.py \
+      --pairs results/pairs/freesolv_cgib/dg_hydration_kcal_mol.parquet --model probpair \
+      --grid '{"batch_size": [16, 32, 64], "lr": [0.001, 0.0003]}' --standardize-targets \
+      --shards-dir ../shared/qm/shards/freesolv/xtb-5bc9618c \
+      --descriptors results/descriptors/freesolv/xtb-5bc9618c/alpb.parquet --jobs 2
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import pandas as pd
@@ -49,6 +56,7 @@ from pairfactory.ml.tune import (
 )
 from protocol_args import add_protocol_arguments, train_settings
 
+TRAIN_SETTING_NAMES = {f.name for f in fields(TrainSettings)} - {"seed", "device", "num_threads"}
 # named, not __name__: run as a script, this module is "__main__"
 log = logging.getLogger("select_hparams")
 
@@ -78,6 +86,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--jobs", type=int, default=1, help="folds run at once, each in its own process"
     )
     add_protocol_arguments(parser)
+    parser.add_argument(
+        "--shards-dir",
+        default=None,
+        help="the table's QM samples (one engine tag's shard folder), for models that learn "
+        "from them (probpair); every model then reports covered/uncovered test RMSE",
+    )
+    parser.add_argument(
+        "--descriptors", default=None, help="the ALPB descriptor table (pairfactory solvation)"
+    )
     parser.add_argument(
         "--no-run",
         action="store_true",
@@ -110,12 +127,17 @@ def _run_missing(
 
     todo = []
     for label, point in labels.items():
+        # grid keys that are training settings (batch_size, lr, weight_decay, ...) set those; the
+        # rest are the model's hyper-parameters: one search budget over both, for every model
+        training = {k: v for k, v in point.items() if k in TRAIN_SETTING_NAMES}
         options = ProtocolOptions(
-            settings=settings,
+            settings=replace(settings, **training),
             n_folds=args.folds,
             seed=args.seed,
-            model_hparams={args.model: point},
+            model_hparams={args.model: {k: v for k, v in point.items() if k not in training}},
             graph_cache=Path(args.graph_cache),
+            shards_dir=None if args.shards_dir is None else Path(args.shards_dir),
+            descriptors=None if args.descriptors is None else Path(args.descriptors),
         )
         for repeat in range(args.repeats):
             for fold in range(args.folds):
