@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from pairfactory.ml.sample_features import (
     CONTACT_COLUMNS,
     ENERGY_COLUMNS,
-    read_samples,
+    read_sample_contacts,
     summarize_systems,
 )
 from pairfactory.qm.shards import shard_paths
@@ -102,7 +102,7 @@ def load_frame(dataset: str, args: argparse.Namespace) -> tuple[pd.DataFrame, pd
     pairs["system_id"] = [
         system_id_for(u, v) for u, v in zip(pairs.solute_smiles, pairs.solvent_smiles, strict=True)
     ]
-    samples = read_samples(shard_paths(Path(args.shards_root) / shards_rel), progress=True)
+    samples = read_sample_contacts(shard_paths(Path(args.shards_root) / shards_rel), progress=True)
     feats = summarize_systems(samples)
     missing = set(pairs.system_id) - set(feats.system_id)
     log.info(

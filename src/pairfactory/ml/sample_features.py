@@ -146,7 +146,7 @@ def sample_contacts(
     )
 
 
-def read_samples(
+def read_sample_contacts(
     paths: Iterable[str | Path],
     contacts: ContactSettings = ContactSettings(),
     progress: bool = False,
@@ -210,7 +210,7 @@ def flag_outliers(samples: pd.DataFrame, qc: QCSettings = QCSettings()) -> pd.Da
 
 
 def summarize_systems(samples: pd.DataFrame, qc: QCSettings = QCSettings()) -> pd.DataFrame:
-    """One row per system of ``samples`` (``read_samples`` output) with SYSTEM_COLUMNS."""
+    """One row per system of ``samples`` (``read_sample_contacts`` output) with SYSTEM_COLUMNS."""
     flagged = flag_outliers(samples, qc)
     rows = []
     for system_id, group in flagged.groupby("system_id", sort=True):
@@ -281,7 +281,7 @@ def system_features(
     paths = shard_paths(shards_dir)
     if not paths:
         raise UserError(f"no shard files ({SHARD_GLOB}) in {shards_dir}; run the optimize stage")
-    return summarize_systems(read_samples(paths, contacts, progress=progress), qc)
+    return summarize_systems(read_sample_contacts(paths, contacts, progress=progress), qc)
 
 
 def _float_or_nan(value: object) -> float:
