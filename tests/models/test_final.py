@@ -75,6 +75,7 @@ def test_a_rerun_of_a_finished_member_trains_nothing(
     model_dir: Path, table_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     before = (member_dir(model_dir, 0) / "weights.pt").read_bytes()
+    card_before = json.loads((model_dir / "model.json").read_text())
     argv = ["train", "--pairs", str(table_path), "--model", "probpair_2d", "--ensemble", "2"]
     argv += ["--out-dir", str(model_dir), "--no-progress", *TRAIN_FLAGS]
     argv += ["--graph-cache", str(model_dir.parent / "graphs.pt")]
@@ -82,6 +83,8 @@ def test_a_rerun_of_a_finished_member_trains_nothing(
         assert main(argv) == 0
     assert caplog.text.count("already trained") == 2
     assert (member_dir(model_dir, 0) / "weights.pt").read_bytes() == before
+    # the resolved hyper-parameters come back from the members' records, not from a rebuilt model
+    assert json.loads((model_dir / "model.json").read_text())["hparams"] == card_before["hparams"]
 
 
 def test_predict_one_pair_prints_value_unit_and_both_sigmas(

@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 pytest.importorskip("torch")
@@ -17,43 +16,17 @@ pytest.importorskip("dgl")
 
 from curated_tables import freesolv_rows, write_pair_table  # noqa: E402
 from headless_browser import file_url, open_page  # noqa: E402
+from real_shards import optimize_water_pairs  # noqa: E402
 
 from pairfactory.ml.evaluate import ProtocolOptions, run_protocol  # noqa: E402
 from pairfactory.ml.report import write_report  # noqa: E402
 from pairfactory.ml.train import TrainSettings  # noqa: E402
-from pairfactory.qm.optimize import run_shard  # noqa: E402
-from pairfactory.qm.plan import plan_shards, systems_from_pair_tables  # noqa: E402
-from pairfactory.qm.settings import QmSettings  # noqa: E402
 
 
 def _real_shards(root: Path) -> Path:
     """Two pairs (ethanol, acetic acid in water) x 2 samples, optimized with GFN2-xTB."""
-    pairs = pd.DataFrame(
-        {
-            "pair_id": ["p0", "p1"],
-            "dataset": "freesolv",
-            "solute_smiles": ["CCO", "CC(=O)O"],
-            "solvent_smiles": "O",
-            "source_row": [0, 1],
-            "solid_state": False,
-            "value": [0.0, 1.0],
-        }
-    )
-    systems = systems_from_pair_tables([pairs])
-    spec = plan_shards(systems, samples_per_system=2, systems_per_shard=2, samples_per_shard=2)[0]
-    settings = QmSettings.from_config(
-        {"seed": 3, "engine": {"name": "xtb", "xtb": {"timeout_s": 60}}}
-    )
     shards_dir = root / "shards" / "freesolv" / "xtb-test0000"
-    run_shard(
-        spec,
-        systems,
-        settings,
-        shards_dir / f"{spec.shard_id}.parquet",
-        1,
-        parts_cache=root / "parts",
-        progress=False,
-    )
+    optimize_water_pairs(["CCO", "CC(=O)O"], shards_dir, root / "parts")
     return shards_dir
 
 

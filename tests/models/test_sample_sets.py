@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from real_shards import optimize_water_pairs, water_pairs
 
 from pairfactory.ml.datasets import AUX_TARGETS, PairGraphDataset, collate_pairs
 from pairfactory.ml.graph_cache import GraphCache
@@ -23,56 +24,23 @@ from pairfactory.ml.sample_sets import (
     supervision_for,
     topology_problem,
 )
-from pairfactory.qm.optimize import run_shard
-from pairfactory.qm.plan import plan_shards, system_id_for, systems_from_pair_tables
-from pairfactory.qm.settings import QmSettings
+from pairfactory.qm.plan import system_id_for
 from pairfactory.qm.shards import SHARD_SCHEMA, read_shard
 
 SOLUTES = ["CCO", "CC(=O)O"]  # ethanol, acetic acid: in water, 2 samples each
 UNCOVERED = "CCCl"  # in the pair table, never sampled
 
 
-def _pairs(solutes: list[str]) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "pair_id": [f"p{i:02d}" for i in range(len(solutes))],
-            "dataset": "freesolv",
-            "solute_smiles": solutes,
-            "solvent_smiles": "O",
-            "source_row": range(len(solutes)),
-            "solid_state": False,
-            "value": np.arange(len(solutes), dtype=float),
-        }
-    )
-
-
 @pytest.fixture(scope="module")
 def real_shards(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("sample_sets")
-    systems = systems_from_pair_tables([_pairs(SOLUTES)])
-    spec = plan_shards(systems, samples_per_system=2, systems_per_shard=2, samples_per_shard=2)[0]
-    settings = QmSettings.from_config(
-        {"seed": 3, "engine": {"name": "xtb", "xtb": {"timeout_s": 60}}}
-    )
     shards_dir = root / "shards"
-    run_shard(
-        spec,
-        systems,
-        settings,
-        shards_dir / f"{spec.shard_id}.parquet",
-        1,
-        parts_cache=root / "parts",
-        progress=False,
-    )
-    return {
-        "root": root,
-        "shards_dir": shards_dir,
-        "shard": shards_dir / f"{spec.shard_id}.parquet",
-    }
+    shard = optimize_water_pairs(SOLUTES, shards_dir, root / "parts")
+    return {"root": root, "shards_dir": shards_dir, "shard": shard}
 
 
 def test_every_row_is_accounted_for_and_uncovered_pairs_stay(real_shards: dict[str, Any]) -> None:
-    pairs = _pairs([*SOLUTES, UNCOVERED, "CCO"])  # a duplicate row of a covered system too
+    pairs = water_pairs([*SOLUTES, UNCOVERED, "CCO"])  # a duplicate row of a covered system too
     table = build_sample_sets(pairs, real_shards["shards_dir"], GraphCache(None))
     coverage = table.coverage
     assert list(coverage["pair_id"]) == list(pairs["pair_id"])  # rows in = rows out, in order
@@ -108,7 +76,7 @@ def test_failed_samples_are_counted_not_kept(real_shards: dict[str, Any], tmp_pa
         pa.Table.from_pandas(shard, schema=SHARD_SCHEMA, preserve_index=False),
         folder / real_shards["shard"].name,
     )
-    table = build_sample_sets(_pairs(SOLUTES), folder, GraphCache(None))
+    table = build_sample_sets(water_pairs(SOLUTES), folder, GraphCache(None))
     row = table.coverage.set_index("system_id").loc[shard.loc[0, "system_id"]]
     assert (row["n_samples"], row["n_ok"], row["n_failed"], row["n_kept"]) == (2, 1, 1, 1)
 
@@ -143,7 +111,7 @@ def test_correspondence_is_proven_edge_by_edge(real_shards: dict[str, Any]) -> N
 
 def test_supervision_contact_maps_graphs_and_decoys(real_shards: dict[str, Any]) -> None:
     cache = GraphCache(None)
-    pairs = _pairs([*SOLUTES, UNCOVERED])
+    pairs = water_pairs([*SOLUTES, UNCOVERED])
     settings = SampleSetSettings(decoys_per_sample=2, seed=5)
     table = build_sample_sets(pairs, real_shards["shards_dir"], cache, settings)
     sid = system_id_for(SOLUTES[0], "O")
@@ -206,7 +174,7 @@ def test_only_training_pairs_get_supervision(real_shards: dict[str, Any]) -> Non
     from pairfactory.ml.sample_sets import fold_samples
     from pairfactory.ml.splits import make_splits
 
-    pairs = _pairs([*SOLUTES, UNCOVERED, "CCC", "CCN", "CCCO"])
+    pairs = water_pairs([*SOLUTES, UNCOVERED, "CCC", "CCN", "CCCO"])
     cache = GraphCache(None)
     folds = make_splits("random", pairs["solute_smiles"].tolist(), n_folds=3, seed=0)
     for split in folds:

@@ -101,6 +101,19 @@ def test_history_best_epoch_and_test_rmse_at_best(datasets):
     assert sorted(test["index"]) == list(range(len(datasets["test"])))
 
 
+def test_history_has_a_column_per_loss_term_summing_to_the_loss(datasets):
+    _, plain = _train(datasets, seed=0, epochs=2)
+    assert not [c for c in plain.history_frame().columns if c.startswith("loss_")]
+    _, result = _train(datasets, seed=0, epochs=2, model_name="probpair")
+    hist = result.history_frame()
+    terms = ["loss_main", "loss_contact", "loss_contrastive", "loss_aux", "loss_kl"]
+    assert [c for c in hist.columns if c.startswith("loss_")] == terms
+    np.testing.assert_allclose(hist[terms].sum(axis=1), hist["train_loss"], rtol=1e-5)
+    # no samples here: the sample terms are exactly 0, the main term and the KL are not
+    assert (hist[["loss_contact", "loss_contrastive", "loss_aux"]] == 0).all().all()
+    assert (hist["loss_main"] != 0).all() and (hist["loss_kl"] > 0).all()
+
+
 def test_same_seed_same_numbers_bit_for_bit(datasets):
     _, first = _train(datasets, seed=7, epochs=3)
     _, second = _train(datasets, seed=7, epochs=3)

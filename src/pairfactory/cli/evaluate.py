@@ -146,11 +146,10 @@ def options_from_config(
     )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_table_and_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--pairs and --model, as `evaluate` and `train` take them."""
     from pairfactory.ml.models import MODEL_NAMES
-    from pairfactory.ml.splits import SPLIT_KINDS
 
-    parser.epilog = EPILOG
     parser.add_argument(
         "--pairs",
         required=True,
@@ -158,6 +157,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pair table (results/pairs/<dataset>/<target>.parquet)",
     )
     parser.add_argument("--model", required=True, choices=MODEL_NAMES)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from pairfactory.ml.splits import SPLIT_KINDS
+
+    parser.epilog = EPILOG
+    add_table_and_model_arguments(parser)
     parser.add_argument(
         "--split", default="random", choices=SPLIT_KINDS, help="fold kind (default random, as CGIB)"
     )

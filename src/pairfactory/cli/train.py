@@ -36,17 +36,10 @@ then: pairfactory predict --model-dir results/models/freesolv/dg_hydration_kcal_
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from pairfactory.cli.evaluate import add_training_arguments
-    from pairfactory.ml.models import MODEL_NAMES
+    from pairfactory.cli.evaluate import add_table_and_model_arguments, add_training_arguments
 
     parser.epilog = EPILOG
-    parser.add_argument(
-        "--pairs",
-        required=True,
-        metavar="PATH",
-        help="pair table (results/pairs/<dataset>/<target>.parquet)",
-    )
-    parser.add_argument("--model", required=True, choices=MODEL_NAMES)
+    add_table_and_model_arguments(parser)
     parser.add_argument(
         "--out-dir", type=Path, required=True, metavar="DIR", help="the model folder to write"
     )

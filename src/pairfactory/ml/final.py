@@ -234,16 +234,19 @@ def _train_member(
     folder = member_dir(out_dir, member)
     record_path = folder / MEMBER_FILE
     predictions_path = folder / "holdout.parquet"
-    seed_everything(settings.seed)  # before building: initial weights depend on the seed
-    model = build_model(model_name, **hparams)
-    built = dict(getattr(model, "hparams", hparams))
     if record_path.is_file() and predictions_path.is_file():
         saved = json.loads(record_path.read_text())
-        if saved.get("fingerprint") == fingerprint:
+        if saved.get("fingerprint") == fingerprint and "hparams" in saved:
             log.info("member %d: already trained (%s), skipping", member, record_path)
+            built = saved.pop("hparams")
             saved.pop("fingerprint")
             return MemberRecord(**saved), pd.read_parquet(predictions_path), built
-        log.info("member %d: trained with other settings, training again", member)
+        log.info(
+            "member %d: trained with other settings or an older version, training again", member
+        )
+    seed_everything(settings.seed)  # before building: initial weights depend on the seed
+    model = build_model(model_name, **hparams)
+    built = dict(getattr(model, "hparams", hparams))  # resolved: sizes that follow the input
     folder.mkdir(parents=True, exist_ok=True)
     result = train_model(
         model,
@@ -282,7 +285,12 @@ def _train_member(
     atomic_write(predictions_path, lambda tmp: predictions.to_parquet(tmp, index=False))
     atomic_write_text(
         record_path,
-        json.dumps({**asdict(record), "fingerprint": fingerprint}, indent=2, sort_keys=True) + "\n",
+        json.dumps(
+            {**asdict(record), "hparams": built, "fingerprint": fingerprint},
+            indent=2,
+            sort_keys=True,
+        )
+        + "\n",
     )
     (folder / CHECKPOINT_FILE).unlink(missing_ok=True)  # the member is done; weights.pt holds it
     log.info(

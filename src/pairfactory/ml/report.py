@@ -224,7 +224,9 @@ def markdown_table(summary: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _read_predictions(paths: list[str]) -> pd.DataFrame:
+def read_test_predictions(paths: list[str]) -> pd.DataFrame:
+    """The test rows of every fold's predictions.parquet under ``paths`` (a fold without one is
+    logged and left out)."""
     frames = []
     for folder in paths:
         path = Path(folder) / "predictions.parquet"
@@ -240,15 +242,14 @@ def _read_predictions(paths: list[str]) -> pd.DataFrame:
     )
 
 
-def parity_plot(group: pd.DataFrame, title: str, unit: str, path: Path) -> Path | None:
-    """Predicted vs measured on the test sets of every fold (a fold's test set appears once per
-    repeat)."""
+def parity_plot(preds: pd.DataFrame, title: str, unit: str, path: Path) -> Path | None:
+    """Predicted vs measured on the test sets of every fold (``read_test_predictions``; a fold's
+    test set appears once per repeat)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    preds = _read_predictions(group["path"].tolist())
     if preds.empty:
         return None
     y, p = preds["y_true"].to_numpy(float), preds["y_pred"].to_numpy(float)
@@ -320,7 +321,7 @@ def learning_plot(group: pd.DataFrame, title: str, unit: str, path: Path) -> Pat
     return path
 
 
-def calibration_plot(group: pd.DataFrame, title: str, path: Path) -> Path | None:
+def calibration_plot(preds: pd.DataFrame, title: str, path: Path) -> Path | None:
     """Observed vs expected coverage of the central prediction intervals (calibrated σ) on the
     test sets of every fold; None for a model without σ."""
     import matplotlib
@@ -330,7 +331,6 @@ def calibration_plot(group: pd.DataFrame, title: str, path: Path) -> Path | None
 
     from pairfactory.ml.uncertainty import coverage_curve, miscalibration_area
 
-    preds = _read_predictions(group["path"].tolist())
     if preds.empty or "y_std" not in preds or preds["y_std"].isna().all():
         return None
     y, mu, sd = (preds[c].to_numpy(float) for c in ("y_true", "y_pred", "y_std"))
@@ -471,18 +471,24 @@ def write_report(
             unit = str(group["unit"].iloc[0]) if "unit" in group else ""
             base = out / "plots" / dataset / target / split
             title = f"{model} on {dataset}/{target}\n{split} split, {len(group)} folds"
-            for maker, suffix, section in (
-                (parity_plot, "parity", "Parity plots (test sets)"),
-                (learning_plot, "learning", "Learning curves"),
+            preds = read_test_predictions(group["path"].tolist())  # once for both plots
+            for made, section in (
+                (
+                    parity_plot(preds, title, unit, base / f"{model}_parity.png"),
+                    "Parity plots (test sets)",
+                ),
+                (
+                    learning_plot(group, title, unit, base / f"{model}_learning.png"),
+                    "Learning curves",
+                ),
+                (
+                    calibration_plot(preds, title, base / f"{model}_calibration.png"),
+                    "Calibration of the probabilistic models",
+                ),
             ):
-                made = maker(group, title, unit, base / f"{model}_{suffix}.png")
                 if made is not None:
                     written_plots.append(made)
                     sections.append((section, made))
-            made = calibration_plot(group, title, base / f"{model}_calibration.png")
-            if made is not None:
-                written_plots.append(made)
-                sections.append(("Calibration of the probabilistic models", made))
     lines = [
         "# Results",
         "",

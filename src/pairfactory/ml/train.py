@@ -116,6 +116,9 @@ class EpochRecord:
     test_mae: float
     lr: float  # learning rate used during this epoch
     seconds: float  # wall time of the epoch (train + evaluation)
+    # the model's named loss terms (ProbPair: main, contact, contrastive, aux, kl), each the mean
+    # over training pairs; they sum to train_loss. Empty for a model without named terms.
+    loss_terms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -157,9 +160,15 @@ class TrainResult:
     def history_frame(self) -> pd.DataFrame:
         import pandas as pd
 
-        return pd.DataFrame(
-            [asdict(row) for row in self.history], columns=[f.name for f in fields(EpochRecord)]
-        )
+        # one column per loss term (loss_main, loss_contact, ...): a table a person can plot
+        columns = [f.name for f in fields(EpochRecord) if f.name != "loss_terms"]
+        terms = list(dict.fromkeys(name for row in self.history for name in row.loss_terms))
+        rows = [
+            [getattr(row, c) for c in columns]
+            + [row.loss_terms.get(name, math.nan) for name in terms]
+            for row in self.history
+        ]
+        return pd.DataFrame(rows, columns=columns + [f"loss_{name}" for name in terms])
 
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -348,7 +357,7 @@ def train_model(
     for epoch in bar:
         epoch_start = time.perf_counter()
         lr_now = float(optimizer.param_groups[0]["lr"])
-        train_loss = _train_one_epoch(model, train_loader, optimizer, device, scale)
+        train_loss, loss_terms = _train_one_epoch(model, train_loader, optimizer, device, scale)
         if not math.isfinite(train_loss):
             raise TrainingError(
                 f"training loss became {train_loss} at epoch {epoch} (lr {lr_now:g}); "
@@ -371,6 +380,7 @@ def train_model(
                 test_mae=test_m["mae"],
                 lr=lr_now,
                 seconds=time.perf_counter() - epoch_start,
+                loss_terms=loss_terms,
             )
         )
         if valid_mse < best_valid_mse:  # strict, as in CGIB: ties keep the earlier epoch
@@ -456,25 +466,30 @@ def train_model(
 
 def _train_one_epoch(
     model: Any, loader: Any, optimizer: Any, device: str, scale: TargetScale
-) -> float:
+) -> tuple[float, dict[str, float]]:
+    """One pass over the training set: (mean loss per pair, mean of each named loss term)."""
     import torch
 
     model.train()
     total, count = 0.0, 0
+    term_totals: dict[str, float] = {}
     for batch in loader:
         batch = batch.to(device)
         y = (batch.y.to(torch.float32).reshape(-1) - scale.mean) / scale.std
         optimizer.zero_grad()
         out = model(batch.solute, batch.solvent)
         if hasattr(model, "training_loss"):
-            loss, _ = model.training_loss(out, batch, y)
+            loss, terms = model.training_loss(out, batch, y)
+            for name, value in terms.items():
+                term_totals[name] = term_totals.get(name, 0.0) + value * len(y)
         else:  # a plain module returning ModelOutput
             loss = torch.nn.functional.mse_loss(out.prediction.reshape(-1), y) + out.aux_loss
         loss.backward()
         optimizer.step()
         total += float(loss.detach()) * len(y)
         count += len(y)
-    return total / max(count, 1)
+    count = max(count, 1)
+    return total / count, {name: value / count for name, value in term_totals.items()}
 
 
 @dataclass(frozen=True)
