@@ -11,12 +11,13 @@ auxiliary targets. The geometry is only as realistic as the graph sizes need to 
 edges per complex, which set the cost); what the model learns from it is meaningless.
 
 An epoch is what ``train._train_one_epoch`` does: batches from a shuffled DataLoader with
-``collate_pairs`` (the sample graphs are batched there, so collate time counts), forward,
+``collate_pairs`` (the sample graphs are batched there, so collate time counts; each pair's
+graphs are batched once, on first use, as in training), forward,
 ``training_loss``, backward, Adam step. Prints a Markdown table: seconds per epoch (median of
 ``--repeats`` rounds over all models, after one warm-up epoch each) and the ratio to CIGIN.
 
 example:
-  .venv/bin/python bench/probpair_epoch.py --threads 1 --batch-size 32 --repeats 5 --prebatched
+  .venv/bin/python bench/probpair_epoch.py --threads 1 --batch-size 32 --repeats 5
   .venv/bin/python bench/probpair_epoch.py --heavy-atoms --decoys 16 --models cigin probpair
 """
 
@@ -130,37 +131,7 @@ def synthetic_supervision(
     return out
 
 
-def prebatched_collate(supervision):
-    """Items whose sample graphs are batched once per pair beforehand, and a collate that batches
-    those (one graph per pair and kind instead of 16): what ``collate_pairs`` would do if
-    ``PairSupervision`` held each pair's complexes and decoys as one batched graph."""
-    import dgl
-    import torch
-
-    from pairfactory.ml.datasets import PairSupervision, collate_pairs
-
-    graphs = {i: (dgl.batch(s.complexes), dgl.batch(s.decoys)) for i, s in supervision.items()}
-    light = {
-        i: PairSupervision(aux_targets=s.aux_targets, contact_map=s.contact_map)
-        for i, s in supervision.items()
-    }
-
-    def collate(batch):
-        out = collate_pairs(batch)
-        for slot, kind in ((0, "complex"), (1, "decoy")):
-            parts = [graphs[item.index][slot] for item in batch]
-            counts = torch.tensor([g.batch_size for g in parts])
-            setattr(out.supervision, "complexes" if slot == 0 else "decoys", dgl.batch(parts))
-            owners = torch.repeat_interleave(torch.arange(len(batch)), counts)
-            setattr(out.supervision, f"{kind}_pair", owners)
-        return out
-
-    return light, collate
-
-
-def epoch_runner(
-    model_name: str, items, batch_size: int, hparams: dict | None = None, collate_fn=None
-):
+def epoch_runner(model_name: str, items, batch_size: int, hparams: dict | None = None):
     """(a function running one training epoch and returning its seconds, the parameter count)."""
     import torch
     from torch.utils.data import DataLoader
@@ -176,7 +147,7 @@ def epoch_runner(
         items,
         batch_size=batch_size,
         shuffle=True,
-        collate_fn=collate_fn or collate_pairs,
+        collate_fn=collate_pairs,
         generator=torch.Generator().manual_seed(0),
     )
     scale = float(np.std([item.y for item in items]))
@@ -219,11 +190,6 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="extra probpair rows, e.g. '{\"complex_layers\": 2}' (repeatable)",
     )
-    parser.add_argument(
-        "--prebatched",
-        action="store_true",
-        help="also time probpair with each pair's sample graphs batched beforehand",
-    )
     args = parser.parse_args(argv)
 
     import pandas as pd
@@ -256,25 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("| model | hyper-parameters | sample graphs | params | s / epoch | x CIGIN |")
     print("|---|---|---|---|---|---|")
-    # (model, hyper-parameters, what the sample graphs are: none, per sample, pre-batched)
+    # (model, hyper-parameters, what the sample graphs are: none or per sample)
     runs = [(name, {}, "per sample" if name == "probpair" else "none") for name in args.models]
     runs += [("probpair", h, "per sample") for h in args.probpair_hparams]
-    if args.prebatched:
-        runs += [("probpair", {}, "pre-batched per pair")]
-    light, collate = prebatched_collate(supervision)
-    prebatched = [PairItem(i.solute, i.solvent, i.y, i.index, light[i.index]) for i in plain]
     runners = []
     for name, hparams, graphs_kind in runs:
-        items = {"none": plain, "per sample": supervised, "pre-batched per pair": prebatched}
-        runners.append(
-            epoch_runner(
-                name,
-                items[graphs_kind],
-                args.batch_size,
-                hparams,
-                collate if graphs_kind == "pre-batched per pair" else None,
-            )
-        )
+        items = {"none": plain, "per sample": supervised}
+        runners.append(epoch_runner(name, items[graphs_kind], args.batch_size, hparams))
     # Rounds over all models, so that load from other processes on the machine hits them alike.
     times: list[list[float]] = [[] for _ in runs]
     for _ in range(args.repeats):

@@ -322,6 +322,34 @@ def test_contact_loss_equals_masked_bce_of_the_affine_map(cache):
     )
 
 
+def test_pairs_batched_ahead_collate_like_every_sample_graph_batched(cache):
+    rng = np.random.default_rng(5)
+    items = []
+    for i, (u, v, y) in enumerate(PAIRS):
+        gu, gv = cache.get(u), cache.get(v)
+        # pairs with 1, 2, 0 (no samples), 3 ... complexes: owners must follow the counts
+        n = i % 4
+        sup = synthetic_supervision(gu, gv, rng, n_complexes=n, n_decoys=2 * n)
+        items.append(PairItem(gu, gv, y, i, sup))
+    for _ in range(2):  # the second collate reuses the per-pair batches
+        got = collate_pairs(items).supervision
+        for kind, owner in (("complexes", "complex_pair"), ("decoys", "decoy_pair")):
+            graphs = [g for item in items for g in getattr(item.supervision, kind)]
+            owners = [b for b, item in enumerate(items) for _ in getattr(item.supervision, kind)]
+            want = dgl.batch(graphs)
+            batched = getattr(got, kind)
+            assert batched.batch_size == len(graphs)
+            assert torch.equal(batched.batch_num_nodes(), want.batch_num_nodes())
+            assert torch.equal(batched.batch_num_edges(), want.batch_num_edges())
+            for a, b in zip(batched.edges(), want.edges(), strict=True):
+                assert torch.equal(a, b)
+            for key in want.ndata:
+                assert torch.equal(batched.ndata[key], want.ndata[key])
+            for key in want.edata:
+                assert torch.equal(batched.edata[key], want.edata[key])
+            assert getattr(got, owner).tolist() == owners
+
+
 def test_info_nce_equals_a_loop_over_complexes(cache):
     batch = supervised_batch(cache)
     model = fresh()
