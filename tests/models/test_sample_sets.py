@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from real_shards import optimize_water_pairs, water_pairs
 
 from pairfactory.ml.datasets import AUX_TARGETS, PairGraphDataset, collate_pairs
@@ -212,6 +213,50 @@ def test_only_training_pairs_get_supervision(real_shards: dict[str, Any]) -> Non
 
 
 SETTINGS = SampleSetSettings(decoys_per_sample=1)
+
+
+def test_a_table_is_read_once_per_process_until_a_shard_changes(
+    real_shards: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from pairfactory.ml import sample_sets
+    from pairfactory.ml.splits import make_splits
+
+    shards_dir = tmp_path / "shards"
+    shutil.copytree(real_shards["shards_dir"], shards_dir)
+    reads = []
+    real_read = sample_sets.read_samples
+    monkeypatch.setattr(
+        sample_sets, "read_samples", lambda *a, **k: reads.append(a) or real_read(*a, **k)
+    )
+    pairs = water_pairs([*SOLUTES, UNCOVERED, "CCC", "CCN", "CCCO"])
+    cache = GraphCache(None)
+    folds = make_splits("random", pairs["solute_smiles"].tolist(), n_folds=3, seed=0)
+    first = [sample_sets.fold_samples(pairs, f.train, shards_dir, cache, SETTINGS) for f in folds]
+    assert len(reads) == 1  # three folds, one read
+    # the same supervision as a table built from scratch for that fold
+    fresh = sample_sets.supervision_for(
+        pairs.iloc[folds[1].train],
+        sample_sets.build_sample_sets(pairs, shards_dir, cache, SETTINGS),
+        SETTINGS,
+    )
+    sample_sets.standardize_aux_targets(fresh)
+    assert set(fresh) == set(first[1].supervision)
+    for pair_id, want in fresh.items():
+        got = first[1].supervision[pair_id]
+        np.testing.assert_array_equal(got.aux_targets, want.aux_targets)
+        assert len(got.complexes) == len(want.complexes) and len(got.decoys) == len(want.decoys)
+        for a, b in zip(got.complexes + got.decoys, want.complexes + want.decoys, strict=True):
+            assert torch.equal(a.edata["distance_angstrom"], b.edata["distance_angstrom"])
+    # the memo still holds the table; a rewritten shard is read again
+    reads.clear()
+    sample_sets.fold_samples(pairs, folds[0].train, shards_dir, cache, SETTINGS)
+    assert reads == []
+    shard = next(shards_dir.glob("*.parquet"))
+    pq.write_table(pq.read_table(shard), shard)
+    sample_sets.fold_samples(pairs, folds[0].train, shards_dir, cache, SETTINGS)
+    assert len(reads) == 1
 
 
 def test_schema_defaults_are_the_settings_defaults() -> None:

@@ -24,6 +24,7 @@ distance: same atoms, same internal geometry, another arrangement), and the auxi
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -141,6 +142,20 @@ class SampleSetTable:
 
     coverage: pd.DataFrame
     sets: dict[str, SampleSet] = field(repr=False)
+    # (system id, graph settings) -> (contact map, complexes, decoys): built once per process
+    _graphs: dict[tuple[str, str], tuple[Any, list[Any], list[Any]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def sample_graphs(
+        self, system_id: str, settings: SampleSetSettings
+    ) -> tuple[np.ndarray | None, list[Any], list[Any]]:
+        """The system's contact map, complex graphs and decoy graphs (none without samples).
+        Nothing in them depends on the fold, so every fold of a table shares them."""
+        key = (system_id, _graph_settings_key(settings))
+        if key not in self._graphs:
+            self._graphs[key] = _sample_graphs(self.sets.get(system_id), settings)
+        return self._graphs[key]
 
     def summary(self) -> dict[str, int]:
         """Pairs, covered pairs, and the sample counts of COVERAGE_COLUMNS summed over systems
@@ -222,6 +237,63 @@ def topology_problem(
             f"atoms {i}-{j} are {kind} {distance[i, j]:.2f} Å apart ({len(differ)} pair(s) differ)"
         )
     return None
+
+
+# The sample sets of the tables this process has read: a run of many folds (bench/reproduce.py,
+# bench/select_hparams.py) reads and proves the shards once per table instead of once per fold.
+_SAMPLE_SET_MEMO: dict[tuple[Any, ...], SampleSetTable] = {}
+_SAMPLE_SET_MEMO_SIZE = 2
+
+
+def _graph_settings_key(settings: SampleSetSettings) -> str:
+    """The settings that shape a system's graphs (not which training pairs get them)."""
+    return json.dumps(
+        {k: v for k, v in asdict(settings).items() if k != "train_pair_fraction"},
+        sort_keys=True,
+        default=str,
+    )
+
+
+def _memo_key(
+    pairs_df: pd.DataFrame, shards_dir: str | Path | None, settings: SampleSetSettings
+) -> tuple[Any, ...]:
+    """Identifies a table's sample sets: the rows, every shard file (name, size, modification
+    time: a rewritten shard is read again), the settings and the RDKit version of the proofs."""
+    from rdkit import __version__ as rdkit_version
+
+    rows = pd.util.hash_pandas_object(
+        pairs_df[["pair_id", "solute_smiles", "solvent_smiles"]], index=False
+    ).to_numpy()
+    files: tuple[tuple[str, int, int], ...] = ()
+    if shards_dir is not None:
+        files = tuple(
+            (str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns)
+            for f in sorted(Path(shards_dir).glob("*.parquet"))
+        )
+    return (
+        hashlib.sha256(rows.tobytes()).hexdigest(),
+        files,
+        _graph_settings_key(settings),
+        rdkit_version,
+    )
+
+
+def sample_sets_for(
+    pairs_df: pd.DataFrame,
+    shards_dir: str | Path | None,
+    cache: GraphCache,
+    settings: SampleSetSettings = SampleSetSettings(),
+) -> SampleSetTable:
+    """``build_sample_sets``, remembered for the last tables of this process (same rows, shard
+    files and settings: the same table)."""
+    key = _memo_key(pairs_df.reset_index(drop=True), shards_dir, settings)
+    if key not in _SAMPLE_SET_MEMO:
+        while len(_SAMPLE_SET_MEMO) >= _SAMPLE_SET_MEMO_SIZE:
+            _SAMPLE_SET_MEMO.pop(next(iter(_SAMPLE_SET_MEMO)))
+        _SAMPLE_SET_MEMO[key] = build_sample_sets(pairs_df, shards_dir, cache, settings)
+    else:
+        log.info("sample sets: %s (read before in this process)", _SAMPLE_SET_MEMO[key].summary())
+    return _SAMPLE_SET_MEMO[key]
 
 
 def build_sample_sets(
@@ -490,7 +562,7 @@ def supervision_for(
                 ],
                 dtype=np.float32,
             )
-            per_system[sid] = (*_sample_graphs(sample_set, settings), aux)
+            per_system[sid] = (*table.sample_graphs(sid, settings), aux)
         contacts, complexes, decoys, aux = per_system[sid]
         result[pair_id] = PairSupervision(
             aux_targets=aux.copy(), contact_map=contacts, complexes=complexes, decoys=decoys
@@ -546,7 +618,7 @@ def fold_samples(
     """Sample sets of the whole table (coverage only) and supervision for a seeded
     ``train_pair_fraction`` of the training rows ``train_rows`` (positions in ``table``). No
     validation or test row ever gets supervision: the leakage rule of the protocol."""
-    sets = build_sample_sets(table, shards_dir, cache, settings)
+    sets = sample_sets_for(table, shards_dir, cache, settings)
     covered = sets.coverage.set_index("pair_id")["covered"]
     train = table.iloc[np.asarray(train_rows, dtype=np.int64)]
     chosen = train
