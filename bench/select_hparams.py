@@ -16,7 +16,8 @@ summarize folds that ran elsewhere (no training):
       --model cgib --grid '{"beta": [1, 0.1, 0.01, 0.001, 0.0001, 0]}' \\
       --results results/tune-device --no-run
 then use the choice, e.g. in config.yaml:  evaluate: {model_hparams: {cgib: {beta: 0.0001}}}
-one budget for every model: training settings (batch_size, lr, weight_decay) may be grid keys too,
+one budget for every model: training settings (batch_size, lr, weight_decay) may be grid keys too
+(and model_hparams keys: evaluate: {model_hparams: {probpair: {lr: 0.0003}}}),
 e.g. for our model with its samples (and the same grid for probpair_2d and cigin):
   .venv/bin/python bench/select_hparams.py \
       --pairs results/pairs/freesolv_cgib/dg_hydration_kcal_mol.parquet --model probpair \
@@ -33,7 +34,7 @@ import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -56,7 +57,6 @@ from pairfactory.ml.tune import (
 )
 from protocol_args import add_protocol_arguments, train_settings
 
-TRAIN_SETTING_NAMES = {f.name for f in fields(TrainSettings)} - {"seed", "device", "num_threads"}
 # named, not __name__: run as a script, this module is "__main__"
 log = logging.getLogger("select_hparams")
 
@@ -127,14 +127,14 @@ def _run_missing(
 
     todo = []
     for label, point in labels.items():
-        # grid keys that are training settings (batch_size, lr, weight_decay, ...) set those; the
-        # rest are the model's hyper-parameters: one search budget over both, for every model
-        training = {k: v for k, v in point.items() if k in TRAIN_SETTING_NAMES}
+        # grid keys that are training settings (batch_size, lr, weight_decay, ...) set those
+        # (ProtocolOptions.settings_for); the rest are the model's hyper-parameters: one search
+        # budget over both, for every model
         options = ProtocolOptions(
-            settings=replace(settings, **training),
+            settings=settings,
             n_folds=args.folds,
             seed=args.seed,
-            model_hparams={args.model: {k: v for k, v in point.items() if k not in training}},
+            model_hparams={args.model: dict(point)},
             graph_cache=Path(args.graph_cache),
             shards_dir=None if args.shards_dir is None else Path(args.shards_dir),
             descriptors=None if args.descriptors is None else Path(args.descriptors),

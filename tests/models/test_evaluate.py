@@ -215,6 +215,27 @@ def test_model_hparams_go_to_their_model_and_the_flag_wins_for_the_model_it_runs
     assert options.hparams_for("cgib_contrastive") == {"hidden_dim": 24}
 
 
+def test_training_keys_of_model_hparams_set_that_models_training_only():
+    config = {
+        "evaluate": {
+            "batch_size": 32,
+            "lr": 0.001,
+            "model_hparams": {
+                "probpair": {"lr": 0.0003, "beta": 0.01},
+                "cigin": {"batch_size": 64},
+            },
+        }
+    }
+    options = options_from_config(config)
+    assert options.settings_for("probpair").lr == 0.0003
+    assert options.settings_for("probpair").batch_size == 32
+    assert options.hparams_for("probpair") == {"beta": 0.01}  # no training key reaches the model
+    assert (
+        options.settings_for("cigin").batch_size == 64 and options.settings_for("cigin").lr == 0.001
+    )
+    assert options.settings_for("probpair_2d") == options.settings  # no keys of its own
+
+
 def test_out_is_the_old_name_of_out_dir():
     import argparse
 

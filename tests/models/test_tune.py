@@ -3,6 +3,7 @@ to end."""
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -79,7 +80,7 @@ def test_select_hparams_runs_the_grid_resumes_and_writes_the_choice(tmp_path):
         "--model",
         "cgib",
         "--grid",
-        '{"beta": [1, 0], "hidden_dim": [8]}',
+        '{"beta": [1, 0], "hidden_dim": [8], "batch_size": [8]}',
         "--folds",
         "2",
         "--epochs",
@@ -97,10 +98,13 @@ def test_select_hparams_runs_the_grid_resumes_and_writes_the_choice(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     root = tmp_path / "tune" / "freesolv" / "dg_hydration_kcal_mol"
     assert sorted(p.name for p in root.iterdir() if p.is_dir()) == [
-        "cgib@beta=0,hidden_dim=8",
-        "cgib@beta=1,hidden_dim=8",
+        "cgib@batch_size=8,beta=0,hidden_dim=8",
+        "cgib@batch_size=8,beta=1,hidden_dim=8",
     ]
-    assert len(list(root.glob("*/random/r0-f*/metrics.json"))) == 4
+    folds = [json.loads(p.read_text()) for p in root.glob("*/random/r0-f*/metrics.json")]
+    assert len(folds) == 4
+    # a training setting of the grid trains with it and is not passed to the model
+    assert all(f["settings"]["batch_size"] == 8 and "batch_size" not in f["hparams"] for f in folds)
     assert "**yes**" in (root / "cgib-random-selection.md").read_text()
     assert "4 to run" in first.stderr
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -220,7 +220,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--hparams",
         help="hyper-parameters of --model as a JSON object, e.g. '{\"beta\": 0.01}' "
         "(over the config's evaluate.model_hparams; names: "
-        "pairfactory.ml.models.default_hparams)",
+        "pairfactory.ml.models.default_hparams; training settings such as lr or batch_size "
+        "apply to this model's training)",
     )
     parser.add_argument("--seed", type=int, help="master seed (default: config `seed`, else 0)")
     parser.add_argument("--device", choices=DEVICES, help="default auto: CUDA when usable")

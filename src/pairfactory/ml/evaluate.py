@@ -44,6 +44,7 @@ from pairfactory.ml.train import (
     save_weights,
     seed_everything,
     train_model,
+    tunable_train_settings,
 )
 from pairfactory.ml.uncertainty import calibrate_predictions
 
@@ -94,8 +95,19 @@ class ProtocolOptions:
                 model_name,
                 given.pop("hidden_dim"),
             )
-        given.update(self.model_hparams.get(model_name, {}))
+        training = tunable_train_settings()
+        given.update(
+            {k: v for k, v in self.model_hparams.get(model_name, {}).items() if k not in training}
+        )
         return given
+
+    def settings_for(self, model_name: str) -> TrainSettings:
+        """The training settings of ``model_name``: the shared ones, with the training keys of its
+        ``model_hparams`` over them (``{probpair: {lr: 0.0003}}``: batch size and learning rate
+        chosen per model on validation, with one budget for every model)."""
+        training = tunable_train_settings()
+        own = {k: v for k, v in self.model_hparams.get(model_name, {}).items() if k in training}
+        return replace(self.settings, **own) if own else self.settings
 
     def split_seed(self, repeat: int) -> int:
         return self.seed + repeat
@@ -382,7 +394,8 @@ def run_fold(
     members = []
     for member in range(options.ensemble):
         settings = replace(
-            options.settings, seed=options.model_seed(repeat) + member * ENSEMBLE_SEED_STEP
+            options.settings_for(model_name),
+            seed=options.model_seed(repeat) + member * ENSEMBLE_SEED_STEP,
         )
         seed_everything(settings.seed)  # before building: initial weights depend on the seed
         model = build_model(model_name, **hparams)
@@ -398,7 +411,7 @@ def run_fold(
             )
         )
     result = members[0] if len(members) == 1 else _ensemble_result(members)
-    settings = replace(options.settings, seed=options.model_seed(repeat))
+    settings = replace(options.settings_for(model_name), seed=options.model_seed(repeat))
 
     frames = []
     for role, part in result.predictions.groupby("role", sort=False):

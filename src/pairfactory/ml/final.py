@@ -144,7 +144,7 @@ def train_final(
     holdout: list[pd.DataFrame] = []
     built_hparams: dict[str, Any] = {}
     for member in range(final.ensemble):
-        settings = replace(options.settings, seed=options.seed + member)
+        settings = replace(options.settings_for(model_name), seed=options.seed + member)
         record, predictions, built_hparams = _train_member(
             model_name,
             hparams,
@@ -198,7 +198,7 @@ def train_final(
         metrics={f"holdout_{k}": v for k, v in metrics.items()}
         | {"seconds": time.perf_counter() - started},
         members=records,
-        settings=options.settings.to_dict(),
+        settings=options.settings_for(model_name).to_dict(),
         samples=samples_summary,
         versions=software_versions(),
         created=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -121,6 +121,12 @@ class EpochRecord:
     loss_terms: dict[str, float] = field(default_factory=dict)
 
 
+def tunable_train_settings() -> frozenset[str]:
+    """The TrainSettings a model may set for itself (``evaluate.model_hparams``, a
+    hyper-parameter grid): everything but the seed and where it runs."""
+    return frozenset(f.name for f in fields(TrainSettings)) - {"seed", "device", "num_threads"}
+
+
 @dataclass(frozen=True)
 class TargetScale:
     """The affine map between targets and what the model is trained to output."""
