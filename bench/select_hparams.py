@@ -29,6 +29,7 @@ e.g. for our model with its samples (and the same grid for probpair_2d and cigin
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import multiprocessing
 import sys
@@ -207,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.folds} folds x {args.repeats} repeat(s)\n\n"
         f"Selected by the lowest mean validation RMSE: `{selected.label}`.\n\n"
         + summary_table(summaries, selected, unit)
+        + "\nTo use it (config.yaml; training settings in it apply to this model only):\n\n"
+        + f"    evaluate: {{model_hparams: {{{args.model}: {json.dumps(selected.hparams)}}}}}\n"
     )
     stem = root / f"{args.model}-{args.split}-selection"
     atomic_write_text(stem.with_suffix(".md"), text)
