@@ -182,6 +182,7 @@ def test_loss_is_the_sum_of_its_terms_and_every_term_is_active(cache):
     loss.backward()
 
 
+@pytest.mark.parametrize("head", ["cosine", "bilinear"])
 @pytest.mark.parametrize(
     "switch,term",
     [
@@ -190,10 +191,10 @@ def test_loss_is_the_sum_of_its_terms_and_every_term_is_active(cache):
         ({"aux_weight": 0.0}, "aux"),
     ],
 )
-def test_each_weight_removes_only_its_own_term(cache, switch, term):
+def test_each_weight_removes_only_its_own_term(cache, switch, term, head):
     batch = supervised_batch(cache)
-    _, full = train_terms(fresh(seed=5), batch)
-    _, ablated = train_terms(fresh(seed=5, **switch), batch)
+    _, full = train_terms(fresh(seed=5, contact_head=head), batch)
+    _, ablated = train_terms(fresh(seed=5, contact_head=head, **switch), batch)
     assert full[term] > 0.0 and ablated[term] == 0.0
     for other in TERMS:
         if other != term:
@@ -320,6 +321,54 @@ def test_contact_loss_equals_masked_bce_of_the_affine_map(cache):
     torch.testing.assert_close(
         model.contact_loss(out, sup), torch.cat(expected).mean(), rtol=1e-5, atol=1e-6
     )
+
+
+def test_bilinear_contact_head_is_its_own_term_over_the_atom_states(cache):
+    """The bilinear head: a . u_i + b . v_j + (P u_i) . (Q v_j) / sqrt(rank) + bias per entry,
+    BCE over the entries with a map; inference computes no contact logits; the other terms are
+    those of the cosine head (same seed), and it needs no interaction map."""
+    batch = supervised_batch(cache)
+    model = fresh(seed=5, contact_head="bilinear", contact_rank=4)
+    assert model.contact_scale is None and model.contact_head is not None
+    head = model.contact_head
+    torch.manual_seed(11)
+    out = model.train()(batch.solute, batch.solvent)
+    hu, hv = (F.normalize(h, dim=1) for h in model._encode(batch.solute, batch.solvent))
+    sup = batch.supervision
+    expected, start_u, start_v = [], 0, 0
+    for b in range(len(batch)):
+        n_u = int(batch.solute.batch_num_nodes()[b])
+        n_v = int(batch.solvent.batch_num_nodes()[b])
+        u, v = hu[start_u : start_u + n_u], hv[start_v : start_v + n_v]
+        start_u, start_v = start_u + n_u, start_v + n_v
+        logits = torch.zeros(n_u, n_v)
+        for i in range(n_u):
+            for j in range(n_v):
+                logits[i, j] = (
+                    head.solute_unary(u[i]).squeeze()
+                    + head.solvent_unary(v[j]).squeeze()
+                    + head.solute_projection(u[i]) @ head.solvent_projection(v[j]) / 2.0
+                    + head.bias
+                )
+        expected.append(
+            F.binary_cross_entropy_with_logits(
+                logits, sup.contact_maps[b, :n_u, :n_v], reduction="none"
+            ).reshape(-1)
+        )
+    torch.testing.assert_close(
+        model.contact_loss(out, sup), torch.cat(expected).mean(), rtol=1e-5, atol=1e-6
+    )
+    assert model.eval()(batch.solute, batch.solvent).contact_logits is None
+    _, bilinear = train_terms(fresh(seed=5, contact_head="bilinear"), batch)
+    _, cosine = train_terms(fresh(seed=5), batch)
+    assert bilinear["contact"] > 0 and bilinear["contact"] != cosine["contact"]
+    for other in ("main", "contrastive", "aux", "kl"):
+        assert bilinear[other] == cosine[other], other
+    no_map = fresh(seed=5, contact_head="bilinear", interaction=False)
+    _, terms = train_terms(no_map, batch)
+    assert terms["contact"] > 0
+    with pytest.raises(UserError, match="contact_head"):
+        build_model("probpair", contact_head="dot")
 
 
 def test_pairs_batched_ahead_collate_like_every_sample_graph_batched(cache):

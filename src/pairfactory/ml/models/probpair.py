@@ -9,9 +9,15 @@ config entry under ``evaluate.model_hparams.probpair``):
   node features L2-normalized;
 - **interaction** (``interaction``): the atom-wise solute x solvent cosine map ``I`` of each pair
   (``layers.interact``, masked per pair); each side is read out by Set2Set over ``[h, I h_other]``
-  (off: over ``h`` alone). ``contact_weight`` also trains the map against the fraction of the
-  pair's samples in which solute atom i touches solvent atom j: a learned affine map of ``I`` gives
-  contact logits, binary cross-entropy over the entries where the pair has a contact map;
+  (off: over ``h`` alone);
+- **contacts** (``contact_weight``, ``contact_head``): the atom states are also trained against the
+  fraction of the pair's samples in which solute atom i touches solvent atom j (binary
+  cross-entropy over the entries where the pair has a contact map). ``contact_head: cosine`` reads
+  the contact logits as a learned affine map of ``I`` itself (so the contacts shape the map the
+  main task reads); ``bilinear`` gives them a head of their own (``ContactHead``: each atom's own
+  propensity plus a low-rank bilinear term in the two atoms' states), which can express what a
+  logistic regression on the two atoms' features finds, but shapes the map only through the
+  shared encoders;
 - **information bottleneck** (``beta``): the two readouts give a Gaussian ``q(z | pair) =
   N(mu, diag(exp(logvar)))`` of size ``latent_dim``; training draws ``z = mu + sigma eps`` and adds
   ``beta KL(q || N(0, I))``; evaluation uses ``z = mu`` (deterministic). ``beta = 0``: ``z = mu``
@@ -87,6 +93,11 @@ RBF_GRID_STEPS_PER_SPACING = 64
 # embedding row.
 N_FRAGMENT_KINDS = 2
 _LOG2 = math.log(2.0)
+# How the contact logits are read from the atom states (``ProbPair`` docstring).
+CONTACT_HEADS = ("cosine", "bilinear")
+# Initial contact logit bias: contacts are rare (the mean contact fraction of a solute x solvent
+# atom entry is about 0.25 on FreeSolv, 0.04 on MNSol's larger solvents); sigmoid(-2) = 0.12.
+CONTACT_BIAS_INIT = -2.0
 
 
 @dataclass
@@ -94,11 +105,15 @@ class ProbPairOutput(ModelOutput):
     """``ModelOutput`` plus the attached tensors ``ProbPair.training_loss`` needs.
 
     ``interaction_map`` [B, M_solute, M_solvent] (None when ``interaction`` is off) and
-    ``interaction_mask``; ``mu``, ``logvar`` (None when ``beta == 0``) and ``z`` [B, latent_dim].
+    ``interaction_mask``; ``contact_logits`` [B, M_solute, M_solvent] and ``contact_mask`` (only
+    with the bilinear contact head); ``mu``, ``logvar`` (None when ``beta == 0``) and ``z``
+    [B, latent_dim].
     """
 
     interaction_map: torch.Tensor | None = None
     interaction_mask: torch.Tensor | None = None
+    contact_logits: torch.Tensor | None = None
+    contact_mask: torch.Tensor | None = None
     mu: torch.Tensor | None = None
     logvar: torch.Tensor | None = None
     z: torch.Tensor | None = None
@@ -110,7 +125,9 @@ class ProbPair(GatherInteractionModel):
     - backbone: ``hidden_dim`` (None: the atom feature size), ``edge_hidden_dim`` (None: the bond
       feature size), ``message_passing_steps`` (3, CGIB), ``set2set_steps``, ``set2set_layers``,
       ``update`` (as CIGIN/CGIB);
-    - ``interaction`` (True); ``contact_weight`` (0.1; needs ``interaction``);
+    - ``interaction`` (True); ``contact_weight`` (0.1), ``contact_head`` (``cosine``: affine in
+      the interaction map, needs ``interaction``; ``bilinear``: ``ContactHead``),
+      ``contact_rank`` (32, the bilinear head's rank);
     - ``latent_dim`` (128), ``beta`` (1e-3, 0 = deterministic ``z``);
     - ``contrastive_weight`` (0.1), ``tau`` (0.1), ``complex_dim`` (32), ``complex_layers`` (1:
       the radial interaction only; one more, a full SchNet block, takes the epoch time from 2x to
@@ -135,6 +152,8 @@ class ProbPair(GatherInteractionModel):
         latent_dim: int = 128,
         beta: float = 1e-3,
         contact_weight: float = 0.1,
+        contact_head: str = "cosine",
+        contact_rank: int = 32,
         contrastive_weight: float = 0.1,
         tau: float = 0.1,
         complex_dim: int = 32,
@@ -160,6 +179,7 @@ class ProbPair(GatherInteractionModel):
             rbf_size=rbf_size,
             projection_dim=projection_dim,
             variance_floor=variance_floor,
+            contact_rank=contact_rank,
         )
         weights = {
             "beta": beta,
@@ -172,10 +192,12 @@ class ProbPair(GatherInteractionModel):
             raise ValueError(f"must be >= 0: {negative}")
         if not 0.0 <= nll_beta <= 1.0:
             raise ValueError(f"nll_beta must be in [0, 1], not {nll_beta}")
-        if contact_weight > 0 and not interaction:
+        if contact_head not in CONTACT_HEADS:
+            raise ValueError(f"contact_head must be one of {CONTACT_HEADS}, not {contact_head!r}")
+        if contact_weight > 0 and contact_head == "cosine" and not interaction:
             raise ValueError(
-                "contact_weight > 0 trains the interaction map, which interaction=False removes; "
-                "set contact_weight: 0 as well"
+                "contact_weight > 0 with contact_head: cosine trains the interaction map, which "
+                "interaction=False removes; set contact_weight: 0 or contact_head: bilinear"
             )
         hidden = hidden_dim or node_in
         edge_hidden = edge_hidden_dim or edge_in
@@ -209,10 +231,14 @@ class ProbPair(GatherInteractionModel):
             nn.init.constant_(self.to_logvar.bias, -4.0)
         self.contact_scale: nn.Parameter | None = None
         self.contact_bias: nn.Parameter | None = None
-        if contact_weight > 0:
+        self.contact_head: ContactHead | None = None
+        if contact_weight > 0 and contact_head == "cosine":
             # cosine in [-1, 1] -> contact logit; contacts are rare, hence the negative bias
             self.contact_scale = nn.Parameter(torch.tensor(4.0))
-            self.contact_bias = nn.Parameter(torch.tensor(-2.0))
+            self.contact_bias = nn.Parameter(torch.tensor(CONTACT_BIAS_INIT))
+        elif contact_weight > 0:
+            with _seeded(part_seed, 4):
+                self.contact_head = ContactHead(hidden, contact_rank)
         self.aux_head: nn.Module | None = None
         if aux_weight > 0:
             with _seeded(part_seed, 2):
@@ -250,6 +276,8 @@ class ProbPair(GatherInteractionModel):
             "latent_dim": latent_dim,
             "beta": beta,
             "contact_weight": contact_weight,
+            "contact_head": contact_head,
+            "contact_rank": contact_rank,
             "contrastive_weight": contrastive_weight,
             "tau": tau,
             "complex_dim": complex_dim,
@@ -278,9 +306,15 @@ class ProbPair(GatherInteractionModel):
 
     def forward(self, solute_bg: dgl.DGLGraph, solvent_bg: dgl.DGLGraph) -> ProbPairOutput:
         hu, hv = (F.normalize(h, dim=1) for h in self._encode(solute_bg, solvent_bg))
+        solute_layout, solvent_layout = NodeLayout.of(solute_bg), NodeLayout.of(solvent_bg)
+        contact_logits = contact_mask = None
+        if self.contact_head is not None and self.training:
+            # a training-only term: inference never reads the contacts
+            contact_logits = self.contact_head(solute_layout.pad(hu), solvent_layout.pad(hv))
+            contact_mask = solute_layout.mask.unsqueeze(2) & solvent_layout.mask.unsqueeze(1)
         imap = mask = None
         if self.interaction:
-            inter = interact(hu, hv, NodeLayout.of(solute_bg), NodeLayout.of(solvent_bg), False)
+            inter = interact(hu, hv, solute_layout, solvent_layout, False)
             hu = torch.cat([hu, inter.solute_prime], dim=1)
             hv = torch.cat([hv, inter.solvent_prime], dim=1)
             imap, mask = inter.imap, inter.mask
@@ -311,6 +345,8 @@ class ProbPair(GatherInteractionModel):
             variance=variance,
             interaction_map=imap,
             interaction_mask=mask,
+            contact_logits=contact_logits,
+            contact_mask=contact_mask,
             mu=mu,
             logvar=logvar,
             z=z,
@@ -366,23 +402,29 @@ class ProbPair(GatherInteractionModel):
         return nll.mean()
 
     def contact_loss(self, output: ProbPairOutput, supervision: object | None) -> torch.Tensor:
-        """Binary cross-entropy of the contact logits (affine in the interaction map) against the
-        contact fractions, averaged over the entries of the pairs that have a map."""
+        """Binary cross-entropy of the contact logits (affine in the interaction map, or the
+        bilinear head's) against the contact fractions, averaged over the entries of the pairs
+        that have a map."""
         zero = output.prediction.new_zeros(())
         maps = getattr(supervision, "contact_maps", None)
-        if maps is None or output.interaction_map is None:
+        if self.contact_head is not None:
+            logits_map, own_mask = output.contact_logits, output.contact_mask
+        else:
+            assert self.contact_scale is not None and self.contact_bias is not None
+            logits_map, own_mask = output.interaction_map, output.interaction_mask
+        if maps is None or logits_map is None or own_mask is None:
             return zero
-        assert self.contact_scale is not None and self.contact_bias is not None
-        imap = output.interaction_map
-        if maps.shape != imap.shape:
+        if maps.shape != logits_map.shape:
             raise ValueError(
-                f"contact maps {tuple(maps.shape)} do not match the interaction map "
-                f"{tuple(imap.shape)}: were they collated with these graphs?"
+                f"contact maps {tuple(maps.shape)} do not match the solute x solvent atoms "
+                f"{tuple(logits_map.shape)}: were they collated with these graphs?"
             )
-        mask = supervision.contact_mask & output.interaction_mask  # type: ignore[union-attr]
+        mask = supervision.contact_mask & own_mask  # type: ignore[union-attr]
         if not bool(mask.any()):
             return zero
-        logits = self.contact_scale * imap[mask] + self.contact_bias
+        logits = logits_map[mask]
+        if self.contact_head is None:
+            logits = self.contact_scale * logits + self.contact_bias
         return F.binary_cross_entropy_with_logits(logits, maps[mask].to(logits.dtype))
 
     def contrastive_loss(self, output: ProbPairOutput, supervision: object | None) -> torch.Tensor:
@@ -431,6 +473,41 @@ class ProbPair(GatherInteractionModel):
             return zero
         error = (self.aux_head(output.z) - targets.to(output.z.dtype)) ** 2
         return (error * mask).sum() / count
+
+
+class ContactHead(nn.Module):
+    """Contact logits of every (solute atom i, solvent atom j) of a pair from the two atoms'
+    states: ``a . u_i + b . v_j + (P u_i) . (Q v_j) / sqrt(rank) + bias``.
+
+    The unary terms are the logistic regression on the two atoms' features that
+    ``bench/loss_terms.py`` measures as a reference; the low-rank bilinear term lets a contact
+    depend on the two atoms together. The unary weights start at 0 and the bias at
+    ``CONTACT_BIAS_INIT``, so the head starts near a constant rate rather than at noise.
+    """
+
+    def __init__(self, dim: int, rank: int) -> None:
+        super().__init__()
+        self.solute_unary = nn.Linear(dim, 1, bias=False)
+        self.solvent_unary = nn.Linear(dim, 1, bias=False)
+        nn.init.zeros_(self.solute_unary.weight)
+        nn.init.zeros_(self.solvent_unary.weight)
+        self.solute_projection = nn.Linear(dim, rank, bias=False)
+        self.solvent_projection = nn.Linear(dim, rank, bias=False)
+        self.bias = nn.Parameter(torch.tensor(CONTACT_BIAS_INIT))
+        self.scale = 1.0 / math.sqrt(rank)
+
+    def forward(self, solute: torch.Tensor, solvent: torch.Tensor) -> torch.Tensor:
+        """Padded atom states [B, M_u, D] and [B, M_v, D] -> logits [B, M_u, M_v] (padding
+        entries are not meaningful: mask them)."""
+        pairwise = torch.bmm(
+            self.solute_projection(solute), self.solvent_projection(solvent).transpose(1, 2)
+        )
+        return (
+            self.scale * pairwise
+            + self.solute_unary(solute)  # [B, M_u, 1]
+            + self.solvent_unary(solvent).transpose(1, 2)  # [B, 1, M_v]
+            + self.bias
+        )
 
 
 @contextlib.contextmanager
