@@ -157,3 +157,31 @@ def test_out_is_the_old_name_of_out_dir():
     assert parser.parse_args([]).out_dir == Path("results/report")
     for flag in ("--out-dir", "--out"):
         assert parser.parse_args([flag, "y"]).out_dir == Path("y")
+
+
+def test_folds_trained_with_other_settings_are_told_apart_only_where_they_mix(
+    results_root, tmp_path
+):
+    import shutil
+
+    # a second run of cigin at another learning rate and batch size, in its own folder
+    root = tmp_path / "evaluate"
+    shutil.copytree(results_root, root)
+    src = root / "freesolv_cgib" / "dg_hydration_kcal_mol" / "cigin"
+    slow = src.parent / "cigin-slow"
+    shutil.copytree(src, slow)
+    for path in slow.rglob("metrics.json"):
+        record = json.loads(path.read_text())
+        record["settings"].update(lr=0.0003, batch_size=32)
+        record["rmse"] += 1.0
+        path.write_text(json.dumps(record))
+    rows = write_report(root, tmp_path / "report", plots=False)["summary"].set_index("model")
+    assert sorted(rows.index) == [
+        "attentivefp",  # trained alike in every fold: its label stays short
+        "cigin@batch_size=32,lr=0.0003",
+        "cigin@batch_size=8,lr=0.001",
+    ]
+    assert (rows["n_folds"] == 2).all()
+    assert rows.loc["cigin@batch_size=32,lr=0.0003", "rmse_mean"] == pytest.approx(
+        rows.loc["cigin@batch_size=8,lr=0.001", "rmse_mean"] + 1.0
+    )

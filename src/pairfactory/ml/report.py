@@ -97,20 +97,53 @@ def collect_metrics(results_root: str | Path) -> pd.DataFrame:
         record["path"] = str(path.parent)
         # folds of one model trained with other hyper-parameters are another row, never averaged in
         record["base_model"] = record["model"]
-        record["model"] = _variant(record)
         rows.append(record)
     if not rows:
         raise UserError(f"no metrics.json under {root}; run `pairfactory evaluate` first")
+    _label_variants(rows)
     return pd.DataFrame(rows)
 
 
-def _variant(record: dict[str, Any]) -> str:
-    """``cgib`` at the model's defaults, ``cgib@beta=0.0001`` otherwise (the labels of
-    ``pairfactory.ml.tune``)."""
+def _label_variants(records: list[dict[str, Any]]) -> None:
+    """Set each fold's ``model`` to its variant label (``_variant_settings``). Where folds that
+    would share a label were trained with different training settings (learning rate, batch
+    size, epochs, …: two runs of one model at different points of a grid), the settings that
+    differ join the label, so that differently trained folds never average into one row; a
+    report of runs trained alike keeps its short labels."""
+    from pairfactory.ml.train import tunable_train_settings
+
+    tunable = tunable_train_settings() - {"standardize_targets"}  # already in every label
+    changed = [_variant_settings(record) for record in records]
+    groups: dict[tuple, list[int]] = {}
+    for i, record in enumerate(records):
+        label = setting_label(record["model"], changed[i]) if changed[i] is not None else None
+        key = (record["dataset"], record["target"], record["split"], record["model"], label)
+        groups.setdefault(key, []).append(i)
+    for members in groups.values():
+        settings = [records[i].get("settings") or {} for i in members]
+        differing = sorted(
+            name
+            for name in tunable
+            if len({json.dumps(s.get(name), sort_keys=True) for s in settings}) > 1
+        )
+        for i, own in zip(members, settings, strict=True):
+            if changed[i] is None:
+                continue
+            changed[i].update({name: own.get(name) for name in differing})
+    for record, settings in zip(records, changed, strict=True):
+        if settings is not None:
+            record["model"] = setting_label(record["model"], settings)
+
+
+def _variant_settings(record: dict[str, Any]) -> dict[str, Any] | None:
+    """What makes a fold's model a variant (``cgib`` at the model's defaults, ``cgib@beta=0.0001``
+    otherwise, the labels of ``pairfactory.ml.tune``): its non-default hyper-parameters, target
+    scaling, ensemble size and, for our model, sample-set settings. None for a model outside the
+    registry or a fold without recorded hyper-parameters (labelled by its name alone)."""
 
     model = record["model"]
     if model not in MODEL_NAMES or not isinstance(record.get("hparams"), dict):
-        return model
+        return None
     changed = non_default_hparams(model, record["hparams"])
     if (record.get("settings") or {}).get("standardize_targets"):
         changed["standardize_targets"] = True  # a training setting, but it changes what is learned
@@ -118,7 +151,7 @@ def _variant(record: dict[str, Any]) -> str:
         changed["ensemble"] = int(record["ensemble"])
     if record.get("model") in ABLATION_MODELS:  # how much of the samples it learned from
         changed.update(_non_default_sample_settings(record.get("samples")))
-    return setting_label(model, changed)
+    return changed
 
 
 def _non_default_sample_settings(samples: Any) -> dict[str, Any]:
