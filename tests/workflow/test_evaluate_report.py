@@ -11,6 +11,7 @@ from workflow_helpers import (
     freesolv_subset,
     run_snakemake,
     small_qm_config,
+    smoke_evaluate,
     write_config,
 )
 
@@ -19,17 +20,7 @@ def test_evaluate_and_report_run_through_the_workflow(tmp_path: Path) -> None:
     freesolv_subset(tmp_path / "raw" / "freesolv.txt", 60)
     config = small_qm_config(
         qm={"datasets": {}},
-        evaluate={
-            "tables": ["freesolv/dg_hydration_kcal_mol"],
-            "models": ["attentivefp"],
-            "splits": ["random"],
-            "folds": 2,
-            "epochs": 1,
-            "batch_size": 16,
-            "hidden_dim": 16,
-            "device": "cpu",
-            "threads": 1,
-        },
+        evaluate=smoke_evaluate(["freesolv/dg_hydration_kcal_mol"], ["attentivefp"]),
     )
     write_config(tmp_path, config)
     dry = run_snakemake(tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), "-n").check()
@@ -118,17 +109,7 @@ def test_probpair_learns_from_the_workflows_samples(tmp_path: Path) -> None:
     freesolv_subset(tmp_path / "raw" / "freesolv.txt", 60)
     config = small_qm_config(
         qm={"datasets": {"freesolv": {"max_systems": 6, "max_heavy_atoms": 6}}, "threads": 1},
-        evaluate={
-            "tables": ["freesolv/dg_hydration_kcal_mol"],
-            "models": ["probpair", "attentivefp"],
-            "splits": ["random"],
-            "folds": 2,
-            "epochs": 1,
-            "batch_size": 16,
-            "hidden_dim": 16,
-            "device": "cpu",
-            "threads": 1,
-        },
+        evaluate=smoke_evaluate(["freesolv/dg_hydration_kcal_mol"], ["probpair", "attentivefp"]),
         report={"enabled": False},
         final_models=[{"table": "freesolv/dg_hydration_kcal_mol", "model": "probpair"}],
     )

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from workflow_helpers import FREESOLV_TXT, REPO_ROOT, run_snakemake, write_config
+from workflow_helpers import FREESOLV_TXT, REPO_ROOT, run_snakemake, smoke_evaluate, write_config
 
 
 def _user_csv(path: Path, n_rows: int) -> int:
@@ -46,16 +46,7 @@ def test_a_csv_dataset_runs_like_a_built_in_one(tmp_path: Path) -> None:
         "samples": {"per_system": 1},
         "shards": {"systems_per_shard": 2, "samples_per_shard": 1},
         "engine": {"name": "xtb", "xtb": {"timeout_s": 60}},
-        "evaluate": {
-            "tables": ["mine/dg_solv_kcal_mol"],
-            "models": ["cigin"],
-            "folds": 2,
-            "epochs": 1,
-            "batch_size": 16,
-            "hidden_dim": 16,
-            "device": "cpu",
-            "threads": 1,
-        },
+        "evaluate": smoke_evaluate(["mine/dg_solv_kcal_mol"], ["cigin"]),
         "final_models": [{"table": "mine/dg_solv_kcal_mol", "model": "probpair_2d"}],
         "report": {"enabled": False},
     }

@@ -104,6 +104,22 @@ def freesolv_subset(path: Path, n_rows: int) -> Path:
     return path
 
 
+def smoke_evaluate(tables: list[str], models: list[str]) -> dict[str, Any]:
+    """An ``evaluate`` config section that runs every fold in seconds: 2 folds of 1 epoch, small
+    models, 1 CPU thread (what the workflow tests check is the plumbing, not the numbers)."""
+    return {
+        "tables": tables,
+        "models": models,
+        "splits": ["random"],
+        "folds": 2,
+        "epochs": 1,
+        "batch_size": 16,
+        "hidden_dim": 16,
+        "device": "cpu",
+        "threads": 1,
+    }
+
+
 def small_qm_config(**overrides: Any) -> dict[str, Any]:
     """FreeSolv only, QM on the water-size solutes (solute + water <= 3 heavy atoms), no
     evaluation."""

@@ -23,6 +23,7 @@ distance: same atoms, same internal geometry, another arrangement), and the auxi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -245,6 +246,7 @@ _SAMPLE_SET_MEMO: dict[tuple[Any, ...], SampleSetTable] = {}
 _SAMPLE_SET_MEMO_SIZE = 2
 
 
+@functools.lru_cache(maxsize=8)  # asked once per system and fold, with one or two settings
 def _graph_settings_key(settings: SampleSetSettings) -> str:
     """The settings that shape a system's graphs (not which training pairs get them)."""
     return json.dumps(
