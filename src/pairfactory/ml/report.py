@@ -112,7 +112,8 @@ def _label_variants(records: list[dict[str, Any]]) -> None:
     report of runs trained alike keeps its short labels."""
     from pairfactory.ml.train import tunable_train_settings
 
-    tunable = tunable_train_settings() - {"standardize_targets"}  # already in every label
+    # target scaling is in every label already; the inference batch size changes no number
+    tunable = tunable_train_settings() - {"standardize_targets", "eval_batch_size"}
     changed = [_variant_settings(record) for record in records]
     groups: dict[tuple, list[int]] = {}
     for i, record in enumerate(records):
