@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import pandas as pd
-
 from pairfactory.ml.report import ablation_markdown, ablation_table, collect_metrics
 
 
@@ -27,8 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("results", nargs="+", help="evaluate result folders")
     args = parser.parse_args(argv)
-    metrics = pd.concat([collect_metrics(root) for root in args.results], ignore_index=True)
-    metrics = metrics.drop_duplicates(
+    # one read of every folder: runs of one model trained differently get labels that tell them
+    # apart; a fold linked into two folders counts once
+    metrics = collect_metrics(args.results).drop_duplicates(
         subset=["dataset", "target", "split", "model", "repeat", "fold"]
     )
     table = ablation_table(metrics)

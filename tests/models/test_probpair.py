@@ -331,6 +331,9 @@ def test_bilinear_contact_head_is_its_own_term_over_the_atom_states(cache):
     model = fresh(seed=5, contact_head="bilinear", contact_rank=4)
     assert model.contact_scale is None and model.contact_head is not None
     head = model.contact_head
+    with torch.no_grad():  # the unary weights start at 0: give them values the check can see
+        torch.nn.init.normal_(head.solute_unary.weight)
+        torch.nn.init.normal_(head.solvent_unary.weight)
     torch.manual_seed(11)
     out = model.train()(batch.solute, batch.solvent)
     hu, hv = (F.normalize(h, dim=1) for h in model._encode(batch.solute, batch.solvent))

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -75,13 +76,19 @@ def published_rmse(dataset: str, target: str, model: str, split: str) -> tuple[f
     return PUBLISHED_RMSE.get(task, {}).get(model, math.nan), note
 
 
-def collect_metrics(results_root: str | Path) -> pd.DataFrame:
-    """All fold metrics under ``results_root`` as one frame (one row per finished fold)."""
-    root = Path(results_root)
-    if not root.is_dir():
-        raise UserError(f"results folder {root} does not exist; run `pairfactory evaluate` first")
+def collect_metrics(results_roots: str | Path | Sequence[str | Path]) -> pd.DataFrame:
+    """All fold metrics under one results folder, or several read as one (their folds are
+    labelled together, so that runs in different folders trained differently stay apart), as
+    one frame (one row per finished fold)."""
+    roots = [Path(results_roots)] if isinstance(results_roots, str | Path) else list(results_roots)
+    roots = [Path(root) for root in roots]
+    for root in roots:
+        if not root.is_dir():
+            raise UserError(
+                f"results folder {root} does not exist; run `pairfactory evaluate` first"
+            )
     rows = []
-    for path in sorted(root.rglob("metrics.json")):
+    for path in (path for root in roots for path in sorted(root.rglob("metrics.json"))):
         try:
             record = json.loads(path.read_text())
         except json.JSONDecodeError as err:
@@ -99,7 +106,8 @@ def collect_metrics(results_root: str | Path) -> pd.DataFrame:
         record["base_model"] = record["model"]
         rows.append(record)
     if not rows:
-        raise UserError(f"no metrics.json under {root}; run `pairfactory evaluate` first")
+        where = ", ".join(str(root) for root in roots)
+        raise UserError(f"no metrics.json under {where}; run `pairfactory evaluate` first")
     _label_variants(rows)
     return pd.DataFrame(rows)
 
@@ -108,12 +116,14 @@ def _label_variants(records: list[dict[str, Any]]) -> None:
     """Set each fold's ``model`` to its variant label (``_variant_settings``). Where folds that
     would share a label were trained with different training settings (learning rate, batch
     size, epochs, …: two runs of one model at different points of a grid), the settings that
-    differ join the label, so that differently trained folds never average into one row; a
-    report of runs trained alike keeps its short labels."""
-    from pairfactory.ml.train import tunable_train_settings
+    differ join the label, so that differently trained folds of a registry model do not average
+    into one row; a report of runs trained alike keeps its short labels. A setting a fold did not
+    record counts as its default."""
+    from pairfactory.ml.train import TrainSettings, tunable_train_settings
 
     # target scaling is in every label already; the inference batch size changes no number
     tunable = tunable_train_settings() - {"standardize_targets", "eval_batch_size"}
+    defaults = asdict(TrainSettings())
     changed = [_variant_settings(record) for record in records]
     groups: dict[tuple, list[int]] = {}
     for i, record in enumerate(records):
@@ -121,7 +131,7 @@ def _label_variants(records: list[dict[str, Any]]) -> None:
         key = (record["dataset"], record["target"], record["split"], record["model"], label)
         groups.setdefault(key, []).append(i)
     for members in groups.values():
-        settings = [records[i].get("settings") or {} for i in members]
+        settings = [defaults | (records[i].get("settings") or {}) for i in members]
         differing = sorted(
             name
             for name in tunable

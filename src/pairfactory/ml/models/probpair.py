@@ -106,8 +106,8 @@ class ProbPairOutput(ModelOutput):
 
     ``interaction_map`` [B, M_solute, M_solvent] (None when ``interaction`` is off) and
     ``interaction_mask``; ``contact_logits`` [B, M_solute, M_solvent] and ``contact_mask`` (only
-    with the bilinear contact head); ``mu``, ``logvar`` (None when ``beta == 0``) and ``z``
-    [B, latent_dim].
+    with the bilinear contact head, and only in training mode); ``mu``, ``logvar`` (None when
+    ``beta == 0``) and ``z`` [B, latent_dim].
     """
 
     interaction_map: torch.Tensor | None = None
