@@ -185,3 +185,13 @@ def test_folds_trained_with_other_settings_are_told_apart_only_where_they_mix(
     assert rows.loc["cigin@batch_size=32,lr=0.0003", "rmse_mean"] == pytest.approx(
         rows.loc["cigin@batch_size=8,lr=0.001", "rmse_mean"] + 1.0
     )
+    # the same two runs in two result folders, read as one: still told apart
+    other = tmp_path / "other" / "freesolv_cgib" / "dg_hydration_kcal_mol"
+    other.mkdir(parents=True)
+    shutil.move(slow, other / "cigin")
+    labels = collect_metrics([root, tmp_path / "other"]).groupby("model").size()
+    assert labels.to_dict() == {
+        "attentivefp": 2,
+        "cigin@batch_size=32,lr=0.0003": 2,
+        "cigin@batch_size=8,lr=0.001": 2,
+    }
