@@ -303,23 +303,36 @@ def test_partial_supervision_only_pairs_that_have_it_count(cache):
     )
 
 
-def test_contact_loss_equals_masked_bce_of_the_affine_map(cache):
-    batch = supervised_batch(cache)
-    model = fresh()
-    out = model.train()(batch.solute, batch.solvent)
-    sup = batch.supervision
+def pair_by_pair_contact_bce(batch, logits_of) -> torch.Tensor:
+    """The contact loss computed pair by pair: BCE of ``logits_of(b, n_solute, n_solvent)``
+    against pair b's contact fractions, averaged over every pair's entries."""
     expected = []
     for b in range(len(batch)):
         n_u = int(batch.solute.batch_num_nodes()[b])
         n_v = int(batch.solvent.batch_num_nodes()[b])
-        logits = model.contact_scale * out.interaction_map[b, :n_u, :n_v] + model.contact_bias
         expected.append(
             F.binary_cross_entropy_with_logits(
-                logits, sup.contact_maps[b, :n_u, :n_v], reduction="none"
+                logits_of(b, n_u, n_v),
+                batch.supervision.contact_maps[b, :n_u, :n_v],
+                reduction="none",
             ).reshape(-1)
         )
+    return torch.cat(expected).mean()
+
+
+def test_contact_loss_equals_masked_bce_of_the_affine_map(cache):
+    batch = supervised_batch(cache)
+    model = fresh()
+    out = model.train()(batch.solute, batch.solvent)
+
+    def logits(b: int, n_u: int, n_v: int) -> torch.Tensor:
+        return model.contact_scale * out.interaction_map[b, :n_u, :n_v] + model.contact_bias
+
     torch.testing.assert_close(
-        model.contact_loss(out, sup), torch.cat(expected).mean(), rtol=1e-5, atol=1e-6
+        model.contact_loss(out, batch.supervision),
+        pair_by_pair_contact_bce(batch, logits),
+        rtol=1e-5,
+        atol=1e-6,
     )
 
 
@@ -337,29 +350,30 @@ def test_bilinear_contact_head_is_its_own_term_over_the_atom_states(cache):
     torch.manual_seed(11)
     out = model.train()(batch.solute, batch.solvent)
     hu, hv = (F.normalize(h, dim=1) for h in model._encode(batch.solute, batch.solvent))
-    sup = batch.supervision
-    expected, start_u, start_v = [], 0, 0
-    for b in range(len(batch)):
-        n_u = int(batch.solute.batch_num_nodes()[b])
-        n_v = int(batch.solvent.batch_num_nodes()[b])
-        u, v = hu[start_u : start_u + n_u], hv[start_v : start_v + n_v]
-        start_u, start_v = start_u + n_u, start_v + n_v
-        logits = torch.zeros(n_u, n_v)
+    solute_starts = torch.cumsum(batch.solute.batch_num_nodes(), 0) - batch.solute.batch_num_nodes()
+    solvent_starts = (
+        torch.cumsum(batch.solvent.batch_num_nodes(), 0) - batch.solvent.batch_num_nodes()
+    )
+
+    def logits(b: int, n_u: int, n_v: int) -> torch.Tensor:
+        u = hu[int(solute_starts[b]) : int(solute_starts[b]) + n_u]
+        v = hv[int(solvent_starts[b]) : int(solvent_starts[b]) + n_v]
+        entries = torch.zeros(n_u, n_v)
         for i in range(n_u):
             for j in range(n_v):
-                logits[i, j] = (
+                entries[i, j] = (
                     head.solute_unary(u[i]).squeeze()
                     + head.solvent_unary(v[j]).squeeze()
                     + head.solute_projection(u[i]) @ head.solvent_projection(v[j]) / 2.0
                     + head.bias
                 )
-        expected.append(
-            F.binary_cross_entropy_with_logits(
-                logits, sup.contact_maps[b, :n_u, :n_v], reduction="none"
-            ).reshape(-1)
-        )
+        return entries
+
     torch.testing.assert_close(
-        model.contact_loss(out, sup), torch.cat(expected).mean(), rtol=1e-5, atol=1e-6
+        model.contact_loss(out, batch.supervision),
+        pair_by_pair_contact_bce(batch, logits),
+        rtol=1e-5,
+        atol=1e-6,
     )
     assert model.eval()(batch.solute, batch.solvent).contact_logits is None
     _, bilinear = train_terms(fresh(seed=5, contact_head="bilinear"), batch)

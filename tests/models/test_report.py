@@ -89,6 +89,20 @@ def test_report_errors(tmp_path, results_root):
     assert np.isfinite(collect_metrics(results_root)["rmse"]).all()
 
 
+def _copy_run(src: Path, name: str, edit) -> Path:
+    """A copy of a model's result folder beside it, every fold's metrics.json passed through
+    ``edit`` (as if that run had been trained otherwise)."""
+    import shutil
+
+    copy = src.parent / name
+    shutil.copytree(src, copy)
+    for path in copy.rglob("metrics.json"):
+        record = json.loads(path.read_text())
+        edit(record)
+        path.write_text(json.dumps(record))
+    return copy
+
+
 def test_folds_with_other_hyper_parameters_are_their_own_row(results_root, tmp_path):
     import shutil
 
@@ -97,19 +111,15 @@ def test_folds_with_other_hyper_parameters_are_their_own_row(results_root, tmp_p
     root = tmp_path / "evaluate"
     shutil.copytree(results_root, root)
     src = root / "freesolv_cgib" / "dg_hydration_kcal_mol" / "cigin"
-    variant = src.parent / "cigin-mp3"
-    shutil.copytree(src, variant)
-    for path in variant.rglob("metrics.json"):
-        record = json.loads(path.read_text())
+
+    def three_steps(record: dict) -> None:
         record["hparams"]["message_passing_steps"] = 3
         record["rmse"] += 1.0
-        path.write_text(json.dumps(record))
-    scaled = src.parent / "cigin-scaled"
-    shutil.copytree(src, scaled)
-    for path in scaled.rglob("metrics.json"):
-        record = json.loads(path.read_text())
-        record["settings"]["standardize_targets"] = True
-        path.write_text(json.dumps(record))
+
+    _copy_run(src, "cigin-mp3", three_steps)
+    _copy_run(
+        src, "cigin-scaled", lambda record: record["settings"].update(standardize_targets=True)
+    )
     summary = write_report(root, tmp_path / "report", plots=False)["summary"]
     rows = summary.set_index("model")
     assert sorted(rows.index) == [
@@ -168,13 +178,12 @@ def test_folds_trained_with_other_settings_are_told_apart_only_where_they_mix(
     root = tmp_path / "evaluate"
     shutil.copytree(results_root, root)
     src = root / "freesolv_cgib" / "dg_hydration_kcal_mol" / "cigin"
-    slow = src.parent / "cigin-slow"
-    shutil.copytree(src, slow)
-    for path in slow.rglob("metrics.json"):
-        record = json.loads(path.read_text())
+
+    def slower(record: dict) -> None:
         record["settings"].update(lr=0.0003, batch_size=32)
         record["rmse"] += 1.0
-        path.write_text(json.dumps(record))
+
+    slow = _copy_run(src, "cigin-slow", slower)
     rows = write_report(root, tmp_path / "report", plots=False)["summary"].set_index("model")
     assert sorted(rows.index) == [
         "attentivefp",  # trained alike in every fold: its label stays short
