@@ -157,6 +157,44 @@ def test_non_default_hparams_follow_the_recorded_sizes():
     assert non_default_hparams("attentivefp", {"head_hidden": [256, 128], "node_in": 51}) == {}
 
 
+def test_settings_of_a_switched_off_part_make_no_variant():
+    from pairfactory.ml.tune import non_default_hparams
+
+    # the rank of the bilinear contact head means nothing to the cosine head (the default)
+    assert non_default_hparams("probpair", {"contact_rank": 8}) == {}
+    assert non_default_hparams("probpair", {"contact_head": "bilinear", "contact_rank": 8}) == {
+        "contact_head": "bilinear",
+        "contact_rank": 8,
+    }
+    # no contact term (the twin fixes its weight to 0): no contact head of either kind
+    assert non_default_hparams("probpair_2d", {"contact_head": "bilinear", "contact_rank": 8}) == {}
+    assert non_default_hparams(
+        "probpair", {"contact_weight": 0.0, "contact_head": "bilinear", "tau": 0.5}
+    ) == {"contact_weight": 0.0, "tau": 0.5}
+    assert non_default_hparams("probpair", {"contrastive_weight": 0.0, "tau": 0.5}) == {
+        "contrastive_weight": 0.0
+    }
+    assert non_default_hparams("probpair", {"probabilistic": False, "nll_beta": 0.5}) == {
+        "probabilistic": False
+    }
+    assert non_default_hparams("probpair", {"nll_beta": 0.5}) == {"nll_beta": 0.5}
+
+
+def test_ablation_compares_folds_trained_alike_whatever_they_recorded():
+    from pairfactory.ml.report import _training_key
+
+    recorded = {"lr": 0.001, "batch_size": 32, "seed": 0, "num_threads": 1, "eval_batch_size": 64}
+    # where and how fast it ran, and what the fold left unrecorded (its default), change nothing
+    assert _training_key(recorded) == _training_key(
+        recorded | {"seed": 3, "num_threads": 2, "eval_batch_size": 512, "device": "cuda"}
+    )
+    assert _training_key(recorded) == _training_key(
+        recorded | {"max_epochs": TrainSettings().max_epochs}
+    )
+    assert _training_key(recorded) != _training_key(recorded | {"lr": 0.0003})
+    assert _training_key(recorded) != _training_key(recorded | {"standardize_targets": True})
+
+
 def test_out_is_the_old_name_of_out_dir():
     import argparse
 

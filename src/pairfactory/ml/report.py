@@ -80,8 +80,8 @@ def collect_metrics(results_roots: str | Path | Sequence[str | Path]) -> pd.Data
     """All fold metrics under one results folder, or several read as one (their folds are
     labelled together, so that runs in different folders trained differently stay apart), as
     one frame (one row per finished fold)."""
-    roots = [Path(results_roots)] if isinstance(results_roots, str | Path) else list(results_roots)
-    roots = [Path(root) for root in roots]
+    given = [results_roots] if isinstance(results_roots, str | Path) else results_roots
+    roots = [Path(root) for root in given]
     for root in roots:
         if not root.is_dir():
             raise UserError(
@@ -119,19 +119,19 @@ def _label_variants(records: list[dict[str, Any]]) -> None:
     differ join the label, so that differently trained folds of a registry model do not average
     into one row; a report of runs trained alike keeps its short labels. A setting a fold did not
     record counts as its default."""
-    from pairfactory.ml.train import TrainSettings, tunable_train_settings
-
-    # target scaling is in every label already; the inference batch size changes no number
-    tunable = tunable_train_settings() - {"standardize_targets", "eval_batch_size"}
-    defaults = asdict(TrainSettings())
+    # target scaling is in every label already
+    tunable = _learning_settings() - {"standardize_targets"}
     changed = [_variant_settings(record) for record in records]
     groups: dict[tuple, list[int]] = {}
     for i, record in enumerate(records):
-        label = setting_label(record["model"], changed[i]) if changed[i] is not None else None
-        key = (record["dataset"], record["target"], record["split"], record["model"], label)
-        groups.setdefault(key, []).append(i)
+        label = (
+            record["model"] if changed[i] is None else setting_label(record["model"], changed[i])
+        )
+        groups.setdefault((record["dataset"], record["target"], record["split"], label), []).append(
+            i
+        )
     for members in groups.values():
-        settings = [defaults | (records[i].get("settings") or {}) for i in members]
+        settings = [_train_settings_with_defaults(records[i].get("settings")) for i in members]
         differing = sorted(
             name
             for name in tunable
@@ -144,6 +144,21 @@ def _label_variants(records: list[dict[str, Any]]) -> None:
     for record, settings in zip(records, changed, strict=True):
         if settings is not None:
             record["model"] = setting_label(record["model"], settings)
+
+
+def _learning_settings() -> frozenset[str]:
+    """The training settings that can change what a fold learns: the tunable ones but the
+    inference batch size."""
+    from pairfactory.ml.train import tunable_train_settings
+
+    return tunable_train_settings() - {"eval_batch_size"}
+
+
+def _train_settings_with_defaults(settings: Any) -> dict[str, Any]:
+    """A fold's recorded training settings; one it did not record counts as its default."""
+    from pairfactory.ml.train import TrainSettings
+
+    return asdict(TrainSettings()) | (settings if isinstance(settings, dict) else {})
 
 
 def _variant_settings(record: dict[str, Any]) -> dict[str, Any] | None:
@@ -469,8 +484,8 @@ def ablation_table(metrics: pd.DataFrame) -> pd.DataFrame:
 def _training_key(settings: Any) -> str:
     if not isinstance(settings, dict):
         return ""
-    skip = {"seed", "device", "num_threads", "eval_batch_size"}
-    return json.dumps({k: v for k, v in sorted(settings.items()) if k not in skip})
+    own = _train_settings_with_defaults(settings)
+    return json.dumps({name: own.get(name) for name in sorted(_learning_settings())})
 
 
 def ablation_markdown(table: pd.DataFrame) -> str:

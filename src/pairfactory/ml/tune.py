@@ -24,6 +24,7 @@ import pandas as pd
 
 from pairfactory.errors import UserError
 from pairfactory.ml.models import default_hparams
+from pairfactory.ml.models.registry import model_spec
 
 SETTING_SEPARATOR = "@"
 
@@ -70,11 +71,14 @@ _NOT_SETTINGS = {"node_in", "edge_in", "contrastive"}  # fixed by the data or by
 
 def non_default_hparams(model: str, hparams: Mapping[str, Any]) -> dict[str, Any]:
     """The recorded hyper-parameters of a fold (``metrics.json`` ``hparams``) that differ from the
-    model's defaults: what makes two folds of one model name different models."""
+    model's defaults: what makes two folds of one model name different models. Settings of a part
+    the others switch off (``PairModel.inert_hparams``) make no difference."""
     defaults = default_hparams(model)
+    spec = model_spec(model)
+    inert = spec.model_class().inert_hparams({**defaults, **hparams, **spec.fixed})
     changed: dict[str, Any] = {}
     for name, value in hparams.items():
-        if name in _NOT_SETTINGS or name not in defaults:
+        if name in _NOT_SETTINGS or name not in defaults or name in inert:
             continue
         default = defaults[name]
         if default is None and name in _SIZE_DEFAULTS:

@@ -9,6 +9,7 @@ masks built from ``batch_num_nodes``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,13 @@ class PairModel(nn.Module):
         model's outputs."""
         mse = F.mse_loss(output.prediction.reshape(-1), y)
         return mse + output.aux_loss, {}
+
+    @classmethod
+    def inert_hparams(cls, hparams: Mapping[str, Any]) -> frozenset[str]:
+        """The names among ``hparams`` (all of a model's constructor arguments) whose values
+        cannot change the model the others build: two settings differing only in them are one
+        model, and reports label them as one."""
+        return frozenset()
 
 
 # ------------------------------------------------------------------------------------------

@@ -61,8 +61,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import dgl
 import torch
@@ -137,6 +138,21 @@ class ProbPair(GatherInteractionModel):
     - ``probabilistic`` (True), ``nll_beta`` (0: plain NLL), ``variance_floor`` (1e-4, in
       training units).
     """
+
+    @classmethod
+    def inert_hparams(cls, hparams: Mapping[str, Any]) -> frozenset[str]:
+        """Settings of a part that is switched off (weight 0, or the other contact head or
+        head type), which therefore build the same model whatever their values."""
+        inert: set[str] = set()
+        if hparams["contact_weight"] == 0:
+            inert |= {"contact_head", "contact_rank"}
+        elif hparams["contact_head"] == "cosine":
+            inert.add("contact_rank")
+        if hparams["contrastive_weight"] == 0:
+            inert |= {"tau", "complex_dim", "complex_layers", "rbf_size", "projection_dim"}
+        if not hparams["probabilistic"]:
+            inert |= {"nll_beta", "variance_floor"}
+        return frozenset(inert)
 
     def __init__(
         self,
