@@ -16,6 +16,7 @@ from curated_tables import freesolv_rows, write_pair_table  # noqa: E402
 
 from pairfactory.cli import main  # noqa: E402
 from pairfactory.cli.evaluate import add_arguments, options_from_config  # noqa: E402
+from pairfactory.errors import UserError  # noqa: E402
 from pairfactory.ml.evaluate import ProtocolOptions, run_protocol  # noqa: E402
 from pairfactory.ml.train import TrainSettings  # noqa: E402
 
@@ -234,6 +235,13 @@ def test_training_keys_of_model_hparams_set_that_models_training_only():
         options.settings_for("cigin").batch_size == 64 and options.settings_for("cigin").lr == 0.001
     )
     assert options.settings_for("probpair_2d") == options.settings  # no keys of its own
+    # a model's own training keys are checked like the shared ones, naming the key
+    config["evaluate"]["model_hparams"]["cigin"] = {"batch_size": 64.5}
+    with pytest.raises(UserError, match="batch_size must be a whole number"):
+        options_from_config(config).settings_for("cigin")
+    config["evaluate"]["model_hparams"]["cigin"] = {"lr": "fast"}
+    with pytest.raises(UserError, match="lr must be of type float"):
+        options_from_config(config).settings_for("cigin")
 
 
 def test_out_is_the_old_name_of_out_dir():

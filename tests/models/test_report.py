@@ -195,6 +195,87 @@ def test_ablation_compares_folds_trained_alike_whatever_they_recorded():
     assert _training_key(recorded) != _training_key(recorded | {"standardize_targets": True})
 
 
+def test_what_a_fold_learned_from_is_in_its_label():
+    from pairfactory.ml.report import _variant_settings
+
+    def fold(model: str, samples) -> dict:
+        return {"model": model, "hparams": {}, "samples": samples}
+
+    recorded = {"settings": {"max_samples_per_pair": None}, "descriptors": "alpb.parquet"}
+    assert _variant_settings(fold("probpair", recorded)) == {}
+    # trained without shards: the twin in all but name, never averaged with the real thing
+    assert _variant_settings(fold("probpair", None)) == {"samples": False}
+    other_qc = {"settings": {"qc": {"mad_factor": 3.0, "min_excess_kcal_mol": 10.0}}}
+    assert _variant_settings(fold("probpair", other_qc)) == {"qc.mad_factor": 3.0}
+    capped = {"settings": {"max_samples_per_pair": 2}}
+    assert _variant_settings(fold("probpair", capped)) == {"max_samples_per_pair": 2}
+    # the twin learns nothing from samples: the sample settings of its run do not split it
+    assert _variant_settings(fold("probpair_2d", capped)) == {}
+    assert _variant_settings(fold("probpair_2d", None)) == {}
+
+
+def test_folds_with_and_without_descriptors_are_told_apart_where_they_mix():
+    from pairfactory.ml.report import _label_variants
+
+    def fold(k: int, descriptors: str | None, model: str = "probpair") -> dict:
+        return {
+            "dataset": "d",
+            "target": "t",
+            "split": "random",
+            "model": model,
+            "fold": k,
+            "hparams": {},
+            "settings": {},
+            "samples": {"settings": {}, "descriptors": descriptors},
+        }
+
+    alike = [fold(0, None), fold(1, None), fold(0, None, "probpair_2d")]
+    _label_variants(alike)
+    assert [r["model"] for r in alike] == ["probpair", "probpair", "probpair_2d"]
+    mixed = [fold(0, "alpb.parquet"), fold(0, None), fold(1, None, "probpair_2d")]
+    _label_variants(mixed)
+    assert [r["model"] for r in mixed] == [
+        "probpair@descriptors=true",
+        "probpair@descriptors=false",
+        "probpair_2d",  # the twin never reads them
+    ]
+
+
+def test_ablation_pairs_folds_of_the_same_splits_only():
+    from pairfactory.ml.report import ablation_table
+
+    def folds(model: str, seed: int, rmse: float, path: str) -> list[dict]:
+        return [
+            {
+                "dataset": "d",
+                "target": "t",
+                "split": "random",
+                "model": model,
+                "base_model": model,
+                "repeat": 0,
+                "fold": k,
+                "n_folds": 3,
+                "n_train": 80,
+                "n_valid": 10,
+                "n_test": 10,
+                "rmse": rmse + 0.1 * k,
+                "settings": {"seed": seed, "lr": 0.001},
+                "path": f"{path}/r0-f{k}",
+            }
+            for k in range(3)
+        ]
+
+    twin, ours = folds("probpair_2d", 0, 1.0, "a"), folds("probpair", 0, 0.9, "b")
+    table = ablation_table(pd.DataFrame(twin + ours))
+    assert list(table["variant"]) == ["probpair"] and table["folds"].iloc[0] == 3
+    assert table["difference"].iloc[0] == pytest.approx(-0.1)
+    # other split seeds mean other test sets: nothing to pair
+    assert ablation_table(pd.DataFrame(twin + folds("probpair", 7, 0.9, "b"))).empty
+    # the same run read twice is refused, not paired fold by fold with itself
+    with pytest.raises(UserError, match="more than one fold 0 of repeat 0"):
+        ablation_table(pd.DataFrame(twin + ours + folds("probpair", 0, 0.9, "c")))
+
+
 def test_out_is_the_old_name_of_out_dir():
     import argparse
 

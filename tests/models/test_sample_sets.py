@@ -168,6 +168,37 @@ def test_a_decoy_touches_at_the_samples_own_closest_contact() -> None:
     assert not np.allclose(moved[3:], xyz[3:])
 
 
+def test_every_solvent_copy_of_a_decoy_keeps_its_own_contact_with_the_solute() -> None:
+    # two water-like copies on either side of a 3-atom solute, 2.9 and 3.4 Å from it, 6.3 Å apart
+    numbers = np.array([6, 6, 6, 8, 1, 8, 1])
+    fragments = np.array([0, 0, 0, 1, 1, 2, 2])
+    xyz = np.array(
+        [
+            [0, 0, 0],
+            [1.5, 0, 0],
+            [3.0, 0, 0],
+            [1.5, 2.9, 0],
+            [1.5, 3.9, 0],
+            [1.5, -3.4, 0],
+            [1.5, -4.4, 0],
+        ],
+        float,
+    )
+
+    def closest(positions: np.ndarray, a: int, b: int) -> float:
+        pa, pb = positions[fragments == a], positions[fragments == b]
+        return float(np.min(np.linalg.norm(pa[:, None] - pb[None], axis=-1)))
+
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        moved = decoy_positions(numbers, fragments, xyz, rng)
+        assert moved is not None
+        np.testing.assert_allclose(moved[:3], xyz[:3])
+        for copy in (1, 2):
+            assert np.isclose(closest(moved, copy, 0), closest(xyz, copy, 0), atol=1e-6)
+        assert closest(moved, 1, 2) >= closest(xyz, 1, 2) - 1e-6
+
+
 def test_only_training_pairs_get_supervision(real_shards: dict[str, Any]) -> None:
     # The leakage rule: in every fold, supervision exists for training pairs only, and the
     # validation and test datasets carry none, so no held-out sample can reach a loss.

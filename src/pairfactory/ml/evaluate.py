@@ -46,6 +46,7 @@ from pairfactory.ml.train import (
     train_model,
     tunable_train_settings,
 )
+from pairfactory.ml.tune import read_fold_metrics
 from pairfactory.ml.uncertainty import calibrate_predictions
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ class ProtocolOptions:
         chosen per model on validation, with one budget for every model)."""
         training = tunable_train_settings()
         own = {k: v for k, v in self.model_hparams.get(model_name, {}).items() if k in training}
-        return replace(self.settings, **own) if own else self.settings
+        return TrainSettings.from_mapping(self.settings.to_dict() | own) if own else self.settings
 
     def split_seed(self, repeat: int) -> int:
         return self.seed + repeat
@@ -250,12 +251,7 @@ def load_fold_metrics(out_dir: str | Path) -> dict[str, Any] | None:
     path = Path(out_dir) / METRICS_FILE
     if not path.is_file():
         return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise InputFileError(
-            path, f"not valid JSON ({err}); delete it or rerun with --force"
-        ) from err
+    return read_fold_metrics(path)
 
 
 def fold_dir(
@@ -363,6 +359,13 @@ def run_fold(
     if cache is None:
         cache = GraphCache(options.graph_cache)
     samples = None
+    if options.shards_dir is None and model_spec(model_name).uses_samples:
+        log.warning(
+            "%s learns from QM samples, but no shards were given: it trains as its 2D-only twin "
+            "(reported as %s@samples=false); pass --shards-dir (and --descriptors) to use them",
+            model_name,
+            model_name,
+        )
     if options.shards_dir is not None:
         samples = fold_samples(
             table,

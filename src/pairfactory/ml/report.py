@@ -33,7 +33,8 @@ import pandas as pd
 
 from pairfactory.errors import InputFileError, UserError
 from pairfactory.ml.models import MODEL_NAMES
-from pairfactory.ml.tune import non_default_hparams, setting_label
+from pairfactory.ml.models.registry import model_spec
+from pairfactory.ml.tune import non_default_hparams, read_fold_metrics, setting_label
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +90,7 @@ def collect_metrics(results_roots: str | Path | Sequence[str | Path]) -> pd.Data
             )
     rows = []
     for path in (path for root in roots for path in sorted(root.rglob("metrics.json"))):
-        try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise InputFileError(
-                path, f"not valid JSON ({err}); rerun that fold with --force"
-            ) from err
+        record = read_fold_metrics(path)
         missing = [k for k in REQUIRED_METRICS if k not in record]
         if missing:
             raise InputFileError(
@@ -124,18 +120,18 @@ def _label_variants(records: list[dict[str, Any]]) -> None:
     changed = [_variant_settings(record) for record in records]
     groups: dict[tuple, list[int]] = {}
     for i, record in enumerate(records):
-        label = (
-            record["model"] if changed[i] is None else setting_label(record["model"], changed[i])
-        )
-        groups.setdefault((record["dataset"], record["target"], record["split"], label), []).append(
-            i
-        )
+        model = record["model"]
+        label = model if changed[i] is None else setting_label(model, changed[i])
+        groups.setdefault((record["dataset"], record["target"], record["split"], label), [])
+        groups[(record["dataset"], record["target"], record["split"], label)].append(i)
     for members in groups.values():
-        settings = [_train_settings_with_defaults(records[i].get("settings")) for i in members]
+        settings = [_mixing_settings(records[i], tunable) for i in members]
+        # a fold that did not record a setting (descriptors, before they were recorded) takes no
+        # part in telling the others apart
         differing = sorted(
             name
-            for name in tunable
-            if len({json.dumps(s.get(name), sort_keys=True) for s in settings}) > 1
+            for name in set().union(*settings)
+            if len({json.dumps(s[name], sort_keys=True) for s in settings if name in s}) > 1
         )
         for i, own in zip(members, settings, strict=True):
             if changed[i] is None:
@@ -144,6 +140,20 @@ def _label_variants(records: list[dict[str, Any]]) -> None:
     for record, settings in zip(records, changed, strict=True):
         if settings is not None:
             record["model"] = setting_label(record["model"], settings)
+
+
+def _mixing_settings(record: dict[str, Any], tunable: frozenset[str]) -> dict[str, Any]:
+    """What a fold was trained with that joins its label where folds would otherwise mix: its
+    ``tunable`` training settings and, for a model that learns from samples, whether it had the
+    descriptor table (``descriptors``: its auxiliary ΔG_solv target)."""
+    own = _train_settings_with_defaults(record.get("settings"))
+    mixing = {name: own.get(name) for name in tunable}
+    samples = record.get("samples")
+    model = record["model"]  # the registry name: labels are set after this is read
+    if model in MODEL_NAMES and model_spec(model).uses_samples:
+        if isinstance(samples, dict) and "descriptors" in samples:
+            mixing["descriptors"] = samples["descriptors"] is not None
+    return mixing
 
 
 def _learning_settings() -> frozenset[str]:
@@ -175,25 +185,36 @@ def _variant_settings(record: dict[str, Any]) -> dict[str, Any] | None:
         changed["standardize_targets"] = True  # a training setting, but it changes what is learned
     if int(record.get("ensemble") or 1) > 1:
         changed["ensemble"] = int(record["ensemble"])
-    if record.get("model") in ABLATION_MODELS:  # how much of the samples it learned from
+    if model_spec(model).uses_samples:  # what of the samples it learned from
         changed.update(_non_default_sample_settings(record.get("samples")))
     return changed
 
 
 def _non_default_sample_settings(samples: Any) -> dict[str, Any]:
-    """The sample-set settings (dose-response knobs: samples per pair, coverage, hydrogens) of a
-    fold that differ from the defaults; folds written before the settings were recorded: none."""
-    from dataclasses import fields
-
+    """What a fold of a model that learns from samples learned from, where it differs from the
+    default: no samples at all (``samples=false``) and the sample-set settings (dose-response
+    knobs: samples per pair, coverage, hydrogens; quality control as ``qc.<name>``). What a fold
+    did not record (folds older than the recording) counts as the default. (Whether it had the
+    descriptor table joins the label only where folds would mix: ``_mixing_settings``.)"""
+    from pairfactory.ml.sample_features import QCSettings
     from pairfactory.ml.sample_sets import SampleSetSettings
 
-    given = (samples or {}).get("settings") if isinstance(samples, dict) else None
+    if not isinstance(samples, dict):
+        return {"samples": False}
+    changed: dict[str, Any] = {}
+    given = samples.get("settings")
     if not isinstance(given, dict):
-        return {}
-    defaults = {
-        f.name: f.default for f in fields(SampleSetSettings) if f.name not in ("seed", "qc")
-    }
-    return {k: given[k] for k, default in defaults.items() if k in given and given[k] != default}
+        return changed
+    defaults = asdict(SampleSetSettings())
+    for name, default in defaults.items():
+        if name in ("seed", "qc") or name not in given:
+            continue
+        if given[name] != default:
+            changed[name] = given[name]
+    qc, qc_defaults = given.get("qc"), asdict(QCSettings())
+    if isinstance(qc, dict):
+        changed.update({f"qc.{k}": v for k, v in qc.items() if qc_defaults.get(k, v) != v})
+    return changed
 
 
 def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -425,11 +446,14 @@ def ablation_table(metrics: pd.DataFrame) -> pd.DataFrame:
 
     rows = []
     ours = metrics[metrics["base_model"].isin(ABLATION_MODELS)].copy()
-    # only folds trained alike are compared (batch size, epochs, target scaling, ...)
+    # only folds trained alike are compared (batch size, epochs, target scaling, ...), on the
+    # same test sets (the same k and seed of the k-fold splits)
     ours["training"] = ours["settings"].map(_training_key) if "settings" in ours else ""
-    for (dataset, target, split, _), group in ours.groupby(
-        ["dataset", "target", "split", "training"]
+    ours["protocol"] = [_split_key(record) for record in ours.to_dict("records")]
+    for (dataset, target, split, _, _), group in ours.groupby(
+        ["dataset", "target", "split", "training", "protocol"]
     ):
+        _refuse_repeated_folds(group)
         twins = sorted(set(group.loc[group["base_model"] == ABLATION_REFERENCE, "model"]))
         if not twins:
             continue
@@ -479,6 +503,26 @@ def ablation_table(metrics: pd.DataFrame) -> pd.DataFrame:
             "folds_won",
         ],
     )
+
+
+def _split_key(record: dict[str, Any]) -> str:
+    """k and seed of the k-fold splits a fold's test set came from (the protocol's split seed is
+    its model seed less the repeat: ``ProtocolOptions``)."""
+    settings = record.get("settings")
+    seed = settings.get("seed") if isinstance(settings, dict) else None
+    base_seed = None if seed is None else int(seed) - int(record["repeat"])
+    return json.dumps({"n_folds": record.get("n_folds"), "seed": base_seed})
+
+
+def _refuse_repeated_folds(group: pd.DataFrame) -> None:
+    repeated = group[group.duplicated(["model", "repeat", "fold"], keep=False)]
+    if not repeated.empty:
+        row = repeated.iloc[0]
+        paths = ", ".join(repeated.loc[repeated["model"] == row["model"], "path"].head(3))
+        raise UserError(
+            f"{row['model']} has more than one fold {row['fold']} of repeat {row['repeat']} "
+            f"trained alike ({paths}); pass each run's results folder once, or move the copy away"
+        )
 
 
 def _training_key(settings: Any) -> str:

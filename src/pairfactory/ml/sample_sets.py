@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -107,13 +108,24 @@ class SampleSetSettings:
                 f"got {self.bond_tolerance_angstrom}"
             )
         if not self.contact_cutoff_angstrom > 0:
-            raise UserError("evaluate.samples.contact_cutoff_angstrom must be > 0")
+            raise UserError(
+                f"evaluate.samples.contact_cutoff_angstrom must be > 0, got "
+                f"{self.contact_cutoff_angstrom}"
+            )
         if self.decoys_per_sample < 0:
-            raise UserError("evaluate.samples.decoys_per_sample must be >= 0")
+            raise UserError(
+                f"evaluate.samples.decoys_per_sample must be >= 0, got {self.decoys_per_sample}"
+            )
         if self.max_samples_per_pair is not None and self.max_samples_per_pair < 1:
-            raise UserError("evaluate.samples.max_samples_per_pair must be >= 1 or null")
+            raise UserError(
+                "evaluate.samples.max_samples_per_pair must be >= 1 or null, got "
+                f"{self.max_samples_per_pair}"
+            )
         if not 0.0 <= self.train_pair_fraction <= 1.0:
-            raise UserError("evaluate.samples.train_pair_fraction must be in [0, 1]")
+            raise UserError(
+                "evaluate.samples.train_pair_fraction must be in [0, 1], got "
+                f"{self.train_pair_fraction}"
+            )
 
 
 @dataclass
@@ -467,23 +479,40 @@ def decoy_positions(
 ) -> np.ndarray | None:
     """The sample's molecules with each solvent copy rigidly rotated about the solute's centroid
     (a uniform random rotation: a new side and orientation) and slid along the line to the
-    centroid until its closest contact equals the sample's own; None if no such place exists."""
+    centroid until its closest contact with the solute equals its own in the sample. Copies keep
+    apart at least as far as the sample's closest pair of copies (a rotation that brings one
+    nearer to a copy already placed is drawn again). None if no such place is found."""
     out = positions_angstrom.copy()
-    solute = out[fragments == 0]
+    solute = positions_angstrom[fragments == 0]
     centroid = solute.mean(axis=0)
-    for copy in sorted(set(fragments.tolist()) - {0}):
+    copies = sorted(set(fragments.tolist()) - {0})
+    # measured on the sample itself, never on copies already moved
+    targets = {
+        copy: _min_distance(positions_angstrom[fragments == copy], solute) for copy in copies
+    }
+    copy_gap = min(
+        (
+            _min_distance(positions_angstrom[fragments == a], positions_angstrom[fragments == b])
+            for a, b in itertools.combinations(copies, 2)
+        ),
+        default=0.0,
+    )
+    placed_mask = np.zeros(len(fragments), dtype=bool)
+    for copy in copies:
         mask = fragments == copy
-        others = out[~mask]
-        target = _min_distance(out[mask], others)
         placed = None
         for _ in range(max_tries):
             rotated = (out[mask] - centroid) @ _random_rotation(rng).T + centroid
-            placed = _slide_to_contact(rotated, others, centroid, target)
-            if placed is not None:
+            placed = _slide_to_contact(rotated, solute, centroid, targets[copy])
+            if placed is None:
+                continue
+            if not placed_mask.any() or _min_distance(placed, out[placed_mask]) >= copy_gap - 1e-6:
                 break
+            placed = None
         if placed is None:
             return None
         out[mask] = placed
+        placed_mask |= mask
     return out
 
 
@@ -631,12 +660,32 @@ def fold_samples(
     descriptors = read_descriptors(descriptors_path) if descriptors_path is not None else None
     supervision = supervision_for(chosen, sets, settings, descriptors) if with_supervision else {}
     aux_scale = standardize_aux_targets(supervision)
+    n_complexes = sum(len(s.complexes) for s in supervision.values())
+    n_decoys = sum(len(s.decoys) for s in supervision.values())
+    if n_decoys < n_complexes * settings.decoys_per_sample:
+        log.warning(
+            "%d of %d decoys could not be placed (no rotation of the solvent reached the "
+            "sample's own contact); the contrastive term sees fewer negatives for those samples",
+            n_complexes * settings.decoys_per_sample - n_decoys,
+            n_complexes * settings.decoys_per_sample,
+        )
+    aux_rows = [s.aux_targets for s in supervision.values() if s.aux_targets is not None]
     summary = {
         **sets.summary(),
-        "settings": {k: v for k, v in asdict(settings).items() if k != "qc"},
+        "settings": asdict(settings),
+        "descriptors": None if descriptors_path is None else str(descriptors_path),
         "train_pairs": int(len(train)),
         "train_pairs_supervised": int(len(supervision)),
         "train_pairs_with_samples": int(sum(1 for s in supervision.values() if s.complexes)),
+        "train_complexes": int(n_complexes),
+        "train_decoys": int(n_decoys),
+        "train_decoys_requested": int(n_complexes * settings.decoys_per_sample),
+        "train_pairs_with_decoys": int(sum(1 for s in supervision.values() if s.decoys)),
+        # training pairs with a value of each auxiliary target (ALPB needs a parametrized solvent)
+        "train_pairs_with_aux_target": {
+            name: int(sum(np.isfinite(row[i]) for row in aux_rows))
+            for i, name in enumerate(AUX_TARGETS)
+        },
         "aux_targets": {
             name: {"mean": float(m), "std": float(s)}
             for name, m, s in zip(AUX_TARGETS, aux_scale.mean, aux_scale.std, strict=True)
@@ -665,5 +714,8 @@ def read_descriptors(path: str | Path) -> pd.DataFrame:
         )
     frame = pd.read_parquet(path)
     if "system_id" not in frame.columns:
-        raise UserError(f"descriptor table {path} has no system_id column")
+        raise UserError(
+            f"descriptor table {path} has no system_id column (columns: "
+            f"{', '.join(map(str, frame.columns))}); rebuild it with `pairfactory solvation`"
+        )
     return frame.drop_duplicates("system_id").set_index("system_id")

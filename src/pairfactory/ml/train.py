@@ -94,10 +94,7 @@ class TrainSettings:
         kwargs: dict[str, Any] = {}
         for key, value in values.items():
             if key in names and value is not None:
-                default = getattr(cls, key)
-                if isinstance(default, bool) and not isinstance(value, bool):
-                    raise UserError(f"{key} must be true or false, got {value!r}")
-                kwargs[key] = type(default)(value)
+                kwargs[key] = _setting_value(key, getattr(cls, key), value)
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,6 +116,22 @@ class EpochRecord:
     # the model's named loss terms (ProbPair: main, contact, contrastive, aux, kl), each the mean
     # over training pairs; they sum to train_loss. Empty for a model without named terms.
     loss_terms: dict[str, float] = field(default_factory=dict)
+
+
+def _setting_value(name: str, default: Any, value: Any) -> Any:
+    """``value`` as the type of the setting's default, or a UserError naming the setting."""
+    kind = type(default)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{name} must be true or false, got {value!r}")
+        return value
+    try:
+        converted = kind(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be of type {kind.__name__}, got {value!r}") from None
+    if kind is int and (isinstance(value, bool) or converted != float(value)):
+        raise UserError(f"{name} must be a whole number, got {value!r}")
+    return converted
 
 
 def tunable_train_settings() -> frozenset[str]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from pairfactory.errors import UserError
+from pairfactory.errors import InputFileError, UserError
 from pairfactory.ml.models import default_hparams
 from pairfactory.ml.models.registry import model_spec
 
@@ -168,6 +168,16 @@ def summary_table(
     return "\n".join(lines) + "\n"
 
 
+def read_fold_metrics(path: Path) -> dict[str, Any]:
+    """A fold's ``metrics.json``; ``InputFileError`` naming the file when it is not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise InputFileError(
+            path, f"not valid JSON ({err}); delete it or rerun that fold with --force"
+        ) from err
+
+
 def read_setting_metrics(
     root: str | Path, dataset: str, target: str, split: str, labels: Sequence[str]
 ) -> list[dict[str, Any]]:
@@ -177,7 +187,7 @@ def read_setting_metrics(
         for path in sorted(
             (Path(root) / dataset / target / label / split).glob("r*-f*/metrics.json")
         ):
-            metrics = json.loads(path.read_text())
+            metrics = read_fold_metrics(path)
             metrics["setting"] = label
             rows.append(metrics)
     return rows
