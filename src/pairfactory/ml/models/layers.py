@@ -37,7 +37,8 @@ class ModelOutput:
     variance: torch.Tensor | None = None
 
     def loss(self, y: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(self.prediction, y.to(self.prediction.dtype)) + self.aux_loss
+        prediction = self.prediction.reshape(-1)
+        return F.mse_loss(prediction, y.reshape(-1).to(prediction.dtype)) + self.aux_loss
 
 
 class PairModel(nn.Module):
@@ -62,8 +63,7 @@ class PairModel(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """(loss to minimize, its named terms for the learning curve); ``y`` is scaled like the
         model's outputs."""
-        mse = F.mse_loss(output.prediction.reshape(-1), y)
-        return mse + output.aux_loss, {}
+        return output.loss(y), {}
 
     @classmethod
     def inert_hparams(cls, hparams: Mapping[str, Any]) -> frozenset[str]:
