@@ -277,3 +277,15 @@ def test_an_ensemble_fold_is_its_members_mean_with_their_spread_as_sigma(table_p
     assert one.get("nll") is None  # a single CIGIN has no σ
     labels = set(collect_metrics(tmp_path / "ev")["model"])
     assert labels == {"cigin", "cigin@ensemble=3"}
+
+
+def test_a_contrastive_term_without_decoys_is_reported(caplog):
+    from pairfactory.ml.evaluate import _warn_without_decoys
+
+    summary = {"train_complexes": 40, "train_decoys": 0, "settings": {"decoys_per_sample": 0}}
+    with caplog.at_level(logging.WARNING, logger="pairfactory.ml.evaluate"):
+        _warn_without_decoys("probpair_2d", {}, summary)  # no contrastive term at all
+        _warn_without_decoys("probpair", {"contrastive_weight": 0.0}, summary)
+        assert not caplog.records
+        _warn_without_decoys("probpair", {}, summary)
+    assert "decoys_per_sample is 0" in caplog.text

@@ -247,6 +247,20 @@ def read_pairs(path: str | Path) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
+def _warn_without_decoys(model_name: str, hparams: Mapping[str, Any], summary: dict) -> None:
+    """A contrastive term with complexes but no decoys scores nothing: say so."""
+    weight = {**default_hparams(model_name), **hparams}.get("contrastive_weight", 0.0)
+    if weight and summary["train_complexes"] > 0 and summary["train_decoys"] == 0:
+        log.warning(
+            "%s: contrastive_weight is %s but no decoy was made (evaluate.samples."
+            "decoys_per_sample is %s): the contrastive term is 0; set decoys_per_sample >= 1 "
+            "or contrastive_weight: 0",
+            model_name,
+            weight,
+            summary["settings"]["decoys_per_sample"],
+        )
+
+
 def load_fold_metrics(out_dir: str | Path) -> dict[str, Any] | None:
     path = Path(out_dir) / METRICS_FILE
     if not path.is_file():
@@ -376,6 +390,7 @@ def run_fold(
             options.descriptors,
             with_supervision=model_spec(model_name).uses_samples,
         )
+        _warn_without_decoys(model_name, options.hparams_for(model_name), samples.summary)
     datasets, rejected = _datasets_for_fold(
         table, split, cache, None if samples is None else samples.supervision
     )
