@@ -370,6 +370,34 @@ class GatherInteractionModel(PairModel):
     ) -> tuple[int, int]:
         """Create the shared layers; returns (hidden, edge_hidden), where None means the input
         size."""
+        hidden, edge_hidden = self._build_encoders(
+            node_in,
+            edge_in,
+            hidden_dim,
+            edge_hidden_dim,
+            message_passing_steps,
+            set2set_steps,
+            set2set_layers,
+            update,
+        )
+        self.predictor = mlp_head(8 * hidden)
+        return hidden, edge_hidden
+
+    def _build_encoders(
+        self,
+        node_in: int,
+        edge_in: int,
+        hidden_dim: int | None,
+        edge_hidden_dim: int | None,
+        message_passing_steps: int,
+        set2set_steps: int,
+        set2set_layers: int,
+        update: str,
+        interaction: bool = True,
+    ) -> tuple[int, int]:
+        """The two message-passing encoders and their Set2Set readouts, over each atom's state
+        and its interaction-weighted partner summary (or the state alone without
+        ``interaction``); returns (hidden, edge_hidden)."""
         hidden = hidden_dim or node_in
         edge_hidden = edge_hidden_dim or edge_in
         # The attribute names are the keys of saved state dicts, and the creation order decides
@@ -380,9 +408,9 @@ class GatherInteractionModel(PairModel):
         self.solvent_gather = GatherEncoder(
             node_in, edge_in, hidden, edge_hidden, message_passing_steps, update
         )
-        self.set2set_solute = Set2Set(2 * hidden, set2set_steps, set2set_layers)
-        self.set2set_solvent = Set2Set(2 * hidden, set2set_steps, set2set_layers)
-        self.predictor = mlp_head(8 * hidden)
+        side = 2 * hidden if interaction else hidden
+        self.set2set_solute = Set2Set(side, set2set_steps, set2set_layers)
+        self.set2set_solvent = Set2Set(side, set2set_steps, set2set_layers)
         return hidden, edge_hidden
 
     def encode_molecules(self, graphs: dgl.DGLGraph, role: str) -> torch.Tensor:

@@ -68,12 +68,10 @@ from typing import Any
 import dgl
 import torch
 import torch.nn.functional as F
-from dgl.nn import Set2Set
 from torch import nn
 
 from pairfactory.ml.datasets import AUX_TARGETS, COMPLEX_GRAPH_CUTOFF_ANGSTROM
 from pairfactory.ml.models.layers import (
-    GatherEncoder,
     GatherInteractionModel,
     ModelOutput,
     NodeLayout,
@@ -215,18 +213,18 @@ class ProbPair(GatherInteractionModel):
                 "contact_weight > 0 with contact_head: cosine trains the interaction map, which "
                 "interaction=False removes; set contact_weight: 0 or contact_head: bilinear"
             )
-        hidden = hidden_dim or node_in
-        edge_hidden = edge_hidden_dim or edge_in
-        # Attribute names match GatherInteractionModel's (state-dict keys, as in CIGIN/CGIB).
-        self.solute_gather = GatherEncoder(
-            node_in, edge_in, hidden, edge_hidden, message_passing_steps, update
-        )
-        self.solvent_gather = GatherEncoder(
-            node_in, edge_in, hidden, edge_hidden, message_passing_steps, update
+        hidden, edge_hidden = self._build_encoders(
+            node_in,
+            edge_in,
+            hidden_dim,
+            edge_hidden_dim,
+            message_passing_steps,
+            set2set_steps,
+            set2set_layers,
+            update,
+            interaction,
         )
         side = 2 * hidden if interaction else hidden
-        self.set2set_solute = Set2Set(side, set2set_steps, set2set_layers)
-        self.set2set_solvent = Set2Set(side, set2set_steps, set2set_layers)
         # CIGIN's head 8h -> 256 -> 128 -> 1 with the latent Gaussian after the first layer.
         self.to_hidden = nn.Sequential(nn.Linear(4 * side, 256), nn.ReLU())
         self.to_mu = nn.Linear(256, latent_dim)
