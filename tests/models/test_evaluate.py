@@ -242,6 +242,9 @@ def test_training_keys_of_model_hparams_set_that_models_training_only():
     config["evaluate"]["model_hparams"]["cigin"] = {"lr": "fast"}
     with pytest.raises(UserError, match="lr must be of type float"):
         options_from_config(config).settings_for("cigin")
+    for bad in ({"weight_decay": True}, {"max_epochs": float("inf")}):
+        with pytest.raises(UserError, match=f"{next(iter(bad))} must be"):
+            TrainSettings.from_mapping(bad)
 
 
 def test_out_is_the_old_name_of_out_dir():
@@ -288,4 +291,9 @@ def test_a_contrastive_term_without_decoys_is_reported(caplog):
         _warn_without_decoys("probpair", {"contrastive_weight": 0.0}, summary)
         assert not caplog.records
         _warn_without_decoys("probpair", {}, summary)
-    assert "decoys_per_sample is 0" in caplog.text
+    assert "decoys_per_sample is 0; set it >= 1" in caplog.text
+    caplog.clear()
+    unplaced = summary | {"settings": {"decoys_per_sample": 2}, "train_decoys_requested": 80}
+    with caplog.at_level(logging.WARNING, logger="pairfactory.ml.evaluate"):
+        _warn_without_decoys("probpair", {}, unplaced)
+    assert "none of the 80 requested could be placed" in caplog.text

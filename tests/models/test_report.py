@@ -192,6 +192,10 @@ def test_ablation_compares_folds_trained_alike_whatever_they_recorded():
         recorded | {"max_epochs": TrainSettings().max_epochs}
     )
     assert _training_key(recorded) != _training_key(recorded | {"lr": 0.0003})
+    # recorded as 0 by one version and as 0.0 by another: the same setting
+    assert _training_key(recorded | {"weight_decay": 0}) == _training_key(
+        recorded | {"weight_decay": 0.0}
+    )
     assert _training_key(recorded) != _training_key(recorded | {"standardize_targets": True})
 
 
@@ -271,9 +275,13 @@ def test_ablation_pairs_folds_of_the_same_splits_only():
     assert table["difference"].iloc[0] == pytest.approx(-0.1)
     # other split seeds mean other test sets: nothing to pair
     assert ablation_table(pd.DataFrame(twin + folds("probpair", 7, 0.9, "b"))).empty
+    # a split that does not depend on the seed (scaffold: split_seed None) pairs across seeds
+    unseeded = [dict(r, split_seed=None) for r in twin + folds("probpair", 7, 0.9, "b")]
+    assert len(ablation_table(pd.DataFrame(unseeded))) == 1
     # the same run read twice is refused, not paired fold by fold with itself
-    with pytest.raises(UserError, match="more than one fold 0 of repeat 0"):
+    with pytest.raises(UserError, match="more than one fold 0 of repeat 0") as refused:
         ablation_table(pd.DataFrame(twin + ours + folds("probpair", 0, 0.9, "c")))
+    assert "(b/r0-f0, c/r0-f0)" in str(refused.value)  # the copies themselves, nothing else
 
 
 def test_out_is_the_old_name_of_out_dir():

@@ -250,15 +250,22 @@ def read_pairs(path: str | Path) -> pd.DataFrame:
 def _warn_without_decoys(model_name: str, hparams: Mapping[str, Any], summary: dict) -> None:
     """A contrastive term with complexes but no decoys scores nothing: say so."""
     weight = {**default_hparams(model_name), **hparams}.get("contrastive_weight", 0.0)
-    if weight and summary["train_complexes"] > 0 and summary["train_decoys"] == 0:
-        log.warning(
-            "%s: contrastive_weight is %s but no decoy was made (evaluate.samples."
-            "decoys_per_sample is %s): the contrastive term is 0; set decoys_per_sample >= 1 "
-            "or contrastive_weight: 0",
-            model_name,
-            weight,
-            summary["settings"]["decoys_per_sample"],
-        )
+    if not (weight and summary["train_complexes"] > 0 and summary["train_decoys"] == 0):
+        return
+    per_sample = summary["settings"]["decoys_per_sample"]
+    why = (
+        "evaluate.samples.decoys_per_sample is 0; set it >= 1"
+        if per_sample == 0
+        else f"none of the {summary['train_decoys_requested']} requested could be placed (see "
+        "the warning above)"
+    )
+    log.warning(
+        "%s: contrastive_weight is %s but there is no decoy (%s) or set contrastive_weight: 0; "
+        "the contrastive term is 0",
+        model_name,
+        weight,
+        why,
+    )
 
 
 def load_fold_metrics(out_dir: str | Path) -> dict[str, Any] | None:

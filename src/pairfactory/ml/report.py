@@ -166,9 +166,11 @@ def _learning_settings() -> frozenset[str]:
 
 def _train_settings_with_defaults(settings: Any) -> dict[str, Any]:
     """A fold's recorded training settings; one it did not record counts as its default."""
-    from pairfactory.ml.train import TrainSettings
+    from pairfactory.ml.train import TrainSettings, recorded_setting
 
-    return asdict(TrainSettings()) | (settings if isinstance(settings, dict) else {})
+    recorded = settings if isinstance(settings, dict) else {}
+    # as the type of the setting (a fold may have recorded weight_decay 0 where another has 0.0)
+    return asdict(TrainSettings()) | {k: recorded_setting(k, v) for k, v in recorded.items()}
 
 
 def _variant_settings(record: dict[str, Any]) -> dict[str, Any] | None:
@@ -508,17 +510,25 @@ def ablation_table(metrics: pd.DataFrame) -> pd.DataFrame:
 def _split_key(record: dict[str, Any]) -> str:
     """k and seed of the k-fold splits a fold's test set came from (the protocol's split seed is
     its model seed less the repeat: ``ProtocolOptions``)."""
-    settings = record.get("settings")
-    seed = settings.get("seed") if isinstance(settings, dict) else None
-    base_seed = None if seed is None else int(seed) - int(record["repeat"])
-    return json.dumps({"n_folds": record.get("n_folds"), "seed": base_seed})
+    if "split_seed" in record:  # None for splits that do not depend on the seed (scaffold)
+        seed = record["split_seed"]
+    else:  # folds written before the split seed was recorded
+        settings = record.get("settings")
+        model_seed = settings.get("seed") if isinstance(settings, dict) else None
+        seed = None if model_seed is None else int(model_seed) - int(record["repeat"])
+    return json.dumps({"n_folds": record.get("n_folds"), "seed": seed})
 
 
 def _refuse_repeated_folds(group: pd.DataFrame) -> None:
     repeated = group[group.duplicated(["model", "repeat", "fold"], keep=False)]
     if not repeated.empty:
         row = repeated.iloc[0]
-        paths = ", ".join(repeated.loc[repeated["model"] == row["model"], "path"].head(3))
+        same = (
+            (repeated["model"] == row["model"])
+            & (repeated["repeat"] == row["repeat"])
+            & (repeated["fold"] == row["fold"])
+        )
+        paths = ", ".join(repeated.loc[same, "path"])
         raise UserError(
             f"{row['model']} has more than one fold {row['fold']} of repeat {row['repeat']} "
             f"trained alike ({paths}); pass each run's results folder once, or move the copy away"

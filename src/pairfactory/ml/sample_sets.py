@@ -57,6 +57,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from pairfactory.ml.graph_cache import GraphCache
 
 log = logging.getLogger(__name__)
+DECOY_MAX_TRIES = 50  # random rotations tried per decoy before it is given up
 
 # Single-bond covalent radii (Å), Cordero et al., Dalton Trans. 2008, 2832; carbon sp3.
 COVALENT_RADII_ANGSTROM: dict[int, float] = {
@@ -475,7 +476,7 @@ def decoy_positions(
     fragments: np.ndarray,
     positions_angstrom: np.ndarray,
     rng: np.random.Generator,
-    max_tries: int = 50,
+    max_tries: int = DECOY_MAX_TRIES,
 ) -> np.ndarray | None:
     """The sample's molecules with each solvent copy rigidly rotated about the solute's centroid
     (a uniform random rotation: a new side and orientation) and slid along the line to the
@@ -664,10 +665,13 @@ def fold_samples(
     n_decoys = sum(len(s.decoys) for s in supervision.values())
     if n_decoys < n_complexes * settings.decoys_per_sample:
         log.warning(
-            "%d of %d decoys could not be placed (no rotation of the solvent reached the "
-            "sample's own contact); the contrastive term sees fewer negatives for those samples",
+            "%d of %d decoys could not be placed (in %d random rotations none put every "
+            "solvent copy at its own contact with the solute without coming closer to another "
+            "copy than the sample's copies are); the contrastive term sees fewer negatives for "
+            "those samples",
             n_complexes * settings.decoys_per_sample - n_decoys,
             n_complexes * settings.decoys_per_sample,
+            DECOY_MAX_TRIES,
         )
     aux_rows = [s.aux_targets for s in supervision.values() if s.aux_targets is not None]
     summary = {

@@ -125,13 +125,27 @@ def _setting_value(name: str, default: Any, value: Any) -> Any:
         if not isinstance(value, bool):
             raise UserError(f"{name} must be true or false, got {value!r}")
         return value
+    if isinstance(value, bool):  # a bool is an int to Python, never a number to a user
+        raise UserError(f"{name} must be of type {kind.__name__}, got {value!r}")
     try:
         converted = kind(value)
-    except (TypeError, ValueError):
+        if kind is int and converted != float(value):
+            raise UserError(f"{name} must be a whole number, got {value!r}")
+    except (TypeError, ValueError, OverflowError):
         raise UserError(f"{name} must be of type {kind.__name__}, got {value!r}") from None
-    if kind is int and (isinstance(value, bool) or converted != float(value)):
-        raise UserError(f"{name} must be a whole number, got {value!r}")
     return converted
+
+
+def recorded_setting(name: str, value: Any) -> Any:
+    """A training setting as a fold recorded it, as the setting's type where it is one of
+    ``TrainSettings`` and valid (else as recorded): for comparing folds written by versions that
+    recorded ``0`` and ``0.0`` alike."""
+    if name not in {f.name for f in fields(TrainSettings)} or value is None:
+        return value
+    try:
+        return _setting_value(name, getattr(TrainSettings, name), value)
+    except UserError:
+        return value
 
 
 def tunable_train_settings() -> frozenset[str]:
