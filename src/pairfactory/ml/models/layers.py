@@ -367,37 +367,13 @@ class GatherInteractionModel(PairModel):
         set2set_steps: int,
         set2set_layers: int,
         update: str,
-    ) -> tuple[int, int]:
-        """Create the shared layers; returns (hidden, edge_hidden), where None means the input
-        size."""
-        hidden, edge_hidden = self._build_encoders(
-            node_in,
-            edge_in,
-            hidden_dim,
-            edge_hidden_dim,
-            message_passing_steps,
-            set2set_steps,
-            set2set_layers,
-            update,
-        )
-        self.predictor = mlp_head(8 * hidden)
-        return hidden, edge_hidden
-
-    def _build_encoders(
-        self,
-        node_in: int,
-        edge_in: int,
-        hidden_dim: int | None,
-        edge_hidden_dim: int | None,
-        message_passing_steps: int,
-        set2set_steps: int,
-        set2set_layers: int,
-        update: str,
         interaction: bool = True,
+        predictor: bool = True,
     ) -> tuple[int, int]:
-        """The two message-passing encoders and their Set2Set readouts, over each atom's state
-        and its interaction-weighted partner summary (or the state alone without
-        ``interaction``); returns (hidden, edge_hidden)."""
+        """Create the shared layers: the two message-passing encoders, their Set2Set readouts
+        over each atom's state and its interaction-weighted partner summary (over the state
+        alone without ``interaction``) and, with ``predictor``, CIGIN's head; returns (hidden,
+        edge_hidden), where None means the input size."""
         hidden = hidden_dim or node_in
         edge_hidden = edge_hidden_dim or edge_in
         # The attribute names are the keys of saved state dicts, and the creation order decides
@@ -411,6 +387,8 @@ class GatherInteractionModel(PairModel):
         side = 2 * hidden if interaction else hidden
         self.set2set_solute = Set2Set(side, set2set_steps, set2set_layers)
         self.set2set_solvent = Set2Set(side, set2set_steps, set2set_layers)
+        if predictor:
+            self.predictor = mlp_head(4 * side)
         return hidden, edge_hidden
 
     def encode_molecules(self, graphs: dgl.DGLGraph, role: str) -> torch.Tensor:

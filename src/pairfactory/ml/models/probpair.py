@@ -213,7 +213,8 @@ class ProbPair(GatherInteractionModel):
                 "contact_weight > 0 with contact_head: cosine trains the interaction map, which "
                 "interaction=False removes; set contact_weight: 0 or contact_head: bilinear"
             )
-        hidden, edge_hidden = self._build_encoders(
+        # CIGIN's encoders and readouts; the head is this model's own (below)
+        hidden, edge_hidden = self._build_backbone(
             node_in,
             edge_in,
             hidden_dim,
@@ -223,6 +224,7 @@ class ProbPair(GatherInteractionModel):
             set2set_layers,
             update,
             interaction,
+            predictor=False,
         )
         side = 2 * hidden if interaction else hidden
         # CIGIN's head 8h -> 256 -> 128 -> 1 with the latent Gaussian after the first layer.
