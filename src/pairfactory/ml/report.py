@@ -122,8 +122,8 @@ def _label_variants(records: list[dict[str, Any]]) -> None:
     for i, record in enumerate(records):
         model = record["model"]
         label = model if changed[i] is None else setting_label(model, changed[i])
-        groups.setdefault((record["dataset"], record["target"], record["split"], label), [])
-        groups[(record["dataset"], record["target"], record["split"], label)].append(i)
+        key = (record["dataset"], record["target"], record["split"], label)
+        groups.setdefault(key, []).append(i)
     for members in groups.values():
         settings = [_mixing_settings(records[i], tunable) for i in members]
         # a fold that did not record a setting (descriptors, before they were recorded) takes no

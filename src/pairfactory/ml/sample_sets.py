@@ -663,14 +663,15 @@ def fold_samples(
     aux_scale = standardize_aux_targets(supervision)
     n_complexes = sum(len(s.complexes) for s in supervision.values())
     n_decoys = sum(len(s.decoys) for s in supervision.values())
-    if n_decoys < n_complexes * settings.decoys_per_sample:
+    n_requested = n_complexes * settings.decoys_per_sample
+    if n_decoys < n_requested:
         log.warning(
             "%d of %d decoys could not be placed (in %d random rotations none put every "
             "solvent copy at its own contact with the solute without coming closer to another "
             "copy than the sample's copies are); the contrastive term sees fewer negatives for "
             "those samples",
-            n_complexes * settings.decoys_per_sample - n_decoys,
-            n_complexes * settings.decoys_per_sample,
+            n_requested - n_decoys,
+            n_requested,
             DECOY_MAX_TRIES,
         )
     aux_rows = [s.aux_targets for s in supervision.values() if s.aux_targets is not None]
@@ -683,7 +684,7 @@ def fold_samples(
         "train_pairs_with_samples": int(sum(1 for s in supervision.values() if s.complexes)),
         "train_complexes": int(n_complexes),
         "train_decoys": int(n_decoys),
-        "train_decoys_requested": int(n_complexes * settings.decoys_per_sample),
+        "train_decoys_requested": int(n_requested),
         "train_pairs_with_decoys": int(sum(1 for s in supervision.values() if s.decoys)),
         # training pairs with a value of each auxiliary target (ALPB needs a parametrized solvent)
         "train_pairs_with_aux_target": {
