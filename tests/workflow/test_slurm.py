@@ -117,7 +117,7 @@ def slurm_run(slurm_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> d
             first.kill()
             raise
     after_first = {p.stem for p in _shard_files(workdir)}
-    second = run_snakemake(workdir, *args, timeout=400)
+    second = run_snakemake(workdir, *args, timeout=400, slurm=True)
     return {
         "shards_after_first": after_first,
         "workdir": workdir,

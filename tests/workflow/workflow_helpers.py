@@ -8,10 +8,12 @@ config is the whole config, never merged into the embedded default.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,12 +76,35 @@ class SnakemakeRun:
         return {rule: int(n) for rule, n in _JOB_STATS_RE.findall(table) if rule != "total"}
 
 
+@functools.cache
+def _failing_scontrol_dir() -> str:
+    """A folder holding an ``scontrol`` that fails at once.
+
+    Every Snakemake start imports its SLURM executor plugin, which runs ``scontrol show config``
+    only to word a help text. Where the SLURM client is installed but no controller answers (this
+    machine once the SLURM test has stopped its cluster), that call waits 9 s, on every start of
+    every local run. Local runs never use SLURM, so they get this one first on their PATH.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="pairfactory-no-slurm-"))
+    scontrol = folder / "scontrol"
+    scontrol.write_text("#!/bin/sh\nexit 1\n")
+    scontrol.chmod(0o755)
+    return str(folder)
+
+
 def run_snakemake(
-    workdir: Path, *args: str, timeout: float = 300, env: dict[str, str] | None = None
+    workdir: Path,
+    *args: str,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+    slurm: bool = False,
 ) -> SnakemakeRun:
-    """Run the repository's workflow in ``workdir``; never raises on a failed run (see .check())."""
+    """Run the repository's workflow in ``workdir``; never raises on a failed run (see .check()).
+    ``slurm=True`` for a run that submits to a SLURM cluster: the real ``scontrol`` stays first."""
     argv = [str(SNAKEMAKE), "--snakefile", str(SNAKEFILE), "--directory", str(workdir), *args]
     full_env = {**os.environ, **THREAD_ENV, **(env or {})}
+    if not slurm:
+        full_env["PATH"] = os.pathsep.join([_failing_scontrol_dir(), full_env.get("PATH", "")])
     proc = subprocess.run(
         argv, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=workdir
     )
