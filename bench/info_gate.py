@@ -114,7 +114,7 @@ def load_frame(dataset: str, args: argparse.Namespace) -> tuple[pd.DataFrame, pd
         feats.n_samples.sum(),
         feats.n_ok.sum(),
         feats.n_failed.sum(),
-        feats.n_flagged.sum(),
+        feats.n_qc_flagged.sum(),
         len(pairs[pairs.system_id.isin(missing)]),
     )
     frame = pairs.merge(
@@ -535,7 +535,7 @@ def run_dataset(dataset: str, args: argparse.Namespace) -> None:
             "n_samples",
             "n_ok",
             "n_failed",
-            "n_flagged",
+            "n_qc_flagged",
             "n_used",
             *feature_cols,
         ]

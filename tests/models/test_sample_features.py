@@ -99,11 +99,11 @@ def test_system_features_exact_values_and_counts(tmp_path: Path) -> None:
     assert list(out.system_id) == ["a", "b"]
     assert out.n_samples.sum() == 6
     assert (out.n_ok + out.n_failed == out.n_samples).all()
-    assert (out.n_used + out.n_flagged == out.n_ok).all()
+    assert (out.n_used + out.n_qc_flagged == out.n_ok).all()
     a = out.set_index("system_id").loc["a"]
     b = out.set_index("system_id").loc["b"]
-    assert (a.n_samples, a.n_ok, a.n_failed, a.n_flagged, a.n_used) == (3, 3, 0, 0, 3)
-    assert (b.n_samples, b.n_ok, b.n_failed, b.n_flagged, b.n_used) == (3, 2, 1, 1, 1)
+    assert (a.n_samples, a.n_ok, a.n_failed, a.n_qc_flagged, a.n_used) == (3, 3, 0, 0, 3)
+    assert (b.n_samples, b.n_ok, b.n_failed, b.n_qc_flagged, b.n_used) == (3, 2, 1, 1, 1)
 
     assert a.e_int_min_kcal_mol == -3.0
     assert a.e_int_median_kcal_mol == -2.0

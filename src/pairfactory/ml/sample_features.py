@@ -106,7 +106,9 @@ CONTACT_COLUMNS = [
     "hbond_sample_fraction",
     "hbond_contacts_at_min_energy",
 ]
-COUNT_COLUMNS = ["n_samples", "n_ok", "n_failed", "n_flagged", "n_used"]
+# n_samples = n_failed + n_qc_flagged + n_used; n_ok = n_samples - n_failed
+QUALITY_COUNT_COLUMNS = ["n_samples", "n_ok", "n_failed", "n_qc_flagged"]
+COUNT_COLUMNS = [*QUALITY_COUNT_COLUMNS, "n_used"]
 SYSTEM_COLUMNS = [
     "system_id",
     "solute_smiles",
@@ -209,6 +211,17 @@ def flag_outliers(samples: pd.DataFrame, qc: QCSettings = QCSettings()) -> pd.Da
     return out
 
 
+def quality_counts(flagged: pd.DataFrame) -> dict[str, int]:
+    """QUALITY_COUNT_COLUMNS of one system's samples (``flag_outliers`` output)."""
+    n_ok = int(flagged["ok"].sum())
+    return {
+        "n_samples": len(flagged),
+        "n_ok": n_ok,
+        "n_failed": len(flagged) - n_ok,
+        "n_qc_flagged": int(flagged["qc_flagged"].sum()),
+    }
+
+
 def summarize_systems(samples: pd.DataFrame, qc: QCSettings = QCSettings()) -> pd.DataFrame:
     """One row per system of ``samples`` (``read_sample_contacts`` output) with SYSTEM_COLUMNS."""
     flagged = flag_outliers(samples, qc)
@@ -220,10 +233,7 @@ def summarize_systems(samples: pd.DataFrame, qc: QCSettings = QCSettings()) -> p
             "system_id": system_id,
             "solute_smiles": group["solute_smiles"].iloc[0],
             "solvent_smiles": group["solvent_smiles"].iloc[0],
-            "n_samples": len(group),
-            "n_ok": int(group["ok"].sum()),
-            "n_failed": int((~group["ok"]).sum()),
-            "n_flagged": int(group["qc_flagged"].sum()),
+            **quality_counts(group),
             "n_used": len(used),
         }
         row.update(energy_summary(energies))

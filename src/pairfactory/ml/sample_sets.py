@@ -44,10 +44,12 @@ from pairfactory.ml.datasets import (
     PairSupervision,
 )
 from pairfactory.ml.sample_features import (
+    QUALITY_COUNT_COLUMNS,
     SHARD_COLUMNS,
     QCSettings,
     energy_summary,
     flag_outliers,
+    quality_counts,
 )
 from pairfactory.qm.shards import open_dataset, system_id_for
 
@@ -70,10 +72,7 @@ COVALENT_RADII_ANGSTROM: dict[int, float] = {
 COVERAGE_COLUMNS = (
     "pair_id",
     "system_id",
-    "n_samples",
-    "n_ok",
-    "n_failed",
-    "n_qc_flagged",
+    *QUALITY_COUNT_COLUMNS,
     "n_topology_mismatch",
     "n_over_cap",
     "n_kept",
@@ -392,12 +391,8 @@ def _prove_system(
     proven = len(kept_rows)
     if settings.max_samples_per_pair is not None:
         kept_rows = kept_rows[: settings.max_samples_per_pair]
-    n_ok = int(part["ok"].sum())
     counts = {
-        "n_samples": len(part),
-        "n_ok": n_ok,
-        "n_failed": len(part) - n_ok,
-        "n_qc_flagged": int(part["qc_flagged"].sum()),
+        **quality_counts(part),
         "n_topology_mismatch": mismatched,
         "n_over_cap": proven - len(kept_rows),
         "n_kept": len(kept_rows),
