@@ -388,8 +388,13 @@ class GatherInteractionModel(PairModel):
         self.set2set_solute = Set2Set(side, set2set_steps, set2set_layers)
         self.set2set_solvent = Set2Set(side, set2set_steps, set2set_layers)
         if predictor:
-            self.predictor = mlp_head(4 * side)
+            self.predictor = mlp_head(self.readout_dim)
         return hidden, edge_hidden
+
+    @property
+    def readout_dim(self) -> int:
+        """Width of the pair readout: the two Set2Set outputs side by side."""
+        return self.set2set_solute.output_dim + self.set2set_solvent.output_dim
 
     def encode_molecules(self, graphs: dgl.DGLGraph, role: str) -> torch.Tensor:
         """Message passing over a batch of molecules of one ``role`` ("solute" or "solvent"):

@@ -226,9 +226,8 @@ class ProbPair(GatherInteractionModel):
             interaction,
             predictor=False,
         )
-        side = 2 * hidden if interaction else hidden
         # CIGIN's head 8h -> 256 -> 128 -> 1 with the latent Gaussian after the first layer.
-        self.to_hidden = nn.Sequential(nn.Linear(4 * side, 256), nn.ReLU())
+        self.to_hidden = nn.Sequential(nn.Linear(self.readout_dim, 256), nn.ReLU())
         self.to_mu = nn.Linear(256, latent_dim)
         self.trunk = nn.Sequential(nn.Linear(latent_dim, 128), nn.ReLU())
         self.mean_out = nn.Linear(128, 1)
