@@ -100,15 +100,10 @@ class CGIB(GatherInteractionModel):
         if beta < 0:
             raise ValueError(f"beta must be >= 0, not {beta}")
         require_positive(
-            hidden_dim=hidden_dim,
-            edge_hidden_dim=edge_hidden_dim,
-            message_passing_steps=message_passing_steps,
-            set2set_steps=set2set_steps,
-            set2set_layers=set2set_layers,
             tau=tau,
             temperature=temperature,
         )
-        hidden, edge_hidden = self._build_backbone(
+        backbone = self._build_backbone(
             node_in,
             edge_in,
             hidden_dim,
@@ -118,21 +113,15 @@ class CGIB(GatherInteractionModel):
             set2set_layers,
             update,
         )
+        hidden = backbone["hidden_dim"]
         self.hparams = {
-            "node_in": node_in,
-            "edge_in": edge_in,
-            "hidden_dim": hidden,
-            "edge_hidden_dim": edge_hidden,
-            "message_passing_steps": message_passing_steps,
-            "set2set_steps": set2set_steps,
-            "set2set_layers": set2set_layers,
+            **backbone,
             "beta": beta,
             "contrastive": contrastive,
             "tau": tau,
             "contrast_target": contrast_target,
             "kl_form": kl_form,
             "temperature": temperature,
-            "update": update,
         }
         self.beta, self.contrastive, self.tau, self.contrast_target = (
             beta,

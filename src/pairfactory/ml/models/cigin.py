@@ -24,7 +24,6 @@ from pairfactory.ml.models.layers import (
     ModelOutput,
     NodeLayout,
     interact,
-    require_positive,
     zero_loss,
 )
 
@@ -43,14 +42,7 @@ class CIGIN(GatherInteractionModel):
         tanh: bool = True,
     ) -> None:
         super().__init__()
-        require_positive(
-            hidden_dim=hidden_dim,
-            edge_hidden_dim=edge_hidden_dim,
-            message_passing_steps=message_passing_steps,
-            set2set_steps=set2set_steps,
-            set2set_layers=set2set_layers,
-        )
-        hidden, edge_hidden = self._build_backbone(
+        backbone = self._build_backbone(
             node_in,
             edge_in,
             hidden_dim,
@@ -61,14 +53,7 @@ class CIGIN(GatherInteractionModel):
             update,
         )
         self.hparams = {
-            "node_in": node_in,
-            "edge_in": edge_in,
-            "hidden_dim": hidden,
-            "edge_hidden_dim": edge_hidden,
-            "message_passing_steps": message_passing_steps,
-            "set2set_steps": set2set_steps,
-            "set2set_layers": set2set_layers,
-            "update": update,
+            **backbone,
             "tanh": tanh,
         }
         self.tanh = tanh

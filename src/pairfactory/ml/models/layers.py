@@ -369,11 +369,19 @@ class GatherInteractionModel(PairModel):
         update: str,
         interaction: bool = True,
         predictor: bool = True,
-    ) -> tuple[int, int]:
+    ) -> dict[str, Any]:
         """Create the shared layers: the two message-passing encoders, their Set2Set readouts
         over each atom's state and its interaction-weighted partner summary (over the state
-        alone without ``interaction``) and, with ``predictor``, CIGIN's head; returns (hidden,
-        edge_hidden), where None means the input size."""
+        alone without ``interaction``) and, with ``predictor``, CIGIN's head. Returns the
+        backbone's hyper-parameters as the model records them, the sizes resolved (None means
+        the input size); a subclass adds its own."""
+        require_positive(
+            hidden_dim=hidden_dim,
+            edge_hidden_dim=edge_hidden_dim,
+            message_passing_steps=message_passing_steps,
+            set2set_steps=set2set_steps,
+            set2set_layers=set2set_layers,
+        )
         hidden = hidden_dim or node_in
         edge_hidden = edge_hidden_dim or edge_in
         # The attribute names are the keys of saved state dicts, and the creation order decides
@@ -389,7 +397,16 @@ class GatherInteractionModel(PairModel):
         self.set2set_solvent = Set2Set(side, set2set_steps, set2set_layers)
         if predictor:
             self.predictor = mlp_head(self.readout_dim)
-        return hidden, edge_hidden
+        return {
+            "node_in": node_in,
+            "edge_in": edge_in,
+            "hidden_dim": hidden,
+            "edge_hidden_dim": edge_hidden,
+            "message_passing_steps": message_passing_steps,
+            "set2set_steps": set2set_steps,
+            "set2set_layers": set2set_layers,
+            "update": update,
+        }
 
     @property
     def readout_dim(self) -> int:

@@ -181,11 +181,6 @@ class ProbPair(GatherInteractionModel):
     ) -> None:
         super().__init__()
         require_positive(
-            hidden_dim=hidden_dim,
-            edge_hidden_dim=edge_hidden_dim,
-            message_passing_steps=message_passing_steps,
-            set2set_steps=set2set_steps,
-            set2set_layers=set2set_layers,
             latent_dim=latent_dim,
             tau=tau,
             complex_dim=complex_dim,
@@ -214,7 +209,7 @@ class ProbPair(GatherInteractionModel):
                 "interaction=False removes; set contact_weight: 0 or contact_head: bilinear"
             )
         # CIGIN's encoders and readouts; the head is this model's own (below)
-        hidden, edge_hidden = self._build_backbone(
+        backbone = self._build_backbone(
             node_in,
             edge_in,
             hidden_dim,
@@ -253,7 +248,7 @@ class ProbPair(GatherInteractionModel):
             self.contact_bias = nn.Parameter(torch.tensor(CONTACT_BIAS_INIT))
         elif contact_weight > 0:
             with _seeded(part_seed, 4):
-                self.contact_head = ContactHead(hidden, contact_rank)
+                self.contact_head = ContactHead(backbone["hidden_dim"], contact_rank)
         self.aux_head: nn.Module | None = None
         if aux_weight > 0:
             with _seeded(part_seed, 2):
@@ -279,14 +274,7 @@ class ProbPair(GatherInteractionModel):
                     nn.Linear(projection_dim, projection_dim),
                 )
         self.hparams = {
-            "node_in": node_in,
-            "edge_in": edge_in,
-            "hidden_dim": hidden,
-            "edge_hidden_dim": edge_hidden,
-            "message_passing_steps": message_passing_steps,
-            "set2set_steps": set2set_steps,
-            "set2set_layers": set2set_layers,
-            "update": update,
+            **backbone,
             "interaction": interaction,
             "latent_dim": latent_dim,
             "beta": beta,
