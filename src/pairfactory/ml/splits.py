@@ -13,13 +13,16 @@ row order, ``n_folds`` and the seed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from pairfactory.errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from rdkit import Chem
 
 SPLIT_KINDS: tuple[str, ...] = ("random", "solute", "scaffold")
 SplitKind = Literal["random", "solute", "scaffold"]
@@ -173,9 +176,9 @@ def _greedy_assign(
     return assigned
 
 
-def canonical_smiles(smiles: Sequence[str]) -> list[str]:
-    """RDKit canonical SMILES (computed once per distinct input); unparsable input is a
-    UserError."""
+def _solute_keys(smiles: Sequence[str], key: Callable[[Chem.Mol], str]) -> list[str]:
+    """``key`` of each solute's RDKit molecule, computed once per distinct SMILES; an
+    unparsable SMILES is a UserError."""
     from rdkit import Chem
 
     cache: dict[str, str] = {}
@@ -188,9 +191,17 @@ def canonical_smiles(smiles: Sequence[str]) -> list[str]:
                     f"solute SMILES {smi!r} does not parse with RDKit; "
                     "fix or drop it in the pair table"
                 )
-            cache[smi] = Chem.MolToSmiles(mol)
+            cache[smi] = key(mol)
         out.append(cache[smi])
     return out
+
+
+def canonical_smiles(smiles: Sequence[str]) -> list[str]:
+    """RDKit canonical SMILES (computed once per distinct input); unparsable input is a
+    UserError."""
+    from rdkit import Chem
+
+    return _solute_keys(smiles, Chem.MolToSmiles)
 
 
 def murcko_scaffolds(smiles: Sequence[str]) -> list[str]:
@@ -203,20 +214,11 @@ def murcko_scaffolds(smiles: Sequence[str]) -> list[str]:
     from rdkit import Chem
     from rdkit.Chem.Scaffolds import MurckoScaffold
 
-    cache: dict[str, str] = {}
-    out = []
-    for smi in smiles:
-        if smi not in cache:
-            mol = Chem.MolFromSmiles(smi)
-            if mol is None:
-                raise UserError(
-                    f"solute SMILES {smi!r} does not parse with RDKit; "
-                    "fix or drop it in the pair table"
-                )
-            scaffold = MurckoScaffold.MurckoScaffoldSmiles(mol=mol, includeChirality=False)
-            cache[smi] = scaffold if scaffold else "acyclic:" + Chem.MolToSmiles(mol)
-        out.append(cache[smi])
-    return out
+    def scaffold_key(mol: Chem.Mol) -> str:
+        scaffold = MurckoScaffold.MurckoScaffoldSmiles(mol=mol, includeChirality=False)
+        return scaffold if scaffold else "acyclic:" + Chem.MolToSmiles(mol)
+
+    return _solute_keys(smiles, scaffold_key)
 
 
 def solute_split(solutes: Sequence[str], n_folds: int = 5, seed: int = 0) -> list[FoldSplit]:
