@@ -1,34 +1,78 @@
-"""Paired comparison of two models over the same cross-validation folds (prints a table).
+"""Paired comparison of models over the same cross-validation folds (prints tables).
 
-Reads the ``metrics.json`` of every (repeat, fold) that both models finished under
-``<results>/<dataset>/<target>/<model>/<split>/r<repeat>-f<fold>/`` and reports each model's mean
-test RMSE (std over folds), the mean paired difference (B − A), its 95 % interval and p-value from
-the corrected resampled t-test (Nadeau & Bengio 2003: the variance of the mean difference is
-inflated by n_test/n_train because the training sets of the folds overlap), and how many folds B
-won. With ``--covered`` the same for the test pairs with QM samples only.
+Reads the ``metrics.json`` of every (repeat, fold) that all the given models finished under
+``<results>/<dataset>/<target>/<model>/<split>/r<repeat>-f<fold>/``. Prints the metric per fold,
+then per model: its mean over those folds with the standard deviation over folds (population
+std, as ``pairfactory report`` and CGIB's tables), the mean of each repeat, the mean validation
+RMSE and, for models with a σ, the mean test NLL, miscalibration area, 68 / 95 % coverage and
+Spearman ρ(|error|, σ). Last, for every pair of models (A listed before B): the mean paired
+difference B − A, its 95 % interval and p-value from the corrected resampled t-test (Nadeau &
+Bengio 2003: the variance of the mean difference is inflated by n_test/n_train because the
+training sets of the folds overlap), and in how many folds B won. ``--complete-repeats`` keeps
+only repeats whose every fold all models finished (for a run still in progress).
 
 example:
-  .venv/bin/python bench/compare_folds.py --results results/samples_contrast/evaluate \\
-      --dataset freesolv_cgib --target dg_hydration_kcal_mol --models probpair_2d probpair
+  .venv/bin/python bench/compare_folds.py --results results/tuned_642/evaluate \\
+      --dataset freesolv --target dg_hydration_kcal_mol --models probpair_2d probpair cigin
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import itertools
 from pathlib import Path
 
 import numpy as np
 
 from pairfactory.ml.statistics import corrected_resampled_t
+from pairfactory.ml.tune import read_fold_metrics
+
+# metrics.json keys of the uncertainty summary, as printed
+UNCERTAINTY_KEYS = {
+    "nll": "test NLL",
+    "miscalibration_area": "miscalibration area",
+    "coverage_68": "68 % coverage",
+    "coverage_95": "95 % coverage",
+    "spearman_abs_error_std": "ρ(|error|, σ)",
+}
 
 
 def fold_metrics(root: Path, model: str, split: str) -> dict[tuple[int, int], dict]:
     found = {}
     for path in sorted((root / model / split).glob("r*-f*/metrics.json")):
-        metrics = json.loads(path.read_text())
+        metrics = read_fold_metrics(path)
         found[(metrics["repeat"], metrics["fold"])] = metrics
     return found
+
+
+def shared_folds(
+    per_model: list[dict[tuple[int, int], dict]], complete_repeats: bool
+) -> list[tuple[int, int]]:
+    """(repeat, fold) keys every model finished; with ``complete_repeats`` only whole repeats
+    (as many folds as the folds record)."""
+    keys = sorted(set.intersection(*(set(found) for found in per_model)))
+    if not complete_repeats or not keys:
+        return keys
+    n_folds = {per_model[0][key]["n_folds"] for key in keys}
+    if len(n_folds) != 1:
+        raise SystemExit(f"the folds mix k-fold sizes {sorted(n_folds)}; compare one k at a time")
+    k = n_folds.pop()
+    whole = {r for r in {key[0] for key in keys} if sum(key[0] == r for key in keys) == k}
+    return [key for key in keys if key[0] in whole]
+
+
+def _mean(found: dict[tuple[int, int], dict], keys: list[tuple[int, int]], name: str) -> float:
+    values = [found[key].get(name) for key in keys]
+    return float(np.mean(values)) if all(v is not None for v in values) else float("nan")
+
+
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [f"{row[0]:<{widths[0]}}"] + [
+            f"{cell:>{width}}" for cell, width in zip(row[1:], widths[1:], strict=True)
+        ]
+        print("  ".join(cells))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,38 +82,75 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default="results/evaluate")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--target", required=True)
-    parser.add_argument("--models", nargs=2, required=True, metavar=("A", "B"))
+    parser.add_argument(
+        "--models", nargs="+", required=True, help="two or more model folders (A B [C ...])"
+    )
     parser.add_argument("--split", default="random")
     parser.add_argument("--metric", default="rmse", help="metrics.json key (default rmse)")
+    parser.add_argument(
+        "--complete-repeats",
+        action="store_true",
+        help="only repeats whose every fold all models finished",
+    )
     args = parser.parse_args(argv)
+    if len(args.models) < 2:
+        parser.error("--models needs at least two models to compare")
 
     root = Path(args.results) / args.dataset / args.target
-    a, b = (fold_metrics(root, m, args.split) for m in args.models)
-    keys = sorted(set(a) & set(b))
+    found = [fold_metrics(root, model, args.split) for model in args.models]
+    keys = shared_folds(found, args.complete_repeats)
     if not keys:
-        raise SystemExit(f"no fold finished by both {args.models} under {root}")
+        raise SystemExit(f"no fold finished by all of {args.models} under {root}")
+    values = np.array([[f[key][args.metric] for key in keys] for f in found])
+
+    print(f"{args.metric} per fold ({len(keys)} folds finished by every model)\n")
+    rows = [("fold", *args.models)]
+    rows += [
+        (f"r{key[0]}-f{key[1]}", *(f"{v:.3f}" for v in values[:, i])) for i, key in enumerate(keys)
+    ]
+    print_table(rows)
+
+    repeats = sorted({key[0] for key in keys})
+    print("\nper model\n")
     rows = [("", *args.models)]
-    for key in keys:
-        rows.append(
-            (f"r{key[0]}-f{key[1]}", f"{a[key][args.metric]:.3f}", f"{b[key][args.metric]:.3f}")
-        )
-    va = np.array([a[k][args.metric] for k in keys])
-    vb = np.array([b[k][args.metric] for k in keys])
+    rows.append(("mean (std over folds)", *(f"{v.mean():.3f} ({v.std():.3f})" for v in values)))
     rows.append(
-        ("mean (std)", f"{va.mean():.3f} ({va.std():.3f})", f"{vb.mean():.3f} ({vb.std():.3f})")
+        (
+            "repeats' means",
+            *(
+                " / ".join(
+                    f"{np.mean([f[key][args.metric] for key in keys if key[0] == r]):.3f}"
+                    for r in repeats
+                )
+                for f in found
+            ),
+        )
     )
-    width = max(len(r[0]) for r in rows)
-    for row in rows:
-        print(f"{row[0]:<{width}}  {row[1]:>16}  {row[2]:>16}")
-    d = vb - va
-    n_train = float(np.mean([a[k]["n_train"] for k in keys]))
-    n_test = float(np.mean([a[k]["n_valid"] + a[k]["n_test"] for k in keys]))
-    half, t, p = corrected_resampled_t(d, n_train, n_test)
-    print(
-        f"\n{args.models[1]} − {args.models[0]}: {d.mean():+.3f} "
-        f"[{d.mean() - half:+.3f}, {d.mean() + half:+.3f}] (corrected resampled t = {t:.2f}, "
-        f"p = {p:.3f}, {len(keys)} folds); {args.models[1]} better in {int((d < 0).sum())}"
-    )
+    rows.append(("mean valid RMSE", *(f"{_mean(f, keys, 'valid_rmse'):.3f}" for f in found)))
+    for name, label in UNCERTAINTY_KEYS.items():
+        means = [_mean(f, keys, name) for f in found]
+        if not all(np.isnan(means)):
+            rows.append((label, *("–" if np.isnan(m) else f"{m:.3f}" for m in means)))
+    print_table(rows)
+
+    print("\npaired differences (B − A; 95 % interval, corrected resampled t-test)\n")
+    n_train = float(np.mean([found[0][key]["n_train"] for key in keys]))
+    n_test = float(np.mean([found[0][key]["n_valid"] + found[0][key]["n_test"] for key in keys]))
+    rows = [("B − A", "mean", "95 % interval", "t", "p", "B better")]
+    for i, j in itertools.combinations(range(len(args.models)), 2):
+        d = values[j] - values[i]
+        half, t, p = corrected_resampled_t(d, n_train, n_test)
+        rows.append(
+            (
+                f"{args.models[j]} − {args.models[i]}",
+                f"{d.mean():+.3f}",
+                f"[{d.mean() - half:+.3f}, {d.mean() + half:+.3f}]",
+                f"{t:.2f}",
+                f"{p:.3f}",
+                f"{int((d < 0).sum())} of {len(keys)}",
+            )
+        )
+    print_table(rows)
     return 0
 
 

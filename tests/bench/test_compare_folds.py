@@ -1,0 +1,94 @@
+"""bench/compare_folds.py: paired fold tables of several models, the statistics and the fold
+selection (folds every model finished; whole repeats only with --complete-repeats)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pairfactory.ml.statistics import corrected_resampled_t
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "bench" / "compare_folds.py"
+
+# (model, repeat, fold) -> test RMSE; model c misses r1-f1, so repeat 1 is incomplete
+RMSE = {
+    ("a", 0, 0): 1.0, ("a", 0, 1): 1.2, ("a", 1, 0): 0.9, ("a", 1, 1): 1.1,
+    ("b", 0, 0): 0.8, ("b", 0, 1): 1.3, ("b", 1, 0): 0.7, ("b", 1, 1): 1.0,
+    ("c", 0, 0): 1.1, ("c", 0, 1): 1.0, ("c", 1, 0): 0.95,
+}  # fmt: skip
+
+
+def _write_folds(root: Path) -> Path:
+    results = root / "evaluate"
+    for (model, repeat, fold), rmse in RMSE.items():
+        fold_dir = results / "ds" / "y" / model / "random" / f"r{repeat}-f{fold}"
+        fold_dir.mkdir(parents=True)
+        metrics = {
+            "repeat": repeat,
+            "fold": fold,
+            "n_folds": 2,
+            "rmse": rmse,
+            "valid_rmse": rmse + 0.1,
+            "n_train": 80,
+            "n_valid": 10,
+            "n_test": 10,
+            "nll": 1.5 if model == "b" else None,
+        }
+        (fold_dir / "metrics.json").write_text(json.dumps(metrics))
+    return results
+
+
+def _run(results: Path, *extra: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--results", str(results), "--dataset", "ds", "--target", "y",
+         *extra],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def _difference_row(out: str, label: str) -> list[str]:
+    line = next(line for line in out.splitlines() if line.startswith(label))
+    return line[len(label) :].split()
+
+
+def test_pairs_only_folds_every_model_finished(tmp_path: Path) -> None:
+    out = _run(_write_folds(tmp_path), "--models", "a", "b", "c")
+    assert "3 folds finished by every model" in out and "r1-f1" not in out
+    b_minus_a = np.array([0.8 - 1.0, 1.3 - 1.2, 0.7 - 0.9])
+    half, t, p = corrected_resampled_t(b_minus_a, 80.0, 20.0)
+    mean, low, high, t_text, p_text, won, _, total = _difference_row(out, "b − a")
+    assert float(mean) == pytest.approx(b_minus_a.mean(), abs=5e-4)
+    assert float(low.strip("[,")) == pytest.approx(b_minus_a.mean() - half, abs=5e-4)
+    assert float(high.strip("]")) == pytest.approx(b_minus_a.mean() + half, abs=5e-4)
+    assert float(p_text) == pytest.approx(p, abs=5e-4) and (won, total) == ("2", "3")
+    # population std over folds, as the report writes it; σ metrics only where a model has them
+    a_values = np.array([1.0, 1.2, 0.9])
+    assert f"{a_values.mean():.3f} ({a_values.std():.3f})" in out
+    nll_line = next(line for line in out.splitlines() if line.startswith("test NLL"))
+    assert nll_line.split()[2:] == ["–", "1.500", "–"]
+
+
+def test_complete_repeats_drops_a_repeat_with_a_missing_fold(tmp_path: Path) -> None:
+    results = _write_folds(tmp_path)
+    out = _run(results, "--models", "a", "b", "c", "--complete-repeats")
+    assert "2 folds finished by every model" in out and "r1-f0" not in out
+    # without c every repeat is whole
+    out = _run(results, "--models", "a", "b", "--complete-repeats")
+    assert "4 folds finished by every model" in out
+    assert "1.100 / 1.000" in out  # a's repeats' means
+
+
+def test_one_model_is_refused(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--dataset", "ds", "--target", "y", "--models", "a"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "at least two models" in proc.stderr
