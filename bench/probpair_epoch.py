@@ -157,7 +157,7 @@ def epoch_runner(model_name: str, items, batch_size: int, hparams: dict | None =
         start = time.perf_counter()
         for batch in loader:
             optimizer.zero_grad()
-            out = model(batch.solute, batch.solvent)
+            out = model.forward_batch(batch)
             loss, _ = model.training_loss(out, batch, batch.y / scale)
             loss.backward()
             optimizer.step()

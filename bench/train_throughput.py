@@ -97,7 +97,7 @@ def measure(
         for batch in loader:
             batch = batch.to(device)
             optimizer.zero_grad()
-            out = model(batch.solute, batch.solvent)
+            out = model.forward_batch(batch)
             loss = torch.nn.functional.mse_loss(out.prediction.reshape(-1), batch.y) + out.aux_loss
             loss.backward()
             optimizer.step()
@@ -110,7 +110,7 @@ def measure(
         with torch.no_grad():
             for batch in batches:
                 batch = batch.to(device)
-                model(batch.solute, batch.solvent).prediction.sum().item()
+                model.forward_batch(batch).prediction.sum().item()
                 n += len(batch)
         return n
 

@@ -297,3 +297,41 @@ def test_a_contrastive_term_without_decoys_is_reported(caplog):
     with caplog.at_level(logging.WARNING, logger="pairfactory.ml.evaluate"):
         _warn_without_decoys("probpair", {}, unplaced)
     assert "none of the 80 requested could be placed" in caplog.text
+
+
+def test_a_model_with_the_alpb_input_reads_every_pairs_descriptor(table_path, tmp_path, capsys):
+    """Every role's pairs get their ΔG_solv(ALPB) as an input (it is known at inference); a
+    missing value or a pair the table lacks is counted; the report labels the variant; without a
+    descriptor table, or as a final model, it is refused with the reason."""
+    from pairfactory.ml.final import train_final
+    from pairfactory.ml.report import collect_metrics
+    from pairfactory.qm.shards import system_id_for
+
+    table = pd.read_parquet(table_path)
+    ids = [system_id_for(a, b) for a, b in zip(table.solute_smiles, table.solvent_smiles)]
+    descriptors = pd.DataFrame(
+        {"system_id": ids[1:], "dg_solv_alpb_kcal_mol": [-4.0] * 5 + [None] + [-6.5] * 23}
+    )  # ids[0] absent, ids[6] without a value
+    descriptors_path = tmp_path / "alpb.parquet"
+    descriptors.to_parquet(descriptors_path, index=False)
+    hparams = '{"alpb_input": true, "contrastive_weight": 0, "contact_weight": 0}'
+    out = tmp_path / "ev" / "freesolv" / "dg_hydration_kcal_mol" / "probpair" / "random" / "r0-f1"
+    base = ["--model", "probpair", "--hparams", hparams, "--standardize-targets"]
+    assert _cli(table_path, out, *base) != 0
+    assert "give the descriptor table (--descriptors" in capsys.readouterr().err
+    assert _cli(table_path, out, *base, "--descriptors", str(descriptors_path)) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    inputs = metrics["inputs"]
+    assert inputs["names"] == ["dg_solv_alpb_kcal_mol"]
+    assert inputs["descriptors"] == str(descriptors_path)
+    assert sum(inputs["missing"].values()) == 2  # the absent pair and the one without a value
+    assert metrics["hparams"]["alpb_input"] is True
+    (label,) = set(collect_metrics(tmp_path / "ev")["model"])
+    assert label.startswith("probpair@alpb_input=true,")
+    options = ProtocolOptions(
+        settings=TrainSettings(max_epochs=1, batch_size=8, device="cpu"),
+        model_hparams={"probpair": {"alpb_input": True}},
+        descriptors=descriptors_path,
+    )
+    with pytest.raises(UserError, match="not trained as a final model"):
+        train_final(table_path, "probpair", tmp_path / "final", options, progress=False)

@@ -633,3 +633,81 @@ def test_reloaded_checkpoint_gives_the_same_mean_and_sigma(cache, tmp_path, name
         a = model(batch.solute, batch.solvent)
         b = restored(batch.solute, batch.solvent)
     assert torch.equal(a.prediction, b.prediction) and torch.equal(a.variance, b.variance)
+
+
+# ------------------------------------------------------------------- ΔG_solv(ALPB) as an input
+
+
+def input_batch(cache: GraphCache, values: list[float]):
+    return collate_pairs(
+        [
+            PairItem(cache.get(u), cache.get(v), y, i, inputs=np.array([x], dtype=np.float32))
+            for i, ((u, v, y), x) in enumerate(zip(PAIRS, values, strict=True))
+        ]
+    )
+
+
+def test_alpb_input_starts_as_the_model_without_it_and_leaves_the_other_weights(cache):
+    plain, with_input = fresh(), fresh(alpb_input=True)
+    assert ProbPair.input_names(with_input.hparams) == (AUX_TARGETS[0],)
+    assert ProbPair.input_names(plain.hparams) == () and plain.input_proj is None
+    own = {name for name in with_input.state_dict() if name.startswith("input_proj.")}
+    assert own == {"input_proj.weight", "input_proj.bias"}
+    plain_state = plain.state_dict()
+    for name, value in with_input.state_dict().items():
+        if name not in own:
+            assert torch.equal(value, plain_state[name]), name
+    batch = input_batch(cache, [-5.0, float("nan"), -60.0, -8.0, 1.0])
+    plain.eval()
+    with_input.eval()
+    with torch.no_grad():
+        a = plain(batch.solute, batch.solvent)
+        b = with_input.forward_batch(batch)
+    torch.testing.assert_close(a.prediction, b.prediction)  # zero-initialized input weights
+    torch.testing.assert_close(a.variance, b.variance)
+
+
+def test_alpb_input_changes_the_prediction_and_a_missing_value_is_flagged(cache):
+    model = fresh(alpb_input=True)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.input_proj.weight)
+    model.eval()
+    values = [-5.0, -6.0, -60.0, -8.0, 1.0]
+    with torch.no_grad():
+        base = model.forward_batch(input_batch(cache, values)).prediction
+        shifted = model.forward_batch(input_batch(cache, [-15.0, *values[1:]])).prediction
+        missing = model.forward_batch(input_batch(cache, [float("nan"), *values[1:]])).prediction
+        zero = model.forward_batch(input_batch(cache, [0.0, *values[1:]])).prediction
+    assert torch.isfinite(missing).all()
+    assert shifted[0] != base[0] and torch.equal(shifted[1:], base[1:])  # per pair
+    assert missing[0] != zero[0]  # NaN is "no value" (its flag), not 0 kcal/mol
+    features = model._input_features(torch.tensor([[-5.0], [float("nan")]]), 2)
+    torch.testing.assert_close(features, torch.tensor([[-0.5, 0.0], [0.0, 1.0]]))
+
+
+def test_alpb_input_is_required_and_refused_where_it_does_not_belong(cache):
+    batch = plain_batch(cache)
+    with pytest.raises(ValueError, match="alpb_input: true"):
+        fresh(alpb_input=True).eval()(batch.solute, batch.solvent)
+    with pytest.raises(ValueError, match=r"expected \(5, 1\)"):
+        fresh(alpb_input=True).eval()(batch.solute, batch.solvent, torch.zeros(5, 2))
+    with pytest.raises(ValueError, match="reads no per-pair inputs"):
+        fresh().eval()(batch.solute, batch.solvent, torch.zeros(5, 1))
+    mixed = [
+        PairItem(cache.get("CCO"), cache.get("O"), 1.0, 0, inputs=np.array([1.0], np.float32)),
+        PairItem(cache.get("CCO"), cache.get("O"), 1.0, 1),
+    ]
+    with pytest.raises(ValueError, match="some pairs of the batch have inputs"):
+        collate_pairs(mixed)
+
+
+def test_alpb_input_trains_its_own_weights(cache):
+    model = fresh(alpb_input=True).train()
+    batch = input_batch(cache, [-5.0, float("nan"), -60.0, -8.0, 1.0])
+    torch.manual_seed(11)
+    out = model.forward_batch(batch)
+    y = (batch.y - batch.y.mean()) / batch.y.std()
+    loss, _ = model.training_loss(out, batch, y)
+    loss.backward()
+    assert model.input_proj.weight.grad is not None
+    assert model.input_proj.weight.grad.abs().sum() > 0

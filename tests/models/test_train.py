@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("dgl")
 
 from pairfactory.errors import UserError  # noqa: E402
+from pairfactory.ml.models.layers import ModelOutput, PairModel  # noqa: E402
 from pairfactory.ml.splits import random_kfold  # noqa: E402
 from pairfactory.ml.train import (  # noqa: E402
     TrainSettings,
@@ -125,20 +126,19 @@ def test_same_seed_same_numbers_bit_for_bit(datasets):
     assert not first.history_frame()[cols].equals(other.history_frame()[cols])
 
 
-class ConstantModel(torch.nn.Module):
+class ConstantModel(PairModel):
     """Predicts a constant whatever its weights: the validation loss never improves after epoch
     1."""
 
     def __init__(self) -> None:
         super().__init__()
         self.w = torch.nn.Parameter(torch.zeros(1))
+        self.hparams = {}
 
     def forward(self, solute, solvent):
-        from types import SimpleNamespace
-
         n = solute.batch_size
         prediction = torch.full((n,), -3.0) + 0.0 * self.w
-        return SimpleNamespace(prediction=prediction, aux_loss=torch.zeros(()), aux={})
+        return ModelOutput(prediction=prediction, aux_loss=torch.zeros(()))
 
 
 def test_early_stopping_and_lr_plateau(datasets):

@@ -2,7 +2,8 @@
 
 Writes one Parquet row per system (system_id, solute and solvent SMILES, ALPB solvent name, status,
 dg_solv_alpb_kcal_mol, message, xtb version, geometry hash): the descriptor table that
-`pairfactory evaluate --descriptors` reads as auxiliary targets of the training pairs. Solvents
+`pairfactory evaluate --descriptors` reads as auxiliary targets of the training pairs (and as an
+input of every pair for probpair with alpb_input: true). Solvents
 xtb has no parameters for get a missing value (status unparametrized), not an error. Needs the
 xtb program: `apt-get install xtb` (Debian/Ubuntu) or `conda install -c conda-forge xtb`.
 """

@@ -108,13 +108,16 @@ class AuxScale:
 
 @dataclass
 class PairItem:
-    """One featurized pair; ``index`` is its 0-based row position in the pair table given."""
+    """One featurized pair; ``index`` is its 0-based row position in the pair table given;
+    ``inputs`` the per-pair values a model reads besides the graphs (``PairModel.input_names``,
+    raw units, NaN where missing), known at inference as in training."""
 
     solute: dgl.DGLGraph
     solvent: dgl.DGLGraph
     y: float
     index: int
     supervision: PairSupervision | None = None
+    inputs: np.ndarray | None = None
 
 
 @dataclass
@@ -150,13 +153,15 @@ class BatchSupervision:
 @dataclass
 class PairBatch:
     """A mini-batch of pairs: two batched graphs, targets ``y`` [B], row positions ``index`` [B],
-    and the training pairs' ``supervision`` (``None`` in validation, test and inference)."""
+    the training pairs' ``supervision`` (``None`` in validation, test and inference) and the
+    pairs' ``inputs`` [B, k] (float32, NaN where missing; ``None`` for a model that reads none)."""
 
     solute: dgl.DGLGraph
     solvent: dgl.DGLGraph
     y: torch.Tensor
     index: torch.Tensor
     supervision: BatchSupervision | None = None
+    inputs: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -168,6 +173,7 @@ class PairBatch:
             y=self.y.to(device),
             index=self.index.to(device),
             supervision=None if self.supervision is None else self.supervision.to(device),
+            inputs=None if self.inputs is None else self.inputs.to(device),
         )
 
 
@@ -179,12 +185,20 @@ def collate_pairs(batch: Sequence[PairItem], with_supervision: bool = True) -> P
 
     if len(batch) == 0:
         raise ValueError("collate_pairs: empty batch")
+    with_inputs = [item.inputs is not None for item in batch]
+    if any(with_inputs) and not all(with_inputs):
+        raise ValueError("collate_pairs: some pairs of the batch have inputs and some do not")
     return PairBatch(
         solute=dgl.batch([item.solute for item in batch]),
         solvent=dgl.batch([item.solvent for item in batch]),
         y=torch.tensor([item.y for item in batch], dtype=torch.float32),
         index=torch.tensor([item.index for item in batch], dtype=torch.int64),
         supervision=collate_supervision(batch) if with_supervision else None,
+        inputs=(
+            torch.from_numpy(np.stack([item.inputs for item in batch]).astype(np.float32))
+            if all(with_inputs)
+            else None
+        ),
     )
 
 
@@ -245,7 +259,8 @@ class PairGraphDataset:
     ``pairs_df`` needs ``solute_smiles``, ``solvent_smiles`` and ``target_column``. A row is
     rejected (reason ``solute_unfeaturizable``, ``solvent_unfeaturizable`` or ``missing_target``)
     instead of being dropped silently; ``len(pairs_df) == len(dataset) + len(dataset.rejected)``
-    always holds. ``dataset[i].index`` is the row position (0-based, ``iloc``) in ``pairs_df``.
+    always holds. ``dataset[i].index`` is the row position (0-based, ``iloc``) in ``pairs_df``;
+    ``inputs`` [len(pairs_df), k], if given, holds each row's model inputs (``PairItem.inputs``).
     """
 
     pairs_df: pd.DataFrame = field(repr=False)
@@ -253,6 +268,7 @@ class PairGraphDataset:
     target_column: str = "value"
     # pair_id -> what the pair's samples add (training folds only; see PairSupervision)
     supervision: Mapping[str, PairSupervision] | None = field(default=None, repr=False)
+    inputs: np.ndarray | None = field(default=None, repr=False)
     items: list[PairItem] = field(init=False, repr=False)
     rejected: pd.DataFrame = field(init=False, repr=False)
 
@@ -270,6 +286,10 @@ class PairGraphDataset:
                 "Pass a pair table written by `pairfactory pairs` or set target_column."
             )
         df = self.pairs_df
+        if self.inputs is not None and (self.inputs.ndim != 2 or len(self.inputs) != len(df)):
+            raise ValueError(
+                f"inputs of shape {self.inputs.shape} do not have one row per pair ({len(df)})"
+            )
         pair_ids = df["pair_id"].tolist() if "pair_id" in df.columns else [None] * len(df)
         solutes = df[SOLUTE_COLUMN].tolist()
         solvents = df[SOLVENT_COLUMN].tolist()
@@ -297,7 +317,14 @@ class PairGraphDataset:
                 continue
             extra = None if self.supervision is None else self.supervision.get(pid)
             items.append(
-                PairItem(self.cache.get(solute), self.cache.get(solvent), float(y), row, extra)
+                PairItem(
+                    self.cache.get(solute),
+                    self.cache.get(solvent),
+                    float(y),
+                    row,
+                    extra,
+                    None if self.inputs is None else self.inputs[row],
+                )
             )
         self.items = items
         self.rejected = pd.DataFrame(rejects, columns=list(REJECT_COLUMNS))

@@ -34,8 +34,13 @@ from pairfactory.fileio import atomic_write, atomic_write_text
 from pairfactory.ml.datasets import PairGraphDataset, PairSupervision
 from pairfactory.ml.graph_cache import DEFAULT_GRAPH_CACHE, GraphCache
 from pairfactory.ml.models import MODEL_NAMES, build_model, default_hparams
-from pairfactory.ml.models.registry import model_spec
-from pairfactory.ml.sample_sets import SampleSetSettings, fold_samples
+from pairfactory.ml.models.registry import model_input_names, model_spec
+from pairfactory.ml.sample_sets import (
+    SampleSetSettings,
+    descriptor_inputs,
+    fold_samples,
+    read_descriptors,
+)
 from pairfactory.ml.splits import SPLIT_KINDS, FoldSplit, make_splits
 from pairfactory.ml.train import (
     TrainResult,
@@ -166,6 +171,9 @@ class FoldMetrics:
     # With samples (ProtocolOptions.shards_dir): the fold's sample-set counts, and the test RMSE
     # of the pairs with and without samples.
     samples: dict[str, Any] | None = None
+    # A model that reads per-pair inputs (PairModel.input_names): their names, the descriptor
+    # table and the pairs of each role without a value.
+    inputs: dict[str, Any] | None = None
     n_test_covered: int | None = None
     rmse_test_covered: float | None = None
     rmse_test_uncovered: float | None = None
@@ -291,14 +299,22 @@ def _datasets_for_fold(
     split: FoldSplit,
     cache: GraphCache,
     supervision: Mapping[str, PairSupervision] | None = None,
+    inputs: np.ndarray | None = None,
 ) -> tuple[dict[str, PairGraphDataset], pd.DataFrame]:
     """One PairGraphDataset per role, and the rows featurization could not use (with the reason).
-    Only the training role gets ``supervision``: no validation or test sample reaches a loss."""
+    Only the training role gets ``supervision``: no validation or test sample reaches a loss.
+    ``inputs`` (one row per table row) are what the model reads at inference too: every role
+    gets its own rows."""
     datasets: dict[str, PairGraphDataset] = {}
     dropped = []
     for role, rows in (("train", split.train), ("valid", split.valid), ("test", split.test)):
         part = table.iloc[rows].reset_index(drop=True)
-        ds = PairGraphDataset(part, cache, supervision=supervision if role == "train" else None)
+        ds = PairGraphDataset(
+            part,
+            cache,
+            supervision=supervision if role == "train" else None,
+            inputs=None if inputs is None else inputs[rows],
+        )
         rejected = _rejections(ds)
         if len(ds) + len(rejected) != len(part):
             raise AssertionError(
@@ -314,6 +330,33 @@ def _datasets_for_fold(
         else pd.DataFrame(columns=["pair_id", "reason", "role"])
     )
     return datasets, rejected_all
+
+
+def _model_inputs(
+    model_name: str,
+    hparams: Mapping[str, Any],
+    table: pd.DataFrame,
+    split: FoldSplit,
+    descriptors: Path | None,
+) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+    """The per-pair inputs the model reads (one row per table row) and, for metrics.json, their
+    names, source and how many pairs of each role lack a value; (None, None) for a model that
+    reads none."""
+    names = model_input_names(model_name, hparams)
+    if not names:
+        return None, None
+    if descriptors is None:
+        raise UserError(
+            f"{model_name} reads {', '.join(names)} per pair (hyper-parameters {dict(hparams)}); "
+            "give the descriptor table (--descriptors, from `pairfactory solvation`)"
+        )
+    inputs = descriptor_inputs(table, read_descriptors(descriptors), names)
+    missing = {
+        role: int(np.isnan(inputs[rows]).any(axis=1).sum())
+        for role, rows in (("train", split.train), ("valid", split.valid), ("test", split.test))
+    }
+    log.info("%s reads %s; pairs without a value: %s", model_name, ", ".join(names), missing)
+    return inputs, {"names": list(names), "descriptors": str(descriptors), "missing": missing}
 
 
 def _rejections(ds: Any) -> pd.DataFrame:
@@ -398,8 +441,10 @@ def run_fold(
             with_supervision=model_spec(model_name).uses_samples,
         )
         _warn_without_decoys(model_name, options.hparams_for(model_name), samples.summary)
+    hparams = options.hparams_for(model_name)
+    inputs, input_summary = _model_inputs(model_name, hparams, table, split, options.descriptors)
     datasets, rejected = _datasets_for_fold(
-        table, split, cache, None if samples is None else samples.supervision
+        table, split, cache, None if samples is None else samples.supervision, inputs
     )
     log.info(
         "%s/%s %s %s r%d f%d: train %d, valid %d, test %d pairs (%d unfeaturizable)",
@@ -415,7 +460,6 @@ def run_fold(
         len(rejected),
     )
 
-    hparams = options.hparams_for(model_name)
     members = []
     for member in range(options.ensemble):
         settings = replace(
@@ -513,6 +557,7 @@ def run_fold(
         target_scale=asdict(result.target_scale),
         ensemble=options.ensemble,
         member_rmse=[m.test_rmse for m in members] if len(members) > 1 else None,
+        inputs=input_summary,
         **uncertainty,
         **coverage,
     )

@@ -43,7 +43,7 @@ from pairfactory.ml.model_dir import (
     write_card,
 )
 from pairfactory.ml.models import MODEL_NAMES, build_model
-from pairfactory.ml.models.registry import model_spec
+from pairfactory.ml.models.registry import model_input_names, model_spec
 from pairfactory.ml.predictor import combine_members
 from pairfactory.ml.sample_sets import fold_samples
 from pairfactory.ml.train import (
@@ -96,6 +96,14 @@ def train_final(
     """Train (or resume) every member of a final model into ``out_dir`` and write its card."""
     if model_name not in MODEL_NAMES:
         raise UserError(f"unknown model {model_name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    inputs = model_input_names(model_name, options.hparams_for(model_name))
+    if inputs:
+        raise UserError(
+            f"{model_name} with {', '.join(inputs)} as an input can be evaluated (`pairfactory "
+            "evaluate`), not trained as a final model: prediction would have to compute "
+            f"{', '.join(inputs)} for every pair it is given, and `pairfactory predict` does "
+            "not (yet). Train the model without it (alpb_input: false)."
+        )
     out_dir = Path(out_dir)
     started = time.perf_counter()
     table = read_pairs(pairs_path)

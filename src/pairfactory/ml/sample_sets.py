@@ -28,7 +28,7 @@ import hashlib
 import itertools
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -719,3 +719,34 @@ def read_descriptors(path: str | Path) -> pd.DataFrame:
             f"{', '.join(map(str, frame.columns))}); rebuild it with `pairfactory solvation`"
         )
     return frame.drop_duplicates("system_id").set_index("system_id")
+
+
+def descriptor_inputs(
+    pairs_df: pd.DataFrame, descriptors: pd.DataFrame, names: Sequence[str]
+) -> np.ndarray:
+    """[len(pairs_df), len(names)] float32: each row's values of the descriptor columns ``names``
+    (``descriptors`` from ``read_descriptors``, matched by system id), NaN where there is none: an
+    unparametrized solvent, a failed calculation, or a pair the table lacks (logged, with the
+    count: the model then reads it as missing, as it would a failed calculation)."""
+    absent = [name for name in names if name not in descriptors.columns]
+    if absent:
+        raise UserError(
+            f"the descriptor table has no column(s) {absent}; rebuild it with "
+            "`pairfactory solvation`"
+        )
+    system_ids = pd.Index(
+        [
+            system_id_for(a, b)
+            for a, b in zip(pairs_df["solute_smiles"], pairs_df["solvent_smiles"], strict=True)
+        ]
+    )
+    unknown = ~system_ids.isin(descriptors.index)
+    if unknown.any():
+        log.warning(
+            "%d of %d pairs have no row in the descriptor table: their %s are missing values",
+            int(unknown.sum()),
+            len(system_ids),
+            ", ".join(names),
+        )
+    values = descriptors.reindex(system_ids)[list(names)].to_numpy(dtype=np.float64)
+    return values.astype(np.float32)

@@ -510,7 +510,7 @@ def _train_one_epoch(
         batch = batch.to(device)
         y = (batch.y.to(torch.float32).reshape(-1) - scale.mean) / scale.std
         optimizer.zero_grad()
-        out = model(batch.solute, batch.solvent)
+        out = model.forward_batch(batch)
         if hasattr(model, "training_loss"):
             loss, terms = model.training_loss(out, batch, y)
             for name, value in terms.items():
@@ -543,7 +543,7 @@ def _predict(model: Any, loader: Any, device: str, scale: TargetScale) -> dict[s
     with torch.no_grad():
         for batch in loader:
             batch = batch.to(device)
-            out = model(batch.solute, batch.solvent)
+            out = model.forward_batch(batch)
             preds.append(
                 out.prediction.reshape(-1).to("cpu", torch.float64).numpy() * scale.std + scale.mean
             )

@@ -24,7 +24,7 @@ import pandas as pd
 
 from pairfactory.errors import InputFileError, UserError
 from pairfactory.ml.models import default_hparams
-from pairfactory.ml.models.registry import model_spec
+from pairfactory.ml.models.registry import full_hparams, model_spec
 
 SETTING_SEPARATOR = "@"
 
@@ -74,8 +74,7 @@ def non_default_hparams(model: str, hparams: Mapping[str, Any]) -> dict[str, Any
     model's defaults: what makes two folds of one model name different models. Settings of a part
     the others switch off (``PairModel.inert_hparams``) make no difference."""
     defaults = default_hparams(model)
-    spec = model_spec(model)
-    inert = spec.model_class().inert_hparams({**defaults, **hparams, **spec.fixed})
+    inert = model_spec(model).model_class().inert_hparams(full_hparams(model, hparams))
     changed: dict[str, Any] = {}
     for name, value in hparams.items():
         if name in _NOT_SETTINGS or name not in defaults or name in inert:

@@ -43,7 +43,8 @@ class ModelOutput:
 
 class PairModel(nn.Module):
     """Base class: ``forward(solute_bg, solvent_bg) -> ModelOutput``; ``hparams`` records the
-    constructor arguments (for metrics files and to rebuild the model from a checkpoint).
+    constructor arguments (for metrics files and to rebuild the model from a checkpoint). A model
+    that also reads per-pair values (``input_names``) takes them as a third argument ``inputs``.
 
     ``training_loss`` is what the trainer minimizes. The default is ``mse(prediction, y) +
     aux_loss``; a model that learns from the training pairs' samples overrides it and reads
@@ -64,6 +65,19 @@ class PairModel(nn.Module):
         """(loss to minimize, its named terms for the learning curve); ``y`` is scaled like the
         model's outputs."""
         return output.loss(y), {}
+
+    def forward_batch(self, batch: Any) -> ModelOutput:
+        """``forward`` on a ``PairBatch``, given the batch's inputs where the model reads any."""
+        if self.input_names(self.hparams):
+            return self(batch.solute, batch.solvent, batch.inputs)
+        return self(batch.solute, batch.solvent)
+
+    @classmethod
+    def input_names(cls, hparams: Mapping[str, Any]) -> tuple[str, ...]:
+        """The per-pair values besides the two graphs that the model built from ``hparams``
+        reads (descriptor columns such as ``dg_solv_alpb_kcal_mol``): ``forward``'s ``inputs``
+        [B, k] in this order, raw units, NaN where missing. None by default."""
+        return ()
 
     @classmethod
     def inert_hparams(cls, hparams: Mapping[str, Any]) -> frozenset[str]:

@@ -34,6 +34,12 @@ config entry under ``evaluate.model_hparams.probpair``):
   used by ``training_loss`` only; ``forward`` (inference) never calls it;
 - **auxiliary physics targets** (``aux_weight``): a head on ``z`` predicts the standardized
   ``AUX_TARGETS`` (masked MSE);
+- **ΔG_solv(ALPB) as an input** (``alpb_input``, off by default; a labelled variant): the pair's
+  implicit-solvent free energy (``dg_solv_alpb_kcal_mol``, from the descriptor table; NaN where
+  the solvent has no ALPB parameters) enters the first head layer with a missing flag, through
+  its own zero-initialized weights, so the variant starts as the model without it. Unlike the
+  auxiliary target it is read at inference too: every pair needs one cheap ``xtb`` call per
+  molecule, and the value of a test pair is an input, like its SMILES, never its label;
 - **probabilistic head** (``probabilistic``): mean and variance (softplus + ``variance_floor``)
   from ``z``, trained by the Gaussian negative log-likelihood (optionally the beta-NLL weighting
   of Seitzer et al. 2022, ``nll_beta``); off: a point prediction trained by MSE, ``variance``
@@ -97,6 +103,10 @@ CONTACT_HEADS = ("cosine", "bilinear")
 # Initial contact logit bias: contacts are rare (the mean contact fraction of a solute x solvent
 # atom entry is about 0.25 on FreeSolv, 0.04 on MNSol's larger solvents); sigmoid(-2) = 0.12.
 CONTACT_BIAS_INIT = -2.0
+# The descriptor an ``alpb_input`` model reads, and a fixed scale for it: ΔG_solv(ALPB) spans about
+# -20 to +5 kcal/mol; a fixed scale (no training-fold statistics) is the same at inference.
+ALPB_INPUT = AUX_TARGETS[0]
+ALPB_INPUT_SCALE_KCAL_MOL = 10.0
 
 
 @dataclass
@@ -133,6 +143,7 @@ class ProbPair(GatherInteractionModel):
       4.7x CIGIN's on FreeSolv with 8 + 8 sample graphs per pair: bench/probpair_epoch.py),
       ``rbf_size`` (16, over 0 to ``COMPLEX_GRAPH_CUTOFF_ANGSTROM``), ``projection_dim`` (64);
     - ``aux_weight`` (0.1);
+    - ``alpb_input`` (False): ΔG_solv(ALPB) of the pair as an input (``input_names``);
     - ``probabilistic`` (True), ``nll_beta`` (0: plain NLL), ``variance_floor`` (1e-4, in
       training units).
     """
@@ -175,6 +186,7 @@ class ProbPair(GatherInteractionModel):
         rbf_size: int = 16,
         projection_dim: int = 64,
         aux_weight: float = 0.1,
+        alpb_input: bool = False,
         probabilistic: bool = True,
         nll_beta: float = 0.0,
         variance_floor: float = 1e-4,
@@ -273,6 +285,14 @@ class ProbPair(GatherInteractionModel):
                     nn.ReLU(),
                     nn.Linear(projection_dim, projection_dim),
                 )
+        self.input_proj: nn.Linear | None = None
+        if alpb_input:  # [value / scale, missing] per input, added before the first ReLU
+            # under a seed of its own, as every optional part: the global generator, and so
+            # everything drawn after, stays as without it
+            with _seeded(part_seed, 5):
+                self.input_proj = nn.Linear(2 * len(self.input_names({"alpb_input": True})), 256)
+            nn.init.zeros_(self.input_proj.weight)
+            nn.init.zeros_(self.input_proj.bias)
         self.hparams = {
             **backbone,
             "interaction": interaction,
@@ -288,6 +308,7 @@ class ProbPair(GatherInteractionModel):
             "rbf_size": rbf_size,
             "projection_dim": projection_dim,
             "aux_weight": aux_weight,
+            "alpb_input": alpb_input,
             "probabilistic": probabilistic,
             "nll_beta": nll_beta,
             "variance_floor": variance_floor,
@@ -307,7 +328,35 @@ class ProbPair(GatherInteractionModel):
 
     # ------------------------------------------------------------------------------- inference
 
-    def forward(self, solute_bg: dgl.DGLGraph, solvent_bg: dgl.DGLGraph) -> ProbPairOutput:
+    @classmethod
+    def input_names(cls, hparams: Mapping[str, Any]) -> tuple[str, ...]:
+        return (ALPB_INPUT,) if hparams.get("alpb_input") else ()
+
+    def _input_features(self, inputs: torch.Tensor | None, batch_size: int) -> torch.Tensor:
+        """[B, 2k]: each input over its scale (0 where missing), then the missing flags."""
+        names = self.input_names(self.hparams)
+        if inputs is None:
+            raise ValueError(
+                f"this ProbPair reads {', '.join(names)} per pair (alpb_input: true) and was "
+                "given none; evaluate builds them from the descriptor table (--descriptors)"
+            )
+        if tuple(inputs.shape) != (batch_size, len(names)):
+            raise ValueError(
+                f"inputs of shape {tuple(inputs.shape)}; expected ({batch_size}, {len(names)}): "
+                f"one row per pair, columns {names}"
+            )
+        missing = torch.isnan(inputs)
+        values = torch.where(missing, torch.zeros_like(inputs), inputs / ALPB_INPUT_SCALE_KCAL_MOL)
+        return torch.cat([values, missing.to(values.dtype)], dim=1)
+
+    def forward(
+        self,
+        solute_bg: dgl.DGLGraph,
+        solvent_bg: dgl.DGLGraph,
+        inputs: torch.Tensor | None = None,
+    ) -> ProbPairOutput:
+        if inputs is not None and self.input_proj is None:
+            raise ValueError("this ProbPair reads no per-pair inputs (alpb_input: false)")
         hu, hv = (F.normalize(h, dim=1) for h in self._encode(solute_bg, solvent_bg))
         solute_layout, solvent_layout = NodeLayout.of(solute_bg), NodeLayout.of(solvent_bg)
         contact_logits = contact_mask = None
@@ -323,7 +372,13 @@ class ProbPair(GatherInteractionModel):
             imap, mask = inter.imap, inter.mask
         gu = self.set2set_solute(solute_bg, hu)
         gv = self.set2set_solvent(solvent_bg, hv)
-        hidden = self.to_hidden(torch.cat([gu, gv], dim=1))
+        readout = torch.cat([gu, gv], dim=1)
+        if self.input_proj is None:
+            hidden = self.to_hidden(readout)
+        else:  # = to_hidden on [readout, input features], with the inputs' weights on their own
+            linear, activation = self.to_hidden
+            features = self._input_features(inputs, readout.shape[0])
+            hidden = activation(linear(readout) + self.input_proj(features))
         mu = self.to_mu(hidden)
         logvar = self.to_logvar(hidden) if self.to_logvar is not None else None
         z = mu

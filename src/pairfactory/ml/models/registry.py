@@ -69,6 +69,19 @@ def default_hparams(name: str) -> dict[str, Any]:
     return {k: p.default for k, p in params.items() if k not in skip}
 
 
+def full_hparams(name: str, hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """Every constructor argument of ``name`` built with ``hparams``: the defaults, the given
+    values, and what the name fixes."""
+    spec = model_spec(name)
+    return {**default_hparams(name), **hparams, **spec.fixed}
+
+
+def model_input_names(name: str, hparams: Mapping[str, Any]) -> tuple[str, ...]:
+    """The per-pair inputs besides the graphs (descriptor columns) that the model ``name`` built
+    with ``hparams`` reads (``PairModel.input_names``)."""
+    return model_spec(name).model_class().input_names(full_hparams(name, hparams))
+
+
 def build_model(
     name: str, node_in: int = ATOM_FEATURE_DIM, edge_in: int = BOND_FEATURE_DIM, **hparams: Any
 ) -> PairModel:
