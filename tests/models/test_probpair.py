@@ -711,3 +711,27 @@ def test_alpb_input_trains_its_own_weights(cache):
     loss.backward()
     assert model.input_proj.weight.grad is not None
     assert model.input_proj.weight.grad.abs().sum() > 0
+
+
+def test_alpb_input_leaves_the_auxiliary_targets_and_the_global_generator(cache):
+    """An input is not also a target (a copy task), and building the input weights draws nothing
+    from the global generator (the training that follows draws what it would without them)."""
+    batch = supervised_batch(cache, parts=("aux",))
+    plain = fresh(contrastive_weight=0.0, contact_weight=0.0)
+    torch.manual_seed(5)
+    fresh(alpb_input=False)
+    after_plain = torch.rand(4)
+    torch.manual_seed(5)
+    fresh(alpb_input=True)
+    assert torch.equal(torch.rand(4), after_plain)
+    plain.eval()
+    with torch.no_grad():
+        out = plain(batch.solute, batch.solvent)
+        full = plain.aux_targets_loss(out, batch.supervision)
+        plain.hparams = {**plain.hparams, "alpb_input": True}  # reads ALPB: that column leaves
+        without_alpb = plain.aux_targets_loss(out, batch.supervision)
+    mask = batch.supervision.aux_mask.clone()
+    error = (plain.aux_head(out.z) - batch.supervision.aux_targets) ** 2
+    mask[:, 0] = False
+    torch.testing.assert_close(without_alpb, (error * mask).sum() / mask.sum())
+    assert not torch.isclose(full, without_alpb)

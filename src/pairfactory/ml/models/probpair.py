@@ -39,7 +39,8 @@ config entry under ``evaluate.model_hparams.probpair``):
   the solvent has no ALPB parameters) enters the first head layer with a missing flag, through
   its own zero-initialized weights, so the variant starts as the model without it. Unlike the
   auxiliary target it is read at inference too: every pair needs one cheap ``xtb`` call per
-  molecule, and the value of a test pair is an input, like its SMILES, never its label;
+  molecule, and the value of a test pair is an input, like its SMILES, never its label. It then
+  leaves the auxiliary targets (predicting an input from itself teaches nothing);
 - **probabilistic head** (``probabilistic``): mean and variance (softplus + ``variance_floor``)
   from ``z``, trained by the Gaussian negative log-likelihood (optionally the beta-NLL weighting
   of Seitzer et al. 2022, ``nll_beta``); off: a point prediction trained by MSE, ``variance``
@@ -526,6 +527,10 @@ class ProbPair(GatherInteractionModel):
                 f"auxiliary targets {tuple(targets.shape)}, expected "
                 f"({output.z.shape[0]}, {len(AUX_TARGETS)}) (AUX_TARGETS)"
             )
+        # a target the model also reads as an input would be a copy task: it is left out
+        read = self.input_names(self.hparams)
+        keep = torch.tensor([name not in read for name in AUX_TARGETS], device=mask.device)
+        mask = mask * keep.to(mask.dtype)
         count = mask.sum()
         if float(count) == 0:
             return zero
