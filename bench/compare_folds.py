@@ -37,6 +37,12 @@ UNCERTAINTY_KEYS = {
 }
 
 
+# metrics where a larger value is the better one (for "B better")
+HIGHER_IS_BETTER = {"r2", "spearman_abs_error_std"}
+# what makes two models' folds of one (repeat, fold) the same test set
+SPLIT_FIELDS = ("split", "n_folds", "split_seed")
+
+
 def fold_metrics(root: Path, model: str, split: str) -> dict[tuple[int, int], dict]:
     found = {}
     for path in sorted((root / model / split).glob("r*-f*/metrics.json")):
@@ -101,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     keys = shared_folds(found, args.complete_repeats)
     if not keys:
         raise SystemExit(f"no fold finished by all of {args.models} under {root}")
+    for key in keys:
+        splits = {tuple(f[key].get(name) for name in SPLIT_FIELDS) for f in found}
+        if len(splits) > 1:
+            raise SystemExit(
+                f"r{key[0]}-f{key[1]} is not the same test set for every model "
+                f"({', '.join(SPLIT_FIELDS)}: {sorted(splits, key=str)}); compare runs of one split"
+            )
     values = np.array([[f[key][args.metric] for key in keys] for f in found])
 
     print(f"{args.metric} per fold ({len(keys)} folds finished by every model)\n")
@@ -139,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [("B − A", "mean", "95 % interval", "t", "p", "B better")]
     for i, j in itertools.combinations(range(len(args.models)), 2):
         d = values[j] - values[i]
+        better = d > 0 if args.metric in HIGHER_IS_BETTER else d < 0
         half, t, p = corrected_resampled_t(d, n_train, n_test)
         rows.append(
             (
@@ -147,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"[{d.mean() - half:+.3f}, {d.mean() + half:+.3f}]",
                 f"{t:.2f}",
                 f"{p:.3f}",
-                f"{int((d < 0).sum())} of {len(keys)}",
+                f"{int(better.sum())} of {len(keys)}",
             )
         )
     print_table(rows)

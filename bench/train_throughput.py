@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
                 for b in batches:
-                    model(b.solute, b.solvent)
+                    model.forward_batch(b)
             print(f"\n### {model_name}: inference profile (batch {max(args.batch_sizes)})\n")
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
     return 0

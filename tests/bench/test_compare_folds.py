@@ -33,7 +33,10 @@ def _write_folds(root: Path) -> Path:
             "repeat": repeat,
             "fold": fold,
             "n_folds": 2,
+            "split": "random",
+            "split_seed": 0,
             "rmse": rmse,
+            "r2": 1.0 - rmse,
             "valid_rmse": rmse + 0.1,
             "n_train": 80,
             "n_valid": 10,
@@ -92,3 +95,18 @@ def test_one_model_is_refused(tmp_path: Path) -> None:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert proc.returncode != 0 and "at least two models" in proc.stderr
+
+
+def test_b_better_follows_the_metrics_direction_and_splits_must_match(tmp_path: Path) -> None:
+    results = _write_folds(tmp_path)
+    out = _run(results, "--models", "a", "b", "--metric", "r2")
+    assert _difference_row(out, "b − a")[-3:] == ["3", "of", "4"]  # higher r2 is better
+    metrics = results / "ds" / "y" / "b" / "random" / "r0-f1" / "metrics.json"
+    changed = {**json.loads(metrics.read_text()), "split_seed": 7}
+    metrics.write_text(json.dumps(changed))
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--results", str(results), "--dataset", "ds", "--target", "y",
+         "--models", "a", "b"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "r0-f1 is not the same test set" in proc.stderr

@@ -335,3 +335,26 @@ def test_a_model_with_the_alpb_input_reads_every_pairs_descriptor(table_path, tm
     )
     with pytest.raises(UserError, match="not trained as a final model"):
         train_final(table_path, "probpair", tmp_path / "final", options, progress=False)
+
+
+def test_each_pair_gets_its_own_input_row_in_every_role():
+    """Inputs follow their pairs through the split and past a rejected row (distinct values)."""
+    import numpy as np
+
+    from pairfactory.ml.evaluate import _datasets_for_fold
+    from pairfactory.ml.graph_cache import GraphCache
+    from pairfactory.ml.splits import make_splits
+
+    table = freesolv_rows(20)
+    table.loc[4, "solute_smiles"] = "C(C)(C)(C)(C)C"  # unfeaturizable: rejected in its role
+    inputs = np.arange(len(table), dtype=np.float32).reshape(-1, 1) * 1.5
+    split = make_splits("random", table["solute_smiles"].tolist(), n_folds=4, seed=3)[2]
+    datasets, rejected = _datasets_for_fold(table, split, GraphCache(None), None, inputs)
+    assert rejected["pair_id"].tolist() == [table.loc[4, "pair_id"]]
+    seen = []
+    for role, rows in (("train", split.train), ("valid", split.valid), ("test", split.test)):
+        for item in datasets[role].items:
+            table_row = rows[item.index]  # item.index: the row within the role's part
+            assert item.inputs[0] == inputs[table_row, 0], (role, table_row)
+            seen.append(table_row)
+    assert sorted(seen) == [r for r in range(len(table)) if r != 4]

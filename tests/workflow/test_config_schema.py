@@ -85,6 +85,24 @@ def test_a_wrong_final_model_is_named(workdir: Path, final_models: list, needle:
     _assert_failed_before_any_job(workdir, run.output, run.returncode, needle)
 
 
+def test_a_final_model_that_reads_alpb_is_refused_and_its_folds_get_the_descriptors(
+    workdir: Path,
+) -> None:
+    table = "freesolv/dg_hydration_kcal_mol"
+    hparams = {"probpair_2d": {"alpb_input": True}}
+    evaluate = {"tables": [table], "models": ["probpair_2d"], "model_hparams": hparams}
+    config = small_qm_config(
+        evaluate=evaluate, final_models=[{"table": table, "model": "probpair_2d"}]
+    )
+    write_config(workdir, config)
+    run = run_snakemake(workdir, "-n", "--cores", "1")
+    _assert_failed_before_any_job(workdir, run.output, run.returncode, "read ALPB")
+    # evaluated only, it plans the descriptor table its folds read (a model without samples)
+    write_config(workdir, small_qm_config(evaluate=evaluate))
+    planned = run_snakemake(workdir, "-n", "--cores", "1").check()
+    assert planned.job_counts().get("solvation") == 1, planned.output[-3000:]
+
+
 def test_an_unknown_dataset_name_is_named(workdir: Path) -> None:
     write_config(workdir, small_qm_config(datasets=["freesolv", "qm9"]))
     run = run_snakemake(workdir, "-n", "--cores", "1")

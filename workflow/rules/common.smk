@@ -45,7 +45,7 @@ RAW_FILES = {
 
 
 # Wildcard values come from the code's own lists (datasets, splits, models), never hand-kept copies.
-from pairfactory.ml.models.registry import MODEL_NAMES, MODELS
+from pairfactory.ml.models.registry import MODEL_NAMES, MODELS, model_input_names
 from pairfactory.ml.splits import SPLIT_KINDS
 
 
@@ -67,6 +67,13 @@ EVALUATE_DIR = "results/evaluate"
 REPORT_DIR = "results/report"
 MODELS_DIR = "results/models"
 DESCRIPTORS_DIR = "results/descriptors"
+
+
+def model_reads_descriptors(model: str) -> bool:
+    """Whether `model`, built with its evaluate.model_hparams, reads a descriptor of every pair
+    as an input (probpair with alpb_input: true)."""
+    hparams = config["evaluate"].get("model_hparams", {}).get(model, {})
+    return bool(model_input_names(model, hparams))
 
 
 def check_config(config: dict[str, Any]) -> None:
@@ -132,6 +139,13 @@ def check_config(config: dict[str, Any]) -> None:
                 "folder per table and model (use `ensemble` for several seeds)"
             )
         seen.add(key)
+        if model_reads_descriptors(entry["model"]):
+            raise WorkflowError(
+                f"config: final_models lists {entry['model']} on {entry['table']}, whose "
+                "evaluate.model_hparams make it read ALPB ΔG_solv as an input: such a model can be "
+                "evaluated, not trained as a final model (prediction does not compute ALPB); "
+                "remove it from final_models or its alpb_input from evaluate.model_hparams"
+            )
 
 
 check_config(config)
@@ -278,19 +292,21 @@ def pairs_ready(wildcards: Wildcards) -> list[str]:
 
 def evaluate_sample_inputs(wildcards: Wildcards) -> dict[str, str]:
     """For a model that learns from QM samples, on a dataset that gets them: the manifest (written
-    once every shard is done) and, when configured, the ALPB descriptor table."""
-    if not (
+    once every shard is done) and, when configured, the ALPB descriptor table; for a model that
+    reads ALPB as an input, the descriptor table on every dataset."""
+    descriptors = f"{DESCRIPTORS_DIR}/{wildcards.dataset}/{ENGINE_TAG}/alpb.parquet"
+    inputs = {}
+    if (
         MODELS[wildcards.model].uses_samples
         and wildcards.dataset in config["qm"]["datasets"]
     ):
-        return {}
-    inputs = {
-        "manifest": f"{MANIFEST_DIR}/{wildcards.dataset}/{ENGINE_TAG}/manifest.parquet"
-    }
-    if "alpb" in config["evaluate"]["descriptors"]:
-        inputs["descriptors"] = (
-            f"{DESCRIPTORS_DIR}/{wildcards.dataset}/{ENGINE_TAG}/alpb.parquet"
+        inputs["manifest"] = (
+            f"{MANIFEST_DIR}/{wildcards.dataset}/{ENGINE_TAG}/manifest.parquet"
         )
+        if "alpb" in config["evaluate"]["descriptors"]:
+            inputs["descriptors"] = descriptors
+    if model_reads_descriptors(wildcards.model):
+        inputs["descriptors"] = descriptors
     return inputs
 
 

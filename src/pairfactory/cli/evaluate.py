@@ -243,8 +243,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--descriptors",
         metavar="PATH",
         help="per-system descriptors (Parquet from `pairfactory solvation`: the ALPB ΔG_solv), "
-        "auxiliary targets of the training pairs, and an input of every pair for a model that "
-        "reads it (probpair with alpb_input: true)",
+        "auxiliary targets of the training pairs (and, in `evaluate`, an input of every pair for "
+        "a model that reads it: probpair with alpb_input: true)",
     )
 
 

@@ -36,8 +36,19 @@ AUX_TARGETS: tuple[str, ...] = (
     "e_int_min_kcal_mol",
     "e_int_median_kcal_mol",
 )
+# Hyper-parameters that make a model read per-pair inputs besides the two graphs (all off by
+# default), and the descriptor columns each switches on: ``PairItem.inputs``, in this order. Unlike
+# an auxiliary target, an input is read at inference too.
+INPUT_SWITCHES: dict[str, tuple[str, ...]] = {"alpb_input": ("dg_solv_alpb_kcal_mol",)}
 # Distance up to which two atoms of a sample complex are joined by an edge of its 3D graph.
 COMPLEX_GRAPH_CUTOFF_ANGSTROM = 5.0
+
+
+def input_names_for(hparams: Mapping[str, Any]) -> tuple[str, ...]:
+    """The per-pair inputs a model built with ``hparams`` reads (``INPUT_SWITCHES``)."""
+    return tuple(
+        name for switch, names in INPUT_SWITCHES.items() if hparams.get(switch) for name in names
+    )
 
 
 @dataclass

@@ -336,12 +336,10 @@ def _model_inputs(
     model_name: str,
     hparams: Mapping[str, Any],
     table: pd.DataFrame,
-    split: FoldSplit,
     descriptors: Path | None,
 ) -> tuple[np.ndarray | None, dict[str, Any] | None]:
     """The per-pair inputs the model reads (one row per table row) and, for metrics.json, their
-    names, source and how many pairs of each role lack a value; (None, None) for a model that
-    reads none."""
+    names and source; (None, None) for a model that reads none."""
     names = model_input_names(model_name, hparams)
     if not names:
         return None, None
@@ -351,12 +349,7 @@ def _model_inputs(
             "give the descriptor table (--descriptors, from `pairfactory solvation`)"
         )
     inputs = descriptor_inputs(table, read_descriptors(descriptors), names)
-    missing = {
-        role: int(np.isnan(inputs[rows]).any(axis=1).sum())
-        for role, rows in (("train", split.train), ("valid", split.valid), ("test", split.test))
-    }
-    log.info("%s reads %s; pairs without a value: %s", model_name, ", ".join(names), missing)
-    return inputs, {"names": list(names), "descriptors": str(descriptors), "missing": missing}
+    return inputs, {"names": list(names), "descriptors": str(descriptors)}
 
 
 def _rejections(ds: Any) -> pd.DataFrame:
@@ -442,10 +435,17 @@ def run_fold(
         )
         _warn_without_decoys(model_name, options.hparams_for(model_name), samples.summary)
     hparams = options.hparams_for(model_name)
-    inputs, input_summary = _model_inputs(model_name, hparams, table, split, options.descriptors)
+    inputs, input_summary = _model_inputs(model_name, hparams, table, options.descriptors)
     datasets, rejected = _datasets_for_fold(
         table, split, cache, None if samples is None else samples.supervision, inputs
     )
+    if input_summary is not None:  # of the pairs each role keeps (featurized)
+        input_summary["missing"] = {
+            role: sum(bool(np.isnan(item.inputs).any()) for item in ds.items)
+            for role, ds in datasets.items()
+        }
+        log.info("pairs without a value of %s: %s", ", ".join(input_summary["names"]),
+                 input_summary["missing"])  # fmt: skip
     log.info(
         "%s/%s %s %s r%d f%d: train %d, valid %d, test %d pairs (%d unfeaturizable)",
         dataset,

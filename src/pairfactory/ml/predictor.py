@@ -377,6 +377,7 @@ def load_model(
     import torch
 
     from pairfactory.ml.models import build_model
+    from pairfactory.ml.models.registry import model_input_names
     from pairfactory.ml.train import load_weights, resolve_device
 
     model_dir = Path(model_dir)
@@ -385,6 +386,12 @@ def load_model(
         torch.set_num_threads(num_threads)
     device = resolve_device(device)
     hparams = dict(card.hparams)
+    inputs = model_input_names(card.model, hparams)
+    if inputs:  # train refuses such a model; a card written by other means is refused here
+        raise UserError(
+            f"{model_dir}: this {card.model} reads {', '.join(inputs)} for every pair, which "
+            "prediction does not compute; use a model trained without it"
+        )
     node_in = hparams.pop("node_in", card.featurization["atom_feature_dim"])
     edge_in = hparams.pop("edge_in", card.featurization["bond_feature_dim"])
     members = []

@@ -41,6 +41,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas as pd
     import torch
 
+    from pairfactory.ml.models.layers import PairModel
+
 log = logging.getLogger(__name__)
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
@@ -269,7 +271,7 @@ def _dgl_has_cuda() -> bool:
 
 
 def train_model(
-    model: torch.nn.Module,
+    model: PairModel,
     train_ds: Any,
     valid_ds: Any,
     test_ds: Any | None,
@@ -288,7 +290,8 @@ def train_model(
 
     ``*_ds`` are map-style datasets whose items ``collate_fn`` (default
     :func:`pairfactory.ml.datasets.collate_pairs`) batches into an object with ``solute``,
-    ``solvent``, ``y``, ``index`` and ``.to(device)``. The model returns
+    ``solvent``, ``y``, ``index``, ``inputs`` and ``.to(device)``. The model (a ``PairModel``:
+    called through ``forward_batch``) returns
     ``ModelOutput(prediction, aux_loss, aux, variance)``; the loss is the model's ``training_loss``
     (default ``mse(prediction, y) + aux_loss``), which may read the training batch's supervision.
     Returns the best weights (on CPU), the learning curve and the best-epoch predictions for all

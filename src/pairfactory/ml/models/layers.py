@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from dgl.nn import Set2Set
 from torch import nn
 
+from pairfactory.ml.datasets import input_names_for
+
 
 @dataclass
 class ModelOutput:
@@ -49,7 +51,7 @@ class PairModel(nn.Module):
     ``training_loss`` is what the trainer minimizes. The default is ``mse(prediction, y) +
     aux_loss``; a model that learns from the training pairs' samples overrides it and reads
     ``batch.supervision`` there. Inference never sees a batch's supervision: ``forward`` takes the
-    two graphs only.
+    two graphs (and the pair's inputs, for a model that reads any), never the samples.
     """
 
     hparams: dict[str, object]
@@ -72,12 +74,12 @@ class PairModel(nn.Module):
             return self(batch.solute, batch.solvent, batch.inputs)
         return self(batch.solute, batch.solvent)
 
-    @classmethod
-    def input_names(cls, hparams: Mapping[str, Any]) -> tuple[str, ...]:
+    @staticmethod
+    def input_names(hparams: Mapping[str, Any]) -> tuple[str, ...]:
         """The per-pair values besides the two graphs that the model built from ``hparams``
-        reads (descriptor columns such as ``dg_solv_alpb_kcal_mol``): ``forward``'s ``inputs``
-        [B, k] in this order, raw units, NaN where missing. None by default."""
-        return ()
+        reads (descriptor columns such as ``dg_solv_alpb_kcal_mol``, ``INPUT_SWITCHES``):
+        ``forward``'s ``inputs`` [B, k] in this order, raw units, NaN where missing."""
+        return input_names_for(hparams)
 
     @classmethod
     def inert_hparams(cls, hparams: Mapping[str, Any]) -> frozenset[str]:

@@ -104,9 +104,8 @@ CONTACT_HEADS = ("cosine", "bilinear")
 # Initial contact logit bias: contacts are rare (the mean contact fraction of a solute x solvent
 # atom entry is about 0.25 on FreeSolv, 0.04 on MNSol's larger solvents); sigmoid(-2) = 0.12.
 CONTACT_BIAS_INIT = -2.0
-# The descriptor an ``alpb_input`` model reads, and a fixed scale for it: ΔG_solv(ALPB) spans about
-# -20 to +5 kcal/mol; a fixed scale (no training-fold statistics) is the same at inference.
-ALPB_INPUT = AUX_TARGETS[0]
+# A fixed scale for the ``alpb_input`` value: ΔG_solv(ALPB) spans about -20 to +5 kcal/mol; a
+# fixed scale (no training-fold statistics) is the same at inference.
 ALPB_INPUT_SCALE_KCAL_MOL = 10.0
 
 
@@ -328,10 +327,6 @@ class ProbPair(GatherInteractionModel):
         )
 
     # ------------------------------------------------------------------------------- inference
-
-    @classmethod
-    def input_names(cls, hparams: Mapping[str, Any]) -> tuple[str, ...]:
-        return (ALPB_INPUT,) if hparams.get("alpb_input") else ()
 
     def _input_features(self, inputs: torch.Tensor | None, batch_size: int) -> torch.Tensor:
         """[B, 2k]: each input over its scale (0 where missing), then the missing flags."""

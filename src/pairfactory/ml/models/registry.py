@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pairfactory.errors import UserError
+from pairfactory.ml.datasets import input_names_for
 from pairfactory.ml.featurize import ATOM_FEATURE_DIM, BOND_FEATURE_DIM
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -78,8 +79,9 @@ def full_hparams(name: str, hparams: Mapping[str, Any]) -> dict[str, Any]:
 
 def model_input_names(name: str, hparams: Mapping[str, Any]) -> tuple[str, ...]:
     """The per-pair inputs besides the graphs (descriptor columns) that the model ``name`` built
-    with ``hparams`` reads (``PairModel.input_names``)."""
-    return model_spec(name).model_class().input_names(full_hparams(name, hparams))
+    with ``hparams`` reads (``INPUT_SWITCHES``, off by default). Light: the workflow asks it while
+    planning, without importing the model's class."""
+    return input_names_for({**hparams, **model_spec(name).fixed})
 
 
 def build_model(
