@@ -415,6 +415,7 @@ def run_fold(
     )[fold]
     if cache is None:
         cache = GraphCache(options.graph_cache)
+    hparams = options.hparams_for(model_name)
     samples = None
     if options.shards_dir is None and model_spec(model_name).uses_samples:
         log.warning(
@@ -433,8 +434,7 @@ def run_fold(
             options.descriptors,
             with_supervision=model_spec(model_name).uses_samples,
         )
-        _warn_without_decoys(model_name, options.hparams_for(model_name), samples.summary)
-    hparams = options.hparams_for(model_name)
+        _warn_without_decoys(model_name, hparams, samples.summary)
     inputs, input_summary = _model_inputs(model_name, hparams, table, options.descriptors)
     datasets, rejected = _datasets_for_fold(
         table, split, cache, None if samples is None else samples.supervision, inputs
