@@ -501,7 +501,7 @@ def train_model(
 
 
 def _train_one_epoch(
-    model: Any, loader: Any, optimizer: Any, device: str, scale: TargetScale
+    model: PairModel, loader: Any, optimizer: Any, device: str, scale: TargetScale
 ) -> tuple[float, dict[str, float]]:
     """One pass over the training set: (mean loss per pair, mean of each named loss term)."""
     import torch
@@ -514,12 +514,9 @@ def _train_one_epoch(
         y = (batch.y.to(torch.float32).reshape(-1) - scale.mean) / scale.std
         optimizer.zero_grad()
         out = model.forward_batch(batch)
-        if hasattr(model, "training_loss"):
-            loss, terms = model.training_loss(out, batch, y)
-            for name, value in terms.items():
-                term_totals[name] = term_totals.get(name, 0.0) + value * len(y)
-        else:  # a plain module returning ModelOutput
-            loss = torch.nn.functional.mse_loss(out.prediction.reshape(-1), y) + out.aux_loss
+        loss, terms = model.training_loss(out, batch, y)
+        for name, value in terms.items():
+            term_totals[name] = term_totals.get(name, 0.0) + value * len(y)
         loss.backward()
         optimizer.step()
         total += float(loss.detach()) * len(y)
@@ -538,7 +535,9 @@ class Checkpointing:
     fingerprint: dict[str, Any] = field(default_factory=dict)
 
 
-def _predict(model: Any, loader: Any, device: str, scale: TargetScale) -> dict[str, np.ndarray]:
+def _predict(
+    model: PairModel, loader: Any, device: str, scale: TargetScale
+) -> dict[str, np.ndarray]:
     import torch
 
     model.eval()

@@ -77,7 +77,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pairfactory.ml.datasets import AUX_TARGETS, COMPLEX_GRAPH_CUTOFF_ANGSTROM
+from pairfactory.ml.datasets import (
+    AUX_TARGETS,
+    COMPLEX_GRAPH_CUTOFF_ANGSTROM,
+    INPUT_SWITCHES,
+)
 from pairfactory.ml.models.layers import (
     GatherInteractionModel,
     ModelOutput,
@@ -290,7 +294,7 @@ class ProbPair(GatherInteractionModel):
             # under a seed of its own, as every optional part: the global generator, and so
             # everything drawn after, stays as without it
             with _seeded(part_seed, 5):
-                self.input_proj = nn.Linear(2 * len(self.input_names({"alpb_input": True})), 256)
+                self.input_proj = nn.Linear(2 * len(INPUT_SWITCHES["alpb_input"]), 256)
             nn.init.zeros_(self.input_proj.weight)
             nn.init.zeros_(self.input_proj.bias)
         self.hparams = {
