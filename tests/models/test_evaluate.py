@@ -302,8 +302,7 @@ def test_a_contrastive_term_without_decoys_is_reported(caplog):
 def test_a_model_with_the_alpb_input_reads_every_pairs_descriptor(table_path, tmp_path, capsys):
     """Every role's pairs get their ΔG_solv(ALPB) as an input (it is known at inference); a
     missing value or a pair the table lacks is counted; the report labels the variant; without a
-    descriptor table, or as a final model, it is refused with the reason."""
-    from pairfactory.ml.final import train_final
+    descriptor table it is refused with the reason (final models: test_final_alpb.py)."""
     from pairfactory.ml.report import collect_metrics
     from pairfactory.qm.shards import system_id_for
 
@@ -328,13 +327,6 @@ def test_a_model_with_the_alpb_input_reads_every_pairs_descriptor(table_path, tm
     assert metrics["hparams"]["alpb_input"] is True
     (label,) = set(collect_metrics(tmp_path / "ev")["model"])
     assert label.startswith("probpair@alpb_input=true,")
-    options = ProtocolOptions(
-        settings=TrainSettings(max_epochs=1, batch_size=8, device="cpu"),
-        model_hparams={"probpair": {"alpb_input": True}},
-        descriptors=descriptors_path,
-    )
-    with pytest.raises(UserError, match="not trained as a final model"):
-        train_final(table_path, "probpair", tmp_path / "final", options, progress=False)
 
 
 def test_each_pair_gets_its_own_input_row_in_every_role():

@@ -70,3 +70,22 @@ def test_engine_tag_and_sampling_key_follow_the_settings() -> None:
     assert other.engine_tag != default.engine_tag
     with pytest.raises(UserError, match="engine.timeout_s"):
         QmSettings.from_config({"engine": {"timeout_s": 0}})
+
+
+@pytest.mark.parametrize(
+    "engine",
+    [
+        {"xtb": {"accuracy": 0.5}, "timeout_s": 30},
+        {"name": "pyscf"},
+        {"name": "orca", "orca": {"executable": "/opt/orca/orca", "keywords": "XTB2 Opt"}},
+    ],
+)
+def test_engine_config_rebuilds_the_same_engine(engine: dict) -> None:
+    """What a model that reads ALPB records: the engine section that gives prediction the same
+    engine, settings and tag (a renamed key comes back under the dataclass's name)."""
+    settings = QmSettings.from_config({"engine": engine})
+    again = QmSettings.from_config({"engine": settings.engine_config()})
+    assert again.engine_tag == settings.engine_tag
+    assert again.engine_settings == settings.engine_settings
+    assert again.timeout_s == settings.timeout_s
+    assert yaml.safe_load(yaml.safe_dump(settings.engine_config())) == settings.engine_config()

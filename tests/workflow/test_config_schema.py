@@ -85,7 +85,7 @@ def test_a_wrong_final_model_is_named(workdir: Path, final_models: list, needle:
     _assert_failed_before_any_job(workdir, run.output, run.returncode, needle)
 
 
-def test_a_final_model_that_reads_alpb_is_refused_and_its_folds_get_the_descriptors(
+def test_a_model_that_reads_alpb_gets_the_descriptor_table_in_its_folds_and_final_model(
     workdir: Path,
 ) -> None:
     table = "freesolv/dg_hydration_kcal_mol"
@@ -95,12 +95,12 @@ def test_a_final_model_that_reads_alpb_is_refused_and_its_folds_get_the_descript
         evaluate=evaluate, final_models=[{"table": table, "model": "probpair_2d"}]
     )
     write_config(workdir, config)
-    run = run_snakemake(workdir, "-n", "--cores", "1")
-    _assert_failed_before_any_job(workdir, run.output, run.returncode, "read ALPB")
-    # evaluated only, it plans the descriptor table its folds read (a model without samples)
-    write_config(workdir, small_qm_config(evaluate=evaluate))
-    planned = run_snakemake(workdir, "-n", "--cores", "1").check()
-    assert planned.job_counts().get("solvation") == 1, planned.output[-3000:]
+    planned = run_snakemake(workdir, "-n", "--cores", "1", "--printshellcmds").check()
+    counts = planned.job_counts()
+    # one descriptor table, read by the folds and the final model (a model without samples)
+    assert counts.get("solvation") == 1 and counts.get("final_model") == 1, planned.output[-3000:]
+    train = [line for line in planned.output.splitlines() if "pairfactory train" in line]
+    assert len(train) == 1 and "--descriptors results/descriptors/freesolv/" in train[0]
 
 
 def test_an_unknown_dataset_name_is_named(workdir: Path) -> None:

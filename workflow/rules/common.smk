@@ -139,13 +139,6 @@ def check_config(config: dict[str, Any]) -> None:
                 "folder per table and model (use `ensemble` for several seeds)"
             )
         seen.add(key)
-        if model_reads_descriptors(entry["model"]):
-            raise WorkflowError(
-                f"config: final_models lists {entry['model']} on {entry['table']}, whose "
-                "evaluate.model_hparams make it read ALPB ΔG_solv as an input: such a model can be "
-                "evaluated, not trained as a final model (prediction does not compute ALPB); "
-                "remove it from final_models or its alpb_input from evaluate.model_hparams"
-            )
 
 
 check_config(config)

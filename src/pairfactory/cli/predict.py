@@ -6,18 +6,36 @@ One pair (--solute, --solvent): prints the prediction with its unit, its uncerta
 the row as JSON instead. A file (--input): streams it in chunks into --out (.parquet or .csv), one
 output row per input row in input order; a row whose SMILES cannot be used gets status
 `rejected` and a reason, never a crash of the batch.
+
+A model that reads ALPB ΔG_solv as an input (trained with alpb_input: true) gets it computed here
+for every distinct (solute, solvent), exactly as its training table was: the solute optimized with
+the QM engine its card records (cached in --parts-cache), then one GFN2-xTB/ALPB single point with
+the xtb program (cached in --solvation-cache). That needs the xtb program (`apt-get install xtb`
+or `conda install -c conda-forge xtb`) and costs seconds per new molecule; the output gets the
+value and, where there is none (a solvent xtb has no parameters for, a failed run), why.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pairfactory.cli.optimize import DEFAULT_PARTS_CACHE
 from pairfactory.errors import UserError
+from pairfactory.qm.solvation import DEFAULT_SOLVATION_CACHE
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from pairfactory.ml.model_dir import ModelCard
+    from pairfactory.ml.predictor import InputProvider
+
+log = logging.getLogger(__name__)
 
 PARENTS = ("log", "progress")
 
@@ -29,6 +47,9 @@ EPILOG = """examples:
   # a semicolon-separated file, CSV out
   pairfactory predict --model-dir DIR --input pairs.csv --delimiter ';' \\
       --solute-column SMILES --solvent-column Solvent --out predictions.csv
+  # a model that reads ALPB ΔG_solv: computed with xtb, in the workflow's own caches
+  pairfactory predict --model-dir results/models/freesolv/dg_hydration_kcal_mol/probpair_2d \\
+      --solute CCO --solvent O --parts-cache results/parts --solvation-cache results/solvation
 """
 
 
@@ -62,6 +83,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    alpb = parser.add_argument_group(
+        "models that read ALPB ΔG_solv (alpb_input), computed with the xtb program"
+    )
+    alpb.add_argument(
+        "--parts-cache",
+        type=Path,
+        default=DEFAULT_PARTS_CACHE,
+        help="isolated molecules optimized by the model's QM engine (default: %(default)s)",
+    )
+    alpb.add_argument(
+        "--solvation-cache",
+        type=Path,
+        default=DEFAULT_SOLVATION_CACHE,
+        help="ΔG_solv per molecule and solvent (default: %(default)s)",
+    )
+    alpb.add_argument("--xtb", default=None, help="the xtb program (default: xtb on PATH)")
+    alpb.add_argument(
+        "--qm-threads", type=int, default=1, help="threads of the QM engine (default 1)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("one pair needs both --solute and --solvent")
     if args.input is not None and args.out is None:
         raise UserError("--input needs --out (a .parquet or .csv file to write)")
+    from pairfactory.ml.model_dir import read_card
     from pairfactory.ml.predictor import load_model
 
     model = load_model(
@@ -79,6 +120,14 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         num_threads=args.threads,
         min_solute_similarity=args.min_similarity,
+        inputs=input_provider(
+            read_card(args.model_dir),
+            args.parts_cache,
+            args.solvation_cache,
+            xtb_binary=args.xtb,
+            threads=args.qm_threads,
+            progress=not args.no_progress,
+        ),
     )
     if single:
         started = time.perf_counter()
@@ -99,6 +148,65 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def input_provider(
+    card: ModelCard,
+    parts_cache: str | Path = DEFAULT_PARTS_CACHE,
+    solvation_cache: str | Path = DEFAULT_SOLVATION_CACHE,
+    *,
+    xtb_binary: str | None = None,
+    threads: int = 1,
+    progress: bool = False,
+) -> InputProvider | None:
+    """The function that computes the per-pair inputs of the model of ``card`` as its training
+    table computed them (``PairSolvation`` with the engine the card records), or None for a model
+    that reads none. A missing xtb program, or an engine whose settings now give another tag
+    (other results), is a UserError before the first pair."""
+    if not card.inputs:
+        return None
+    from pairfactory.qm.descriptors import PAIR_COLUMNS, PairSolvation
+    from pairfactory.qm.settings import QmSettings
+    from pairfactory.qm.solvation import xtb_version
+
+    names = list(card.inputs["names"])
+    unknown = [name for name in names if name not in PAIR_COLUMNS]
+    if unknown:
+        raise UserError(
+            f"the model reads {', '.join(unknown)}, which this pairfactory cannot compute at "
+            f"prediction (it computes {', '.join(PAIR_COLUMNS)}); use the version it was "
+            "trained with"
+        )
+    qm = card.inputs["qm"]
+    settings = QmSettings.from_config({"engine": qm["engine"]})
+    if settings.engine_tag != qm["engine_tag"]:
+        raise UserError(
+            f"the model's QM engine had tag {qm['engine_tag']}; the same settings give "
+            f"{settings.engine_tag} in this pairfactory (the engine's results changed), so its "
+            "ALPB inputs would differ from training: retrain the model with this version"
+        )
+    solvation = PairSolvation(
+        settings,
+        parts_cache,
+        solvation_cache,
+        threads=threads,
+        xtb_binary=xtb_binary,
+        require_program=True,
+    )
+    trained_with = card.inputs["descriptors"].get("xtb_versions", [])
+    local = xtb_version(xtb_binary)
+    if trained_with and local not in trained_with:
+        log.warning(
+            "the model's ALPB inputs came from xtb %s, this machine has xtb %s: the values may "
+            "differ slightly",
+            ", ".join(trained_with),
+            local,
+        )
+
+    def compute(solutes: list[str], solvents: list[str]) -> pd.DataFrame:
+        return solvation.table(solutes, solvents, progress=progress)
+
+    return compute
+
+
 def describe(row: dict[str, Any], model: Any) -> str:
     """A prediction for a person: value, unit, σ and the applicability verdict."""
     if row["status"] != "ok":
@@ -113,6 +221,12 @@ def describe(row: dict[str, Any], model: Any) -> str:
         )
     if len(parts) == 1:
         parts.append("(no uncertainty: a single point-prediction model; train with --ensemble)")
+    inputs = "".join(
+        f"\ninput {name} = {row[name]:.3f}"
+        if not math.isnan(row[name])
+        else f"\ninput: {row['input_note']}"
+        for name in model.input_names
+    )
     verdict = (
         f"EXTRAPOLATION: {row['applicability']}"
         if row["extrapolation"]
@@ -120,6 +234,7 @@ def describe(row: dict[str, Any], model: Any) -> str:
     )
     return (
         "  ".join(parts)
+        + inputs
         + f"\n{verdict} (nearest training solute Tanimoto {row['solute_similarity']:.2f})"
         + f"\nmodel {model.card.model}, {model.card.dataset}/{t}, model time "
         f"{row['model_time_s']:.3f} s"

@@ -5,7 +5,10 @@ calibrates σ; the settings and hyper-parameters are the config's `evaluate` sec
 validation chose), then the flags. With --ensemble N, N members are trained with seeds seed, ...,
 seed+N-1. The training state is checkpointed every config train.checkpoint_every_min minutes:
 rerun the same command after a kill or a time limit and it resumes, ending with the numbers of an
-uninterrupted run. A finished folder (model.json) is left alone unless --force.
+uninterrupted run. A finished folder (model.json) is left alone unless --force. A model that reads
+ALPB ΔG_solv as an input (alpb_input: true) reads it from --descriptors and records the config's QM
+engine, which must be the one that made that table: `pairfactory predict` computes the value of
+each new pair with it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,12 @@ EPILOG = """examples:
       --shards-dir results/shards/freesolv/xtb-1a2b3c4d \\
       --descriptors results/descriptors/freesolv/xtb-1a2b3c4d/alpb.parquet \\
       --out-dir results/models/freesolv/dg_hydration_kcal_mol/probpair
+  # the labelled variant that also reads ALPB ΔG_solv (predict computes it with xtb)
+  pairfactory train --config config.yaml \\
+      --pairs results/pairs/freesolv/dg_hydration_kcal_mol.parquet --model probpair_2d \\
+      --hparams '{"alpb_input": true}' \\
+      --descriptors results/descriptors/freesolv/xtb-1a2b3c4d/alpb.parquet \\
+      --out-dir results/models/freesolv/dg_hydration_kcal_mol/probpair_2d_alpb
 then: pairfactory predict --model-dir results/models/freesolv/dg_hydration_kcal_mol/probpair_2d \\
       --solute CCO --solvent O
 """
@@ -67,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     from pairfactory.cli.evaluate import options_from_config
     from pairfactory.ml.final import FinalSettings, train_final
     from pairfactory.ml.model_dir import CARD_FILE
+    from pairfactory.ml.models.registry import model_input_names
+    from pairfactory.qm.settings import QmSettings
 
     config = load_config_arg(args)
     options = options_from_config(config, args)
@@ -83,10 +94,20 @@ def run(args: argparse.Namespace) -> int:
             else float(section.get("checkpoint_every_min", 5))
         ),
     )
+    input_source = None
+    if model_input_names(args.model, options.hparams_for(args.model)):
+        settings = QmSettings.from_config(config)
+        input_source = {"engine": settings.engine_config(), "engine_tag": settings.engine_tag}
     if args.force and args.out_dir.exists():
         shutil.rmtree(args.out_dir)
     card = train_final(
-        args.pairs, args.model, args.out_dir, options, final, progress=not args.no_progress
+        args.pairs,
+        args.model,
+        args.out_dir,
+        options,
+        final,
+        progress=not args.no_progress,
+        input_source=input_source,
     )
     print(
         json.dumps(

@@ -332,7 +332,7 @@ def _datasets_for_fold(
     return datasets, rejected_all
 
 
-def _model_inputs(
+def model_inputs(
     model_name: str,
     hparams: Mapping[str, Any],
     table: pd.DataFrame,
@@ -435,7 +435,7 @@ def run_fold(
             with_supervision=model_spec(model_name).uses_samples,
         )
         _warn_without_decoys(model_name, hparams, samples.summary)
-    inputs, input_summary = _model_inputs(model_name, hparams, table, options.descriptors)
+    inputs, input_summary = model_inputs(model_name, hparams, table, options.descriptors)
     datasets, rejected = _datasets_for_fold(
         table, split, cache, None if samples is None else samples.supervision, inputs
     )

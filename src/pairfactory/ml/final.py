@@ -14,6 +14,7 @@ import json
 import logging
 import platform
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ from pairfactory.errors import UserError
 from pairfactory.fileio import atomic_write, atomic_write_text, file_sha256
 from pairfactory.ml.applicability import domain_from_molecules
 from pairfactory.ml.datasets import PairGraphDataset
-from pairfactory.ml.evaluate import ProtocolOptions, code_state, read_pairs
+from pairfactory.ml.evaluate import ProtocolOptions, code_state, model_inputs, read_pairs
 from pairfactory.ml.graph_cache import GraphCache
 from pairfactory.ml.model_dir import (
     CHECKPOINT_FILE,
@@ -43,7 +44,7 @@ from pairfactory.ml.model_dir import (
     write_card,
 )
 from pairfactory.ml.models import MODEL_NAMES, build_model
-from pairfactory.ml.models.registry import model_input_names, model_spec
+from pairfactory.ml.models.registry import model_spec
 from pairfactory.ml.predictor import combine_members
 from pairfactory.ml.sample_sets import fold_samples
 from pairfactory.ml.train import (
@@ -55,6 +56,7 @@ from pairfactory.ml.train import (
     train_model,
 )
 from pairfactory.ml.uncertainty import fit_sigma_scale
+from pairfactory.qm.shards import system_id_for
 
 log = logging.getLogger(__name__)
 
@@ -92,18 +94,16 @@ def train_final(
     options: ProtocolOptions,
     final: FinalSettings = FinalSettings(),
     progress: bool = True,
+    input_source: Mapping[str, Any] | None = None,
 ) -> ModelCard:
-    """Train (or resume) every member of a final model into ``out_dir`` and write its card."""
+    """Train (or resume) every member of a final model into ``out_dir`` and write its card.
+
+    A model that reads per-pair inputs (``alpb_input``) reads them from ``options.descriptors``
+    and needs ``input_source``: the QM engine that table's geometries came from
+    (``{"engine": QmSettings.engine_config(), "engine_tag": ...}``), which the card records so
+    that prediction computes its pairs' values the same way."""
     if model_name not in MODEL_NAMES:
         raise UserError(f"unknown model {model_name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    inputs = model_input_names(model_name, options.hparams_for(model_name))
-    if inputs:
-        raise UserError(
-            f"{model_name} with {', '.join(inputs)} as an input can be evaluated (`pairfactory "
-            "evaluate`), not trained as a final model: prediction would have to compute "
-            f"{', '.join(inputs)} for every pair it is given, and `pairfactory predict` does "
-            "not (yet). Train the model without it (alpb_input: false)."
-        )
     out_dir = Path(out_dir)
     started = time.perf_counter()
     table = read_pairs(pairs_path)
@@ -111,6 +111,11 @@ def train_final(
     dataset, target, unit = (str(table[c].iloc[0]) for c in ("dataset", "target", "unit"))
     train_rows, valid_rows = holdout_rows(len(table), final.holdout_fraction, options.seed)
     cache = GraphCache(options.graph_cache)
+    hparams = options.hparams_for(model_name)
+    inputs, input_summary = model_inputs(model_name, hparams, table, options.descriptors)
+    inputs_record = None
+    if inputs is not None and input_summary is not None:
+        inputs_record = _inputs_record(input_summary, input_source, table)
 
     samples_summary = None
     supervision = None
@@ -132,11 +137,25 @@ def train_final(
             model_name,
         )
     train_ds = PairGraphDataset(
-        table.iloc[train_rows].reset_index(drop=True), cache, supervision=supervision
+        table.iloc[train_rows].reset_index(drop=True),
+        cache,
+        supervision=supervision,
+        inputs=None if inputs is None else inputs[train_rows],
     )
-    valid_ds = PairGraphDataset(table.iloc[valid_rows].reset_index(drop=True), cache)
+    valid_ds = PairGraphDataset(
+        table.iloc[valid_rows].reset_index(drop=True),
+        cache,
+        inputs=None if inputs is None else inputs[valid_rows],
+    )
     cache.save()
     rejected = len(train_ds.rejected) + len(valid_ds.rejected)
+    if inputs_record is not None:  # of the pairs the model learns from (featurized)
+        used = [item.inputs for ds in (train_ds, valid_ds) for item in ds.items]
+        inputs_record["pairs"] = len(used)
+        inputs_record["missing"] = {
+            name: int(sum(bool(np.isnan(values[k])) for values in used))
+            for k, name in enumerate(inputs_record["names"])
+        }
     log.info(
         "%s/%s %s: %d training and %d holdout pairs (%d unfeaturizable), %d member(s)",
         dataset,
@@ -147,7 +166,6 @@ def train_final(
         rejected,
         final.ensemble,
     )
-    hparams = options.hparams_for(model_name)
     records: list[MemberRecord] = []
     holdout: list[pd.DataFrame] = []
     built_hparams: dict[str, Any] = {}
@@ -170,6 +188,7 @@ def train_final(
                 "holdout_fraction": final.holdout_fraction,
                 "holdout_seed": options.seed,
                 "samples": None if samples_summary is None else json.dumps(samples_summary),
+                "inputs": None if inputs_record is None else json.dumps(inputs_record),
             },
             progress=progress,
         )
@@ -208,6 +227,7 @@ def train_final(
         members=records,
         settings=options.settings_for(model_name).to_dict(),
         samples=samples_summary,
+        inputs=inputs_record,
         versions=software_versions(),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         code_commit=commit,
@@ -224,6 +244,49 @@ def train_final(
         len(records),
     )
     return card
+
+
+def _inputs_record(
+    summary: Mapping[str, Any], source: Mapping[str, Any] | None, table: pd.DataFrame
+) -> dict[str, Any]:
+    """What the card says about a model's per-pair inputs: their names, the descriptor table they
+    came from, and the QM engine that prediction must use to compute them the same way (the
+    engine that made the table's geometries, checked against its ``engine_tag`` column)."""
+    names = list(summary["names"])
+    path = Path(summary["descriptors"])
+    if source is None:
+        raise UserError(
+            f"a final model that reads {', '.join(names)} records how prediction computes it: "
+            "train it with the config whose engine made the descriptor table "
+            "(`pairfactory train --config ...`; from Python pass input_source, see train_final)"
+        )
+    descriptors = pd.read_parquet(path)
+    if "engine_tag" not in descriptors.columns:
+        raise UserError(
+            f"descriptor table {path} does not say which QM engine made its geometries (no "
+            "engine_tag column: an older pairfactory wrote it); rebuild it with `pairfactory "
+            "solvation` (its values are cached, so this takes seconds)"
+        )
+    system_ids = {system_id_for(a, b) for a, b in zip(table.solute_smiles, table.solvent_smiles)}
+    rows = descriptors[descriptors["system_id"].isin(system_ids)]
+    tags = sorted(set(rows["engine_tag"].dropna()))
+    if tags != [source["engine_tag"]]:
+        raise UserError(
+            f"descriptor table {path} holds geometries of engine tag(s) {tags or 'none'}, but the "
+            f"config's engine is {source['engine_tag']}: prediction would compute other values "
+            "than the model learned from. Train with the config that made the table, or rebuild "
+            "the table with this config (`pairfactory solvation`)"
+        )
+    xtb_versions = sorted(set(rows["xtb_version"].dropna())) if "xtb_version" in rows else []
+    return {
+        "names": names,
+        "descriptors": {
+            "path": str(path),
+            "sha256": file_sha256(path),
+            "xtb_versions": xtb_versions,
+        },
+        "qm": {"engine": dict(source["engine"]), "engine_tag": str(source["engine_tag"])},
+    }
 
 
 def _train_member(

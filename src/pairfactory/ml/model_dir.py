@@ -86,6 +86,9 @@ class ModelCard:
     versions: dict[str, str]
     created: str
     code_commit: str | None = None
+    # per-pair inputs besides the graphs (alpb_input): names, descriptor table, QM engine;
+    # None for a model that reads none
+    inputs: dict[str, Any] | None = None
     format: int = MODEL_DIR_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -11,7 +11,13 @@ Columns of a prediction frame (``<target>`` is the model's target, e.g. ``dg_hyd
 whose name carries its unit): ``solute_smiles``, ``solvent_smiles`` (as given), ``status``,
 ``reason``, ``<target>``, ``<target>_sigma`` (model σ), ``<target>_ensemble_sigma`` (member
 spread), ``unit``, ``solute_similarity`` (Tanimoto to the nearest training solute),
-``extrapolation``, ``applicability`` (the reasons, "; "-joined; empty inside the domain).
+``extrapolation``, ``applicability`` (the reasons, "; "-joined; empty inside the domain). A model
+that reads per-pair inputs besides the graphs (``alpb_input``: ``dg_solv_alpb_kcal_mol``) adds a
+column per input, the value it was given (NaN where there is none), and ``input_note`` (why one is
+missing); the values come from the ``inputs`` provider given to :func:`load_model`
+(`pairfactory predict` computes ALPB with the xtb program, as the training table was computed).
+A missing input the model rarely saw missing in training (under ``RARE_MISSING_FRACTION`` of its
+pairs) is an extrapolation.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +55,14 @@ STATUS_OK, STATUS_REJECTED = "ok", "rejected"
 # for inputs with millions of distinct molecules.
 MOLECULE_CACHE_LIMIT = 100_000
 INFERENCE_BATCH = 2048
+# A missing input is an extrapolation when fewer than this fraction of the training pairs lacked it
+# (FreeSolv's ALPB: 4 %, a few odd SMILES); a model that often saw it missing (MNSol: the solvents
+# xtb has no ALPB parameters for) learned what to do without it.
+RARE_MISSING_FRACTION = 0.05
+
+# (solutes, solvents) -> one row per pair: a float column per input name (NaN where there is
+# none) and, optionally, ``status`` and ``message`` columns saying why a value is missing.
+InputProvider = Callable[[list[str], list[str]], pd.DataFrame]
 
 
 def combine_members(means: np.ndarray, stds: np.ndarray | None) -> dict[str, np.ndarray]:
@@ -70,6 +84,7 @@ class _Molecule:
     """One input SMILES after parsing: its graph and facts, or why it failed."""
 
     graph: Any = None
+    canonical: str | None = None
     facts: MoleculeFacts | None = None
     similarity: float | None = None  # to the nearest training solute (solutes only)
     problem: str | None = None
@@ -85,13 +100,20 @@ class Predictor:
         members: list[Any],
         domain: TrainingDomain,
         device: str = "cpu",
+        inputs: InputProvider | None = None,
     ) -> None:
         self.model_dir = model_dir
         self.card = card
         self.members = members
         self.domain = domain
         self.device = device
+        self.inputs = inputs
         self._molecules: dict[tuple[str, str], _Molecule] = {}
+
+    @property
+    def input_names(self) -> list[str]:
+        """The per-pair inputs the model reads besides the two graphs (none for most)."""
+        return list(self.card.inputs["names"]) if self.card.inputs else []
 
     @property
     def target(self) -> str:
@@ -115,6 +137,8 @@ class Predictor:
             "solute_similarity",
             "extrapolation",
             "applicability",
+            *self.input_names,
+            *(["input_note"] if self.input_names else []),
         ]
 
     def predict(self, solutes: Sequence[str], solvents: Sequence[str]) -> pd.DataFrame:
@@ -144,15 +168,29 @@ class Predictor:
             applicability[row] = "; ".join(self.domain.assess(a.facts, b.facts, a.similarity))
             ok_rows.append(row)
         values = {name: np.full(n, np.nan) for name in ("y_pred", "y_std", "y_std_ensemble")}
+        input_values = np.full((n, len(self.input_names)), np.nan)
+        input_note = np.full(n, "", dtype=object)
         if ok_rows:
+            inputs = None
+            if self.input_names:
+                inputs, notes, rare = self._pair_inputs(
+                    [self._molecule(solutes[r], "solute").canonical for r in ok_rows],
+                    [self._molecule(solvents[r], "solvent").canonical for r in ok_rows],
+                )
+                input_values[ok_rows] = inputs
+                input_note[ok_rows] = notes
+                for row, note, flag in zip(ok_rows, notes, rare, strict=True):
+                    if flag:
+                        applicability[row] = "; ".join(filter(None, (applicability[row], note)))
             combined = self._infer(
                 [self._molecule(solutes[r], "solute").graph for r in ok_rows],
                 [self._molecule(solvents[r], "solvent").graph for r in ok_rows],
+                inputs,
             )
             for name, array in combined.items():
                 values[name][ok_rows] = array
         ok = status == STATUS_OK
-        return pd.DataFrame(
+        frame = pd.DataFrame(
             {
                 "solute_smiles": pd.Series(solutes, dtype=object),
                 "solvent_smiles": pd.Series(solvents, dtype=object),
@@ -166,7 +204,52 @@ class Predictor:
                 "extrapolation": ok & (applicability != ""),
                 "applicability": applicability,
             }
-        )[self.columns()]
+        )
+        if self.input_names:
+            for k, name in enumerate(self.input_names):
+                frame[name] = input_values[:, k]
+            frame["input_note"] = input_note
+        return frame[self.columns()]
+
+    def _pair_inputs(
+        self, solutes: list[str], solvents: list[str]
+    ) -> tuple[np.ndarray, list[str], list[bool]]:
+        """The provider's values [n, k] of the model's inputs, a note per pair saying why one is
+        missing, and whether that makes the pair an extrapolation (RARE_MISSING_FRACTION)."""
+        assert self.inputs is not None  # load_model refuses a model that reads inputs without
+        names = self.input_names
+        table = self.inputs(solutes, solvents)
+        absent = [name for name in names if name not in table.columns]
+        if len(table) != len(solutes) or absent:
+            raise AssertionError(
+                f"the input provider returned {len(table)} rows for {len(solutes)} pairs, "
+                f"without column(s) {absent}"
+            )
+        values = table[names].to_numpy(dtype=np.float64)
+        record = self.card.inputs or {}
+        trained_pairs = max(int(record.get("pairs", 0)), 1)
+        missing_in_training = record.get("missing", {})
+        notes, rare = [], []
+        for i in range(len(table)):
+            lacking = [name for k, name in enumerate(names) if np.isnan(values[i, k])]
+            if not lacking:
+                notes.append("")
+                rare.append(False)
+                continue
+            why = ", ".join(
+                text
+                for column in ("status", "message")
+                if column in table.columns
+                and isinstance(text := table[column].iloc[i], str)
+                and text
+            )
+            seen = {name: int(missing_in_training.get(name, 0)) for name in lacking}
+            notes.append(
+                f"no {', '.join(lacking)}" + (f" ({why})" if why else "") + "; the model saw it "
+                f"missing in {min(seen.values())} of {trained_pairs} training pairs"
+            )
+            rare.append(min(seen.values()) < RARE_MISSING_FRACTION * trained_pairs)
+        return values, notes, rare
 
     def _molecule(self, smiles: Any, role: str) -> _Molecule:
         key = (role, smiles if isinstance(smiles, str) else repr(smiles))
@@ -185,6 +268,7 @@ class Predictor:
                 canonical = canonical_smiles(smiles)
                 mol = Chem.MolFromSmiles(canonical)
             molecule.graph = featurize_mol(mol, canonical)
+            molecule.canonical = canonical
             molecule.facts = molecule_facts(mol)
             if role == "solute":
                 molecule.similarity = self.domain.nearest_solute_similarity(molecule.facts)
@@ -193,7 +277,9 @@ class Predictor:
         self._molecules[key] = molecule
         return molecule
 
-    def _infer(self, solutes: list[Any], solvents: list[Any]) -> dict[str, np.ndarray]:
+    def _infer(
+        self, solutes: list[Any], solvents: list[Any], inputs: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         import dgl
         import torch
 
@@ -207,10 +293,15 @@ class Predictor:
                 member_means, member_stds = [], []
                 for start in range(0, len(solutes), INFERENCE_BATCH):
                     stop = start + INFERENCE_BATCH
-                    out = model(
+                    graphs = (
                         dgl.batch(solutes[start:stop]).to(self.device),
                         dgl.batch(solvents[start:stop]).to(self.device),
                     )
+                    if inputs is None:
+                        out = model(*graphs)
+                    else:
+                        part = torch.as_tensor(inputs[start:stop], dtype=torch.float32)
+                        out = model(*graphs, part.to(self.device))
                     member_means.append(
                         out.prediction.reshape(-1).to("cpu", torch.float64).numpy()
                         * record.target_std
@@ -368,11 +459,16 @@ def load_model(
     device: str = "cpu",
     num_threads: int | None = None,
     min_solute_similarity: float | None = None,
+    inputs: InputProvider | None = None,
 ) -> Predictor:
     """A final model folder (from `pairfactory train`) ready to predict.
 
     >>> model = load_model("results/models/freesolv/dg_hydration_kcal_mol/probpair_2d")
     >>> model.predict(["CCO"], ["O"])  # doctest: +SKIP
+
+    A model that reads per-pair inputs (``card.inputs``, e.g. ALPB ΔG_solv) needs ``inputs``, the
+    function that computes them (``InputProvider``); `pairfactory predict` builds it from the
+    card with :func:`pairfactory.cli.predict.input_provider`.
     """
     import torch
 
@@ -386,11 +482,18 @@ def load_model(
         torch.set_num_threads(num_threads)
     device = resolve_device(device)
     hparams = dict(card.hparams)
-    inputs = model_input_names(card.model, hparams)
-    if inputs:  # train refuses such a model; a card written by other means is refused here
+    names = model_input_names(card.model, hparams)
+    if names and (card.inputs is None or list(card.inputs.get("names", [])) != list(names)):
         raise UserError(
-            f"{model_dir}: this {card.model} reads {', '.join(inputs)} for every pair, which "
-            "prediction does not compute; use a model trained without it"
+            f"{model_dir}: this {card.model} reads {', '.join(names)} for every pair, but its "
+            "card does not say how they were computed (trained by an older pairfactory); "
+            "retrain it with `pairfactory train`"
+        )
+    if names and inputs is None:
+        raise UserError(
+            f"{model_dir}: this {card.model} reads {', '.join(names)} for every pair; give "
+            "load_model the function that computes them (inputs=, see "
+            "pairfactory.cli.predict.input_provider), or use `pairfactory predict`, which does"
         )
     node_in = hparams.pop("node_in", card.featurization["atom_feature_dim"])
     edge_in = hparams.pop("edge_in", card.featurization["bond_feature_dim"])
@@ -408,4 +511,4 @@ def load_model(
         else card.domain.get("min_solute_similarity")
     )
     domain = domain_from_molecules(pd.read_parquet(molecules_path), threshold)
-    return Predictor(model_dir, card, members, domain, device)
+    return Predictor(model_dir, card, members, domain, device, inputs if names else None)

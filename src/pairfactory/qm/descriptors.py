@@ -7,13 +7,17 @@ from the parts cache of the configured engine (optimized once per molecule and e
 optimize stage does; computed here when missing), and GFN2-xTB/ALPB ΔG_solv from the xtb program
 (``pairfactory.qm.solvation``, cached per molecule × solvent × xtb version). Solvents without
 ALPB parameters give a missing value with status ``unparametrized``; a failed part or xtb run
-gives a missing value with its status and message. Systems in = rows out.
+gives a missing value with its status and message. Systems in = rows out. Each row names the
+engine tag of its geometry: a model that reads ALPB records it, and prediction
+(``PairSolvation``) computes its pairs' values the same way.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -21,7 +25,7 @@ from pairfactory.fileio import atomic_write
 from pairfactory.qm.parts import PartsCache
 from pairfactory.qm.plan import load_systems
 from pairfactory.qm.settings import QmSettings
-from pairfactory.qm.solvation import STATUS_OK, SolvationCache
+from pairfactory.qm.solvation import STATUS_OK, SolvationCache, find_xtb
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +39,101 @@ DESCRIPTOR_COLUMNS = (
     "message",
     "xtb_version",
     "geometry_sha256",
+    "engine_tag",
 )
+# The columns of one (solute, solvent) pair's ΔG_solv: DESCRIPTOR_COLUMNS less the system's keys.
+PAIR_COLUMNS = DESCRIPTOR_COLUMNS[3:]
+
+
+class PairSolvation:
+    """ΔG_solv(ALPB) of a solute in a solvent, the one way the descriptor table and prediction
+    compute it: the solute's isolated geometry from the parts cache of the engine (optimized
+    there when missing), then one cached xtb single point (``SolvationCache``, one folder per
+    engine tag, because the value belongs to the engine's geometry).
+
+    ``require_program`` checks for the xtb binary now instead of at the first parametrized
+    solvent (prediction fails before its first pair rather than midway)."""
+
+    def __init__(
+        self,
+        settings: QmSettings,
+        parts_cache: str | Path,
+        solvation_cache: str | Path,
+        *,
+        threads: int = 1,
+        xtb_binary: str | None = None,
+        require_program: bool = False,
+    ) -> None:
+        if require_program:
+            find_xtb(xtb_binary)
+        self.engine_tag = settings.engine_tag
+        self.parts = PartsCache(
+            parts_cache, settings.build_engine(threads), self.engine_tag, settings.timeout_s
+        )
+        self.solvation = SolvationCache(
+            Path(solvation_cache) / self.engine_tag, xtb_binary=xtb_binary
+        )
+
+    def get(self, solute_smiles: str, solvent_smiles: str) -> dict[str, Any]:
+        """One pair's PAIR_COLUMNS; a failed part or xtb run is a missing value with its status
+        and message, never an exception."""
+        part = self.parts.get(solute_smiles)
+        row: dict[str, Any] = {
+            "alpb_solvent": None,
+            "status": part.status,
+            "dg_solv_alpb_kcal_mol": None,
+            "message": part.message or None,
+            "xtb_version": None,
+            "geometry_sha256": None,
+            "engine_tag": self.engine_tag,
+        }
+        if part.atomic_numbers is None or part.positions_angstrom is None:
+            return row
+        result = self.solvation.get(
+            solute_smiles,
+            solvent_smiles,
+            part.atomic_numbers,
+            part.positions_angstrom,
+            charge=part.charge,
+            uhf=part.multiplicity - 1,
+        )
+        row.update(
+            alpb_solvent=result.alpb_solvent,
+            status=result.status,
+            dg_solv_alpb_kcal_mol=result.dg_solv_kcal_mol,
+            message=result.message or None,
+            xtb_version=result.xtb_version or None,
+            geometry_sha256=result.geometry_sha256,
+        )
+        return row
+
+    def table(
+        self,
+        solutes: Sequence[str],
+        solvents: Sequence[str],
+        *,
+        progress: bool = False,
+        desc: str = "ΔG_solv(ALPB)",
+    ) -> pd.DataFrame:
+        """PAIR_COLUMNS for each (solute, solvent), in order; each distinct pair computed once."""
+        from tqdm.auto import tqdm
+
+        pairs = list(zip(solutes, solvents, strict=True))
+        unique = list(dict.fromkeys(pairs))
+        rows = {
+            pair: self.get(*pair)
+            for pair in tqdm(
+                unique,
+                desc=desc,
+                unit="pair",
+                disable=not progress or not unique,
+                mininterval=1.0,
+                leave=False,
+            )
+        }
+        table = pd.DataFrame([rows[pair] for pair in pairs], columns=list(PAIR_COLUMNS))
+        table["dg_solv_alpb_kcal_mol"] = table["dg_solv_alpb_kcal_mol"].astype("float64")
+        return table
 
 
 def solvation_descriptors(
@@ -50,54 +148,18 @@ def solvation_descriptors(
     progress: bool = True,
 ) -> pd.DataFrame:
     """One row per system of ``dataset`` (DESCRIPTOR_COLUMNS)."""
-    from tqdm import tqdm
-
     systems = load_systems(pairs_dir, dataset)
-    tag = settings.engine_tag
-    parts = PartsCache(parts_cache, settings.build_engine(threads), tag, settings.timeout_s)
-    # The value belongs to the engine's geometry: one cache folder per engine tag.
-    solvation = SolvationCache(Path(solvation_cache) / tag, xtb_binary=xtb_binary)
-    rows = []
-    for system in tqdm(
-        systems.itertuples(index=False),
-        total=len(systems),
+    solvation = PairSolvation(
+        settings, parts_cache, solvation_cache, threads=threads, xtb_binary=xtb_binary
+    )
+    values = solvation.table(
+        systems["solute_smiles"],
+        systems["solvent_smiles"],
+        progress=progress,
         desc=f"solvation {dataset}",
-        unit="system",
-        disable=not progress,
-        mininterval=1.0,
-    ):
-        part = parts.get(system.solute_smiles)
-        row = {
-            "system_id": system.system_id,
-            "solute_smiles": system.solute_smiles,
-            "solvent_smiles": system.solvent_smiles,
-            "alpb_solvent": None,
-            "status": part.status,
-            "dg_solv_alpb_kcal_mol": None,
-            "message": part.message or None,
-            "xtb_version": None,
-            "geometry_sha256": None,
-        }
-        if part.atomic_numbers is not None and part.positions_angstrom is not None:
-            result = solvation.get(
-                system.solute_smiles,
-                system.solvent_smiles,
-                part.atomic_numbers,
-                part.positions_angstrom,
-                charge=part.charge,
-                uhf=part.multiplicity - 1,
-            )
-            row.update(
-                alpb_solvent=result.alpb_solvent,
-                status=result.status,
-                dg_solv_alpb_kcal_mol=result.dg_solv_kcal_mol,
-                message=result.message or None,
-                xtb_version=result.xtb_version or None,
-                geometry_sha256=result.geometry_sha256,
-            )
-        rows.append(row)
-    table = pd.DataFrame(rows, columns=list(DESCRIPTOR_COLUMNS))
-    table["dg_solv_alpb_kcal_mol"] = table["dg_solv_alpb_kcal_mol"].astype("float64")
+    )
+    keys = systems[["system_id", "solute_smiles", "solvent_smiles"]].reset_index(drop=True)
+    table = pd.concat([keys, values], axis=1)[list(DESCRIPTOR_COLUMNS)]
     if len(table) != len(systems):  # systems in = rows out
         raise AssertionError(f"{len(systems)} systems in, {len(table)} descriptor rows out")
     counts = table["status"].value_counts().to_dict()
@@ -107,8 +169,8 @@ def solvation_descriptors(
         int((table["status"] == STATUS_OK).sum()),
         len(table),
         counts,
-        solvation.computed,
-        solvation.loaded,
+        solvation.solvation.computed,
+        solvation.solvation.loaded,
     )
     return table
 

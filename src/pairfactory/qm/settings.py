@@ -105,6 +105,18 @@ class QmSettings:
         as one that omits it. It enters every shard's content hash and every row."""
         return json.dumps(asdict(self.sampling), sort_keys=True, separators=(",", ":"))
 
+    def engine_config(self) -> dict[str, Any]:
+        """The config ``engine`` section (JSON-able, every setting spelled out) that rebuilds this
+        engine with ``from_config({"engine": ...})``: what a model that reads ALPB records, so
+        that prediction optimizes its molecules as the training table's were."""
+        section: dict[str, Any] = {
+            "name": self.engine_name,
+            self.engine_name: asdict(self.engine_settings),
+        }
+        if self.timeout_s is not None:
+            section["timeout_s"] = self.timeout_s
+        return section
+
     def build_engine(self, threads: int = 1) -> Engine:
         """The configured engine (cheap: the engine libraries load on its first optimize)."""
         return ENGINES[self.engine_name].build(self.engine_settings, threads)
