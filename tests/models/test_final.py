@@ -69,6 +69,11 @@ def test_the_model_folder_holds_what_a_user_needs(model_dir: Path, table_path: P
         assert not (folder / CHECKPOINT_FILE).exists()  # removed once the member finished
     # the hyper-parameters came from the flags and are recorded resolved
     assert card["hparams"]["hidden_dim"] == 16
+    # no per-pair inputs: no card field, and a fingerprint as before they existed (a rerun of an
+    # older folder skips its finished members)
+    assert card["inputs"] is None
+    member = json.loads((member_dir(model_dir, 0) / "member.json").read_text())
+    assert "inputs" not in member["fingerprint"]
 
 
 def test_a_rerun_of_a_finished_member_trains_nothing(

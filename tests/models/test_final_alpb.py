@@ -22,7 +22,7 @@ from curated_tables import freesolv_rows, write_pair_table  # noqa: E402
 from pairfactory.cli import main  # noqa: E402
 from pairfactory.errors import UserError  # noqa: E402
 from pairfactory.ml.evaluate import ProtocolOptions  # noqa: E402
-from pairfactory.ml.final import train_final  # noqa: E402
+from pairfactory.ml.final import FinalSettings, train_final  # noqa: E402
 from pairfactory.ml.model_dir import HOLDOUT_FILE  # noqa: E402
 from pairfactory.ml.predictor import load_model  # noqa: E402
 from pairfactory.ml.train import TrainSettings  # noqa: E402
@@ -36,9 +36,10 @@ SOURCE = {"engine": {"name": "xtb", "xtb": {}}, "engine_tag": TAG}
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, pd.DataFrame]:
-    """40 FreeSolv pairs and a descriptor table: ΔG_solv near the label, one pair without."""
+    """60 FreeSolv pairs and a descriptor table: ΔG_solv near the label; pair 3 has no value
+    (failed), pair 7 no row (the frame returned has both as NaN)."""
     folder = tmp_path_factory.mktemp("alpb")
-    pairs = freesolv_rows(40)
+    pairs = freesolv_rows(60)
     table_path = folder / "freesolv" / f"{TARGET}.parquet"
     write_pair_table(pairs, table_path)
     values = pairs["value"].to_numpy() + np.random.default_rng(0).normal(0, 0.5, len(pairs))
@@ -51,13 +52,14 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, pd.Data
             "solute_smiles": pairs["solute_smiles"],
             "solvent_smiles": pairs["solvent_smiles"],
             ALPB: values,
-            "status": ["ok"] * 3 + ["failed"] + ["ok"] * 36,
+            "status": ["ok"] * 3 + ["failed"] + ["ok"] * 56,
             "xtb_version": "6.5.1",
             "engine_tag": TAG,
         }
     )
     descriptors_path = folder / "alpb.parquet"
-    descriptors.to_parquet(descriptors_path, index=False)
+    descriptors.drop(index=7).to_parquet(descriptors_path, index=False)  # a pair it lacks
+    descriptors.loc[7, [ALPB, "status"]] = [np.nan, None]
     return table_path, descriptors_path, descriptors
 
 
@@ -75,7 +77,8 @@ def model_dir(table, tmp_path_factory: pytest.TempPathFactory) -> Path:
     table_path, descriptors_path, _ = table
     out = tmp_path_factory.mktemp("model") / "probpair_2d_alpb"
     options = _options(descriptors_path, out.parent / "graphs.pt")
-    train_final(table_path, "probpair_2d", out, options, progress=False, input_source=SOURCE)
+    final = FinalSettings(ensemble=2)  # two members: each encodes the molecules itself
+    train_final(table_path, "probpair_2d", out, options, final, progress=False, input_source=SOURCE)
     return out
 
 
@@ -95,7 +98,7 @@ def test_the_card_records_the_inputs_and_their_engine(model_dir: Path) -> None:
     card = json.loads((model_dir / "model.json").read_text())
     inputs = card["inputs"]
     assert inputs["names"] == [ALPB]
-    assert inputs["pairs"] == 40 and inputs["missing"] == {ALPB: 1}
+    assert inputs["pairs"] == 60 and inputs["missing"] == {ALPB: 2}  # no value, no row
     assert inputs["qm"] == SOURCE
     assert inputs["descriptors"]["xtb_versions"] == ["6.5.1"]
     assert len(inputs["descriptors"]["sha256"]) == 64
@@ -111,6 +114,17 @@ def test_train_refuses_a_table_of_another_engine_or_unknown_provenance(table, tm
     with pytest.raises(UserError, match="engine tag.*xtb-0123abcd.*xtb-ffffffff"):
         train_final(
             table_path, "probpair_2d", tmp_path / "b", options, progress=False, input_source=other
+        )
+    elsewhere = tmp_path / "other_dataset.parquet"
+    descriptors.assign(system_id="x" + descriptors["system_id"]).to_parquet(elsewhere)
+    with pytest.raises(UserError, match="no row for any of the 60 pairs"):
+        train_final(
+            table_path,
+            "probpair_2d",
+            tmp_path / "d",
+            _options(elsewhere, tmp_path / "graphs.pt"),
+            progress=False,
+            input_source=SOURCE,
         )
     old = tmp_path / "old.parquet"
     descriptors.drop(columns="engine_tag").to_parquet(old, index=False)
@@ -132,11 +146,14 @@ def test_prediction_feeds_the_inputs_as_training_did(model_dir: Path, table) -> 
     calls: list[int] = []
     model = load_model(model_dir, inputs=_provider(descriptors, calls))
     holdout = pd.read_parquet(model_dir / HOLDOUT_FILE)
-    pairs = freesolv_rows(40).set_index("pair_id").loc[holdout["pair_id"]]
+    pairs = freesolv_rows(60).set_index("pair_id").loc[holdout["pair_id"]]
     predicted = model.predict(list(pairs.solute_smiles), list(pairs.solvent_smiles))
     assert calls == [len(pairs)]  # one call per predict, for the pairs that parse
     np.testing.assert_allclose(predicted[TARGET], holdout["y_pred"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(predicted[f"{TARGET}_sigma"], holdout["y_std"], rtol=1e-5)
+    np.testing.assert_allclose(
+        predicted[f"{TARGET}_ensemble_sigma"], holdout["y_std_ensemble"], rtol=1e-4, atol=1e-6
+    )
     expected = descriptors.set_index("solute_smiles").loc[pairs.solute_smiles, ALPB]
     np.testing.assert_allclose(predicted[ALPB], expected.to_numpy())
 
@@ -145,17 +162,17 @@ def test_an_input_moves_only_its_own_pair_and_a_rare_gap_is_an_extrapolation(
     model_dir: Path, table
 ) -> None:
     _, _, descriptors = table
-    solutes = list(descriptors.solute_smiles[4:9])  # pair 3 has no value
+    solutes = list(descriptors.solute_smiles[8:13])  # pairs 3 and 7 have no value
     base = load_model(model_dir, inputs=_provider(descriptors)).predict(solutes, ["O"] * 5)
     assert (base["input_note"] == "").all() and not base["extrapolation"].any()
     shifted = descriptors.copy()
-    shifted.loc[5, ALPB] -= 5.0
-    shifted.loc[6, [ALPB, "status"]] = [np.nan, "unparametrized"]
+    shifted.loc[9, ALPB] -= 5.0
+    shifted.loc[10, [ALPB, "status"]] = [np.nan, "unparametrized"]
     moved = load_model(model_dir, inputs=_provider(shifted)).predict(solutes, ["O"] * 5)
     changed = ~np.isclose(moved[TARGET], base[TARGET], rtol=0, atol=1e-6)
     assert list(changed) == [False, True, True, False, False]
     note = moved.loc[2, "input_note"]
-    assert note.startswith(f"no {ALPB} (unparametrized)") and "1 of 40 training pairs" in note
+    assert note.startswith(f"no {ALPB} (unparametrized)") and "2 of 60 training pairs" in note
     assert moved.loc[2, "extrapolation"] and note in moved.loc[2, "applicability"]
     # a row that does not parse is rejected before any input is computed
     calls: list[int] = []
@@ -163,7 +180,48 @@ def test_an_input_moves_only_its_own_pair_and_a_rare_gap_is_an_extrapolation(
         ["not a smiles", solutes[0]], ["O", "O"]
     )
     assert list(frame["status"]) == ["rejected", "ok"] and calls == [1]
-    assert np.isnan(frame.loc[0, ALPB]) and frame.loc[1, ALPB] == descriptors.loc[4, ALPB]
+    assert np.isnan(frame.loc[0, ALPB]) and frame.loc[1, ALPB] == descriptors.loc[8, ALPB]
+    # a model that often saw the value missing learned what to do without it
+    often = load_model(model_dir, inputs=_provider(shifted))
+    often.card.inputs["missing"] = {ALPB: 20}
+    row = often.predict([solutes[2]], ["O"]).iloc[0]
+    assert "20 of 60 training pairs" in row["input_note"] and not row["extrapolation"]
+
+
+def test_a_file_streams_through_with_its_inputs(model_dir: Path, table, tmp_path: Path) -> None:
+    """Chunks of 3 rows, a pair repeated across chunks, a chunk of rejected rows only: the file
+    gives the rows `predict` gives, with their inputs and notes."""
+    _, _, descriptors = table
+    solutes = (
+        list(descriptors.solute_smiles[:6]) + ["??", "!!", "xx"] + [descriptors.solute_smiles[0]]
+    )
+    source = tmp_path / "pairs.csv"
+    pd.DataFrame({"solute_smiles": solutes, "solvent_smiles": "O"}).to_csv(source, index=False)
+    model = load_model(model_dir, inputs=_provider(descriptors))
+    out = tmp_path / "out.parquet"
+    counts = model.predict_file(
+        source, out, "solute_smiles", "solvent_smiles", chunk_rows=3, progress=False
+    )
+    assert counts["rows"] == 10 and counts["rejected"] == 3
+    streamed = pd.read_parquet(out).drop(columns="row")
+    whole = model.predict(solutes, ["O"] * len(solutes))
+    pd.testing.assert_frame_equal(streamed, whole, check_dtype=False)
+    assert streamed.loc[9, ALPB] == streamed.loc[0, ALPB] == descriptors.loc[0, ALPB]
+    assert streamed.loc[3, "input_note"].startswith(f"no {ALPB} (failed)")
+
+
+def test_input_provider_refuses_an_engine_that_gives_other_values(model_dir: Path) -> None:
+    from pairfactory.cli.predict import input_provider
+    from pairfactory.ml.model_dir import read_card
+
+    card = read_card(model_dir)
+    # the tag recorded is not what these settings give here (TAG is made up): other results
+    with pytest.raises(UserError, match="the same settings give"):
+        input_provider(card)
+    with pytest.raises(UserError, match="a config may change only the settings that do not"):
+        input_provider(card, engine_config={"xtb": {"accuracy": 2.0}})
+    card.inputs = None
+    assert input_provider(card) is None
 
 
 def test_alpb_end_to_end_with_the_real_program(tmp_path: Path, xtb_program: str, capsys) -> None:

@@ -78,3 +78,32 @@ def test_a_missing_program_is_a_clear_error(tmp_path: Path) -> None:
     args += ["--parts-cache", str(tmp_path / "parts"), "--xtb", str(tmp_path / "no-xtb")]
     assert main([*args, "--out", str(out), "--no-progress"]) == 2
     assert not out.exists()
+
+
+def test_pair_solvation_builds_no_engine_for_cached_molecules(
+    tmp_path: Path, xtb_program: str
+) -> None:
+    """Prediction from cached molecules must not need the engine (an ORCA binary that only the
+    training cluster has): the engine is built for the first molecule not on disk."""
+    from pairfactory.qm.descriptors import PAIR_COLUMNS, PairSolvation
+
+    settings = QmSettings.from_config({"engine": {"xtb": {"timeout_s": 60}}})
+    first = PairSolvation(settings, tmp_path / "parts", tmp_path / "solv")
+    table = first.table(["CCO", "CCO", "CO"], ["O", "CCCCCCCCCCCC", "O"])
+    assert list(table.columns) == list(PAIR_COLUMNS)
+    assert list(table["status"]) == ["ok", "unparametrized", "ok"]
+    assert first.parts.computed == 2  # each solute optimized once
+
+    class Unavailable(Exception):
+        pass
+
+    def unavailable(threads: int = 1):
+        raise Unavailable("the engine was built")
+
+    again = PairSolvation(settings, tmp_path / "parts", tmp_path / "solv2")
+    again.parts._engine = unavailable  # what a missing binary would do, were it built
+    pd.testing.assert_frame_equal(
+        again.table(["CCO", "CO"], ["O", "O"]), table.iloc[[0, 2]].reset_index(drop=True)
+    )
+    with pytest.raises(Unavailable):
+        again.get("CCCO", "O")  # not cached: now the engine is needed

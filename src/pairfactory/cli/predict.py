@@ -11,8 +11,11 @@ A model that reads ALPB ΔG_solv as an input (trained with alpb_input: true) get
 for every distinct (solute, solvent), exactly as its training table was: the solute optimized with
 the QM engine its card records (cached in --parts-cache), then one GFN2-xTB/ALPB single point with
 the xtb program (cached in --solvation-cache). That needs the xtb program (`apt-get install xtb`
-or `conda install -c conda-forge xtb`) and costs seconds per new molecule; the output gets the
-value and, where there is none (a solvent xtb has no parameters for, a failed run), why.
+or `conda install -c conda-forge xtb`) and costs about 1.5 s per new solute with the default xtb
+engine (a DFT engine: its own optimization time); the output gets the value and, where there is
+none (a solvent xtb has no parameters for, a failed run), why. --config, if given, supplies the
+engine settings that differ on this machine (e.g. engine.orca.executable); it must give the
+card's engine tag.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ import json
 import logging
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pairfactory.cli import load_config_arg
 from pairfactory.cli.optimize import DEFAULT_PARTS_CACHE
 from pairfactory.errors import UserError
 from pairfactory.qm.solvation import DEFAULT_SOLVATION_CACHE
@@ -37,7 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PARENTS = ("log", "progress")
+PARENTS = ("config", "log", "progress")
 
 EPILOG = """examples:
   pairfactory predict --model-dir results/models/freesolv/dg_hydration_kcal_mol/probpair_2d \\
@@ -127,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
             xtb_binary=args.xtb,
             threads=args.qm_threads,
             progress=not args.no_progress,
+            engine_config=load_config_arg(args)["engine"] if args.config else None,
         ),
     )
     if single:
@@ -156,11 +162,14 @@ def input_provider(
     xtb_binary: str | None = None,
     threads: int = 1,
     progress: bool = False,
+    engine_config: Mapping[str, Any] | None = None,
 ) -> InputProvider | None:
     """The function that computes the per-pair inputs of the model of ``card`` as its training
     table computed them (``PairSolvation`` with the engine the card records), or None for a model
-    that reads none. A missing xtb program, or an engine whose settings now give another tag
-    (other results), is a UserError before the first pair."""
+    that reads none. ``engine_config`` (a config's ``engine`` section) replaces the card's where
+    this machine differs (the ORCA binary's path, threads), and must give the same engine tag. A
+    missing xtb program, or an engine whose settings give another tag (other results), is a
+    UserError before the first pair."""
     if not card.inputs:
         return None
     from pairfactory.qm.descriptors import PAIR_COLUMNS, PairSolvation
@@ -176,7 +185,13 @@ def input_provider(
             "trained with"
         )
     qm = card.inputs["qm"]
-    settings = QmSettings.from_config({"engine": qm["engine"]})
+    settings = QmSettings.from_config({"engine": engine_config or qm["engine"]})
+    if settings.engine_tag != qm["engine_tag"] and engine_config is not None:
+        raise UserError(
+            f"the config's engine has tag {settings.engine_tag}, the model's inputs were computed "
+            f"with tag {qm['engine_tag']} ({qm['engine']}): a config may change only the "
+            "settings that do not change results (an ORCA binary's path, threads, time limits)"
+        )
     if settings.engine_tag != qm["engine_tag"]:
         raise UserError(
             f"the model's QM engine had tag {qm['engine_tag']}; the same settings give "
@@ -223,10 +238,11 @@ def describe(row: dict[str, Any], model: Any) -> str:
         parts.append("(no uncertainty: a single point-prediction model; train with --ensemble)")
     inputs = "".join(
         f"\ninput {name} = {row[name]:.3f}"
-        if not math.isnan(row[name])
-        else f"\ninput: {row['input_note']}"
         for name in model.input_names
+        if not math.isnan(row[name])
     )
+    if model.input_names and row["input_note"]:
+        inputs += f"\ninput: {row['input_note']}"
     verdict = (
         f"EXTRAPOLATION: {row['applicability']}"
         if row["extrapolation"]
@@ -238,6 +254,7 @@ def describe(row: dict[str, Any], model: Any) -> str:
         + f"\n{verdict} (nearest training solute Tanimoto {row['solute_similarity']:.2f})"
         + f"\nmodel {model.card.model}, {model.card.dataset}/{t}, model time "
         f"{row['model_time_s']:.3f} s"
+        + (" (computing the inputs included)" if model.input_names else "")
     )
 
 

@@ -33,7 +33,8 @@ EPILOG = """examples:
       --shards-dir results/shards/freesolv/xtb-1a2b3c4d \\
       --descriptors results/descriptors/freesolv/xtb-1a2b3c4d/alpb.parquet \\
       --out-dir results/models/freesolv/dg_hydration_kcal_mol/probpair
-  # the labelled variant that also reads ALPB ΔG_solv (predict computes it with xtb)
+  # the labelled variant that also reads ALPB ΔG_solv (predict computes it with xtb); the
+  # config must be the one whose engine made the descriptor table
   pairfactory train --config config.yaml \\
       --pairs results/pairs/freesolv/dg_hydration_kcal_mol.parquet --model probpair_2d \\
       --hparams '{"alpb_input": true}' \\

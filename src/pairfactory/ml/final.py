@@ -188,7 +188,19 @@ def train_final(
                 "holdout_fraction": final.holdout_fraction,
                 "holdout_seed": options.seed,
                 "samples": None if samples_summary is None else json.dumps(samples_summary),
-                "inputs": None if inputs_record is None else json.dumps(inputs_record),
+                # only what changes the numbers, and only when there are inputs: folders of
+                # models without them keep their fingerprints
+                **(
+                    {}
+                    if inputs_record is None
+                    else {
+                        "inputs": [
+                            inputs_record["names"],
+                            inputs_record["descriptors"]["sha256"],
+                            inputs_record["qm"]["engine_tag"],
+                        ]
+                    }
+                ),
             },
             progress=progress,
         )
@@ -265,10 +277,16 @@ def _inputs_record(
         raise UserError(
             f"descriptor table {path} does not say which QM engine made its geometries (no "
             "engine_tag column: an older pairfactory wrote it); rebuild it with `pairfactory "
-            "solvation` (its values are cached, so this takes seconds)"
+            "solvation`, or in the workflow `snakemake --forcerun solvation` (its values are "
+            "cached, so this takes seconds)"
         )
     system_ids = {system_id_for(a, b) for a, b in zip(table.solute_smiles, table.solvent_smiles)}
     rows = descriptors[descriptors["system_id"].isin(system_ids)]
+    if rows.empty:
+        raise UserError(
+            f"descriptor table {path} has no row for any of the {len(system_ids)} pairs of the "
+            "table: is it another dataset's? (`pairfactory solvation --dataset ...`)"
+        )
     tags = sorted(set(rows["engine_tag"].dropna()))
     if tags != [source["engine_tag"]]:
         raise UserError(

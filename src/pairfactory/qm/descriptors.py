@@ -68,7 +68,10 @@ class PairSolvation:
             find_xtb(xtb_binary)
         self.engine_tag = settings.engine_tag
         self.parts = PartsCache(
-            parts_cache, settings.build_engine(threads), self.engine_tag, settings.timeout_s
+            parts_cache,
+            lambda: settings.build_engine(threads),  # built for the first molecule not cached
+            self.engine_tag,
+            settings.timeout_s,
         )
         self.solvation = SolvationCache(
             Path(solvation_cache) / self.engine_tag, xtb_binary=xtb_binary

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,16 +59,28 @@ class PartsCache:
     """
 
     def __init__(
-        self, root: str | Path, engine: Engine, engine_tag: str, timeout_s: float | None
+        self,
+        root: str | Path,
+        engine: Engine | Callable[[], Engine],
+        engine_tag: str,
+        timeout_s: float | None,
     ) -> None:
         self.folder = Path(root) / engine_tag
-        self.engine = engine
+        # An engine, or a function that builds it on the first molecule not on disk: prediction
+        # from cached molecules must not need, say, the ORCA binary of the training cluster.
+        self._engine = engine
         self.engine_tag = engine_tag
         self.timeout_s = timeout_s
         self._memory: dict[str, PartResult] = {}
         self.computed = 0
         self.loaded = 0
         self.engine_cpu_s = 0.0
+
+    @property
+    def engine(self) -> Engine:
+        if not hasattr(self._engine, "optimize"):  # a builder, not yet called
+            self._engine = self._engine()
+        return self._engine  # type: ignore[return-value]
 
     def path_for(self, smiles: str) -> Path:
         return self.folder / f"{hashlib.sha256(smiles.encode()).hexdigest()[:16]}.json"
