@@ -273,6 +273,9 @@ def test_an_ensemble_fold_is_its_members_mean_with_their_spread_as_sigma(table_p
     # member 0 is the single model of the fold (same seeds), the others differ
     assert three["member_rmse"][0] == pytest.approx(one["rmse"], rel=1e-6)
     assert len(set(three["member_rmse"])) == 3
+    # best epoch and epochs run are member 0's, consistent with its history.csv
+    assert three["best_epoch"] == one["best_epoch"] == three["member_best_epoch"][0]
+    assert three["epochs_run"] == one["epochs_run"] and len(three["member_best_epoch"]) == 3
     assert three["nll"] is not None and three["sigma_scale"] > 0  # the spread is a σ
     predictions = pd.read_parquet(ensemble / "predictions.parquet")
     assert (predictions["y_std"] > 0).all()

@@ -178,9 +178,11 @@ class FoldMetrics:
     rmse_test_covered: float | None = None
     rmse_test_uncovered: float | None = None
     sigma_scale: float | None = None
-    # An ensemble fold (ProtocolOptions.ensemble > 1): members and each member's test RMSE
+    # An ensemble fold (ProtocolOptions.ensemble > 1): members, each member's test RMSE and best
+    # epoch (best_epoch and epochs_run above are member 0's, as history.csv is)
     ensemble: int = 1
     member_rmse: list[float] | None = None
+    member_best_epoch: list[int] | None = None
 
 
 @functools.lru_cache(maxsize=1)
@@ -557,6 +559,7 @@ def run_fold(
         target_scale=asdict(result.target_scale),
         ensemble=options.ensemble,
         member_rmse=[m.test_rmse for m in members] if len(members) > 1 else None,
+        member_best_epoch=[m.best_epoch for m in members] if len(members) > 1 else None,
         inputs=input_summary,
         **uncertainty,
         **coverage,
@@ -606,7 +609,8 @@ def _ensemble_result(members: list[TrainResult]) -> TrainResult:
     valid_m = regression_metrics(valid["y_true"].to_numpy(), valid["y_pred"].to_numpy())
     return replace(
         members[0],
-        best_epoch=int(round(np.mean([m.best_epoch for m in members]))),
+        # best_epoch and the history stay member 0's, as history.csv is (a mean best epoch could
+        # exceed member 0's epochs run)
         best_valid_rmse=valid_m["rmse"],
         test_rmse=test_m["rmse"],
         test_mae=test_m["mae"],
