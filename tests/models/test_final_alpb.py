@@ -115,28 +115,22 @@ def test_train_refuses_a_table_of_another_engine_or_unknown_provenance(table, tm
         train_final(
             table_path, "probpair_2d", tmp_path / "b", options, progress=False, input_source=other
         )
-    elsewhere = tmp_path / "other_dataset.parquet"
-    descriptors.assign(system_id="x" + descriptors["system_id"]).to_parquet(elsewhere)
-    with pytest.raises(UserError, match="no row for any of the 60 pairs"):
-        train_final(
-            table_path,
-            "probpair_2d",
-            tmp_path / "d",
-            _options(elsewhere, tmp_path / "graphs.pt"),
-            progress=False,
-            input_source=SOURCE,
-        )
-    old = tmp_path / "old.parquet"
-    descriptors.drop(columns="engine_tag").to_parquet(old, index=False)
-    with pytest.raises(UserError, match="no engine_tag column"):
-        train_final(
-            table_path,
-            "probpair_2d",
-            tmp_path / "c",
-            _options(old, tmp_path / "graphs.pt"),
-            progress=False,
-            input_source=SOURCE,
-        )
+    broken = {  # a table of another dataset, and one an older pairfactory wrote
+        "no row for any of the 60 pairs": descriptors.assign(system_id="x" + descriptors.system_id),
+        "no engine_tag column": descriptors.drop(columns="engine_tag"),
+    }
+    for k, (message, frame) in enumerate(broken.items()):
+        path = tmp_path / f"broken{k}.parquet"
+        frame.to_parquet(path, index=False)
+        with pytest.raises(UserError, match=message):
+            train_final(
+                table_path,
+                "probpair_2d",
+                tmp_path / f"c{k}",
+                _options(path, tmp_path / "graphs.pt"),
+                progress=False,
+                input_source=SOURCE,
+            )
 
 
 def test_prediction_feeds_the_inputs_as_training_did(model_dir: Path, table) -> None:
