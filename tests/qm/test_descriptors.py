@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from pairfactory.cli import main
+from pairfactory.errors import UserError
 from pairfactory.qm import solvation
 from pairfactory.qm.descriptors import DESCRIPTOR_COLUMNS, solvation_descriptors
 from pairfactory.qm.settings import QmSettings
@@ -107,3 +108,23 @@ def test_pair_solvation_builds_no_engine_for_cached_molecules(
     )
     with pytest.raises(Unavailable):
         again.get("CCCO", "O")  # not cached: now the engine is needed
+
+
+def test_pair_solvation_in_processes_gives_the_sequential_table(
+    tmp_path: Path, xtb_program: str
+) -> None:
+    """workers=2: the same rows in input order, each solute optimized once (its solvents in one
+    task), and the counters of the workers' caches come back to the caller."""
+    from pairfactory.qm.descriptors import PairSolvation
+
+    settings = QmSettings.from_config({"engine": {"xtb": {"timeout_s": 60}}})
+    solutes = ["CCO", "CO", "CCO", "CC(C)=O", "CO"]
+    solvents = ["O", "O", "c1ccccc1", "O", "O"]  # (CO, O) twice
+    sequential = PairSolvation(settings, tmp_path / "p1", tmp_path / "s1").table(solutes, solvents)
+    parallel = PairSolvation(settings, tmp_path / "p2", tmp_path / "s2", workers=2)
+    table = parallel.table(solutes, solvents)
+    pd.testing.assert_frame_equal(table, sequential)
+    assert parallel.parts.computed == 3 and parallel.solvation.computed == 4
+    assert not hasattr(parallel.parts._engine, "optimize")  # the caller itself optimized nothing
+    with pytest.raises(UserError, match="workers must be >= 1"):
+        PairSolvation(settings, tmp_path / "p3", tmp_path / "s3", workers=0)

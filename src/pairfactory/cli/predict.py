@@ -55,6 +55,8 @@ EPILOG = """examples:
   # a model that reads ALPB ΔG_solv: computed with xtb, in the workflow's own caches
   pairfactory predict --model-dir results/models/freesolv/dg_hydration_kcal_mol/probpair_2d \\
       --solute CCO --solvent O --parts-cache results/parts --solvation-cache results/solvation
+  # ... a screen of new molecules: their inputs computed in 8 processes
+  pairfactory predict --model-dir DIR --input screen.csv --out screen.parquet --qm-jobs 8
 """
 
 
@@ -107,6 +109,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     alpb.add_argument(
         "--qm-threads", type=int, default=1, help="threads of the QM engine (default 1)"
     )
+    alpb.add_argument(
+        "--qm-jobs",
+        type=int,
+        default=1,
+        help="processes computing the inputs of new molecules, one solute each (default 1)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -131,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
             args.solvation_cache,
             xtb_binary=args.xtb,
             threads=args.qm_threads,
+            workers=args.qm_jobs,
             progress=not args.no_progress,
             engine_config=load_config_arg(args)["engine"] if args.config else None,
         ),
@@ -161,6 +170,7 @@ def input_provider(
     *,
     xtb_binary: str | None = None,
     threads: int = 1,
+    workers: int = 1,
     progress: bool = False,
     engine_config: Mapping[str, Any] | None = None,
 ) -> InputProvider | None:
@@ -205,6 +215,7 @@ def input_provider(
         threads=threads,
         xtb_binary=xtb_binary,
         require_program=True,
+        workers=workers,
     )
     trained_with = card.inputs["descriptors"].get("xtb_versions", [])
     local = xtb_version(xtb_binary)

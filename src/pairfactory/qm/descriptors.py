@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from pairfactory.errors import UserError
 from pairfactory.fileio import atomic_write
 from pairfactory.qm.parts import PartsCache
 from pairfactory.qm.plan import load_systems
@@ -52,7 +53,9 @@ class PairSolvation:
     engine tag, because the value belongs to the engine's geometry).
 
     ``require_program`` checks for the xtb binary now instead of at the first parametrized
-    solvent (prediction fails before its first pair rather than midway)."""
+    solvent (prediction fails before its first pair rather than midway). ``workers`` > 1 computes
+    the pairs of ``table`` in that many processes, one solute (and all its solvents) per task, so
+    that no molecule is optimized twice; the disk caches are shared (atomic writes)."""
 
     def __init__(
         self,
@@ -63,9 +66,14 @@ class PairSolvation:
         threads: int = 1,
         xtb_binary: str | None = None,
         require_program: bool = False,
+        workers: int = 1,
     ) -> None:
+        if workers < 1:
+            raise UserError(f"workers must be >= 1 (got {workers})")
         if require_program:
             find_xtb(xtb_binary)
+        self.workers = workers
+        self._worker_args = (settings, parts_cache, solvation_cache, threads, xtb_binary)
         self.engine_tag = settings.engine_tag
         self.parts = PartsCache(
             parts_cache,
@@ -123,20 +131,84 @@ class PairSolvation:
 
         pairs = list(zip(solutes, solvents, strict=True))
         unique = list(dict.fromkeys(pairs))
-        rows = {
-            pair: self.get(*pair)
-            for pair in tqdm(
-                unique,
-                desc=desc,
-                unit="pair",
-                disable=not progress or not unique,
-                mininterval=1.0,
-                leave=False,
-            )
-        }
+        if self.workers > 1 and len({solute for solute, _ in unique}) > 1:
+            rows = self._in_processes(unique, progress, desc)
+        else:
+            rows = {
+                pair: self.get(*pair)
+                for pair in tqdm(
+                    unique,
+                    desc=desc,
+                    unit="pair",
+                    disable=not progress or not unique,
+                    mininterval=1.0,
+                    leave=False,
+                )
+            }
         table = pd.DataFrame([rows[pair] for pair in pairs], columns=list(PAIR_COLUMNS))
         table["dg_solv_alpb_kcal_mol"] = table["dg_solv_alpb_kcal_mol"].astype("float64")
         return table
+
+    def _in_processes(
+        self, unique: list[tuple[str, str]], progress: bool, desc: str
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        from tqdm.auto import tqdm
+
+        by_solute: dict[str, list[str]] = {}
+        for solute, solvent in unique:
+            by_solute.setdefault(solute, []).append(solvent)
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        # spawn, not fork: the caller may hold torch's or OpenMP's threads, which fork would copy
+        with ProcessPoolExecutor(
+            max_workers=min(self.workers, len(by_solute)),
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=self._worker_args,
+        ) as pool:
+            tasks = [pool.submit(_solve_solute, a, b) for a, b in by_solute.items()]
+            done = tqdm(
+                as_completed(tasks),
+                total=len(tasks),
+                desc=desc,
+                unit="solute",
+                disable=not progress,
+                mininterval=1.0,
+                leave=False,
+            )
+            for task in done:
+                solute, solved, counts = task.result()
+                rows.update({(solute, b): row for b, row in solved.items()})
+                self.parts.computed += counts[0]
+                self.parts.loaded += counts[1]
+                self.solvation.computed += counts[2]
+                self.solvation.loaded += counts[3]
+        return rows
+
+
+_WORKER: PairSolvation | None = None
+
+
+def _start_worker(*args: Any) -> None:
+    global _WORKER
+    settings, parts_cache, solvation_cache, threads, xtb_binary = args
+    _WORKER = PairSolvation(
+        settings, parts_cache, solvation_cache, threads=threads, xtb_binary=xtb_binary
+    )
+
+
+def _solve_solute(
+    solute: str, solvents: list[str]
+) -> tuple[str, dict[str, dict[str, Any]], tuple[int, int, int, int]]:
+    """One solute in all its solvents, in a worker: the rows and the cache counters' increments."""
+    assert _WORKER is not None
+    parts, solvation = _WORKER.parts, _WORKER.solvation
+    before = (parts.computed, parts.loaded, solvation.computed, solvation.loaded)
+    solved = {solvent: _WORKER.get(solute, solvent) for solvent in solvents}
+    after = (parts.computed, parts.loaded, solvation.computed, solvation.loaded)
+    return solute, solved, tuple(b - a for a, b in zip(before, after, strict=True))  # type: ignore[return-value]
 
 
 def solvation_descriptors(
