@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--solutes", type=int, default=20, help="first N curated FreeSolv solutes")
     parser.add_argument("--solvents", nargs="+", default=["O", "CO", "c1ccccc1", "CCCCCCCCCCCC"])
     parser.add_argument("--threads", type=int, default=1, help="QM engine threads")
+    parser.add_argument("--workers", type=int, default=1, help="processes (predict --qm-jobs)")
     parser.add_argument("--work", type=Path, default=REPO / "results" / "bench" / "alpb_cost")
     parser.add_argument("--against", type=Path, help="a descriptor table to recompute")
     parser.add_argument("--parts-cache", type=Path, help="with --against: its parts cache")
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             args.work / "solvation",
             threads=args.threads,
             require_program=True,
+            workers=args.workers,
         )
         started = time.perf_counter()
         table = solvation.table([a for a, _ in pairs], [b for _, b in pairs])
@@ -77,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     xtb_runs = cold.solvation.computed
     print(
         f"{len(solutes)} FreeSolv solutes x {len(args.solvents)} solvents = {len(pairs)} pairs; "
-        f"engine {settings.engine_tag}, xtb {xtb_version()}, {args.threads} QM thread(s)\n"
+        f"engine {settings.engine_tag}, xtb {xtb_version()}, {args.threads} QM thread(s), "
+        f"{args.workers} process(es)\n"
     )
     print("| run | pairs | solutes optimized | xtb runs | s | s / pair | s / new solute |")
     print("|---|---|---|---|---|---|---|")
@@ -132,9 +135,7 @@ def recompute(table_path: Path, parts_cache: Path, work: Path, threads: int) -> 
         f"{int(same_geometry.sum())} | {int(both.sum())} | "
         f"{difference.max() if len(difference) else float('nan'):.2e} |"
     )
-    print(
-        f"\nsolutes optimized now (not in the copied cache): {solvation.parts.computed}"
-    )
+    print(f"\nsolutes optimized now (not in the copied cache): {solvation.parts.computed}")
     return 0
 
 
