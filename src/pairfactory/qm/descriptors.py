@@ -208,7 +208,8 @@ def _solve_solute(
     before = (parts.computed, parts.loaded, solvation.computed, solvation.loaded)
     solved = {solvent: _WORKER.get(solute, solvent) for solvent in solvents}
     after = (parts.computed, parts.loaded, solvation.computed, solvation.loaded)
-    return solute, solved, tuple(b - a for a, b in zip(before, after, strict=True))  # type: ignore[return-value]
+    computed_parts, loaded_parts, computed_xtb, loaded_xtb = (b - a for a, b in zip(before, after))
+    return solute, solved, (computed_parts, loaded_parts, computed_xtb, loaded_xtb)
 
 
 def solvation_descriptors(
