@@ -196,15 +196,13 @@ def input_provider(
         )
     qm = card.inputs["qm"]
     settings = QmSettings.from_config({"engine": engine_config or qm["engine"]})
-    if settings.engine_tag != qm["engine_tag"] and engine_config is not None:
+    if settings.engine_tag != qm["engine_tag"]:
         raise UserError(
             f"the config's engine has tag {settings.engine_tag}, the model's inputs were computed "
             f"with tag {qm['engine_tag']} ({qm['engine']}): a config may change only the "
             "settings that do not change results (an ORCA binary's path, threads, time limits)"
-        )
-    if settings.engine_tag != qm["engine_tag"]:
-        raise UserError(
-            f"the model's QM engine had tag {qm['engine_tag']}; the same settings give "
+            if engine_config is not None
+            else f"the model's QM engine had tag {qm['engine_tag']}; the same settings give "
             f"{settings.engine_tag} in this pairfactory (the engine's results changed), so its "
             "ALPB inputs would differ from training: retrain the model with this version"
         )

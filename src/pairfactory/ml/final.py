@@ -114,7 +114,7 @@ def train_final(
     hparams = options.hparams_for(model_name)
     inputs, input_summary = model_inputs(model_name, hparams, table, options.descriptors)
     inputs_record = None
-    if inputs is not None and input_summary is not None:
+    if input_summary is not None:  # set exactly when inputs are
         inputs_record = _inputs_record(input_summary, input_source, table)
 
     samples_summary = None
@@ -166,6 +166,19 @@ def train_final(
         rejected,
         final.ensemble,
     )
+    # only what changes the numbers, and only when there are inputs: folders of models without
+    # them keep their fingerprints
+    inputs_fingerprint = (
+        {}
+        if inputs_record is None
+        else {
+            "inputs": [
+                inputs_record["names"],
+                inputs_record["descriptors"]["sha256"],
+                inputs_record["qm"]["engine_tag"],
+            ]
+        }
+    )
     records: list[MemberRecord] = []
     holdout: list[pd.DataFrame] = []
     built_hparams: dict[str, Any] = {}
@@ -188,19 +201,7 @@ def train_final(
                 "holdout_fraction": final.holdout_fraction,
                 "holdout_seed": options.seed,
                 "samples": None if samples_summary is None else json.dumps(samples_summary),
-                # only what changes the numbers, and only when there are inputs: folders of
-                # models without them keep their fingerprints
-                **(
-                    {}
-                    if inputs_record is None
-                    else {
-                        "inputs": [
-                            inputs_record["names"],
-                            inputs_record["descriptors"]["sha256"],
-                            inputs_record["qm"]["engine_tag"],
-                        ]
-                    }
-                ),
+                **inputs_fingerprint,
             },
             progress=progress,
         )
