@@ -126,5 +126,21 @@ def test_pair_solvation_in_processes_gives_the_sequential_table(
     pd.testing.assert_frame_equal(table, sequential)
     assert parallel.parts.computed == 3 and parallel.solvation.computed == 4
     assert not hasattr(parallel.parts._engine, "optimize")  # the caller itself optimized nothing
+    pool = parallel._pool
+    # a second chunk: its two new solutes go to the same pool, the known one is read here
+    again = parallel.table(["CO", "CCC", "CCCC"], ["O", "O", "O"])
+    assert parallel._pool is pool
+    assert list(again["status"]) == ["ok", "ok", "ok"]
+    assert parallel.parts.computed == 5 and parallel.solvation.computed == 6
+    assert not hasattr(parallel.parts._engine, "optimize")
+    parallel.close()
+    assert parallel._pool is None
+    with parallel:  # a chunk of cached molecules starts no pool
+        pd.testing.assert_frame_equal(parallel.table(solutes, solvents), sequential)
+        assert parallel._pool is None
+        parallel.table(["C=C", "C#C"], ["O", "O"])  # after close, new work starts a new pool
+        assert parallel._pool is not None
+    assert parallel._pool is None  # leaving the block ends it
+    assert parallel.parts.computed == 7
     with pytest.raises(UserError, match="workers must be >= 1"):
         PairSolvation(settings, tmp_path / "p3", tmp_path / "s3", workers=0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,10 @@ class PairSolvation:
     ``require_program`` checks for the xtb binary now instead of at the first parametrized
     solvent (prediction fails before its first pair rather than midway). ``workers`` > 1 computes
     the pairs of ``table`` in that many processes, one solute (and all its solvents) per task, so
-    that no molecule is optimized twice; the disk caches are shared (atomic writes)."""
+    that no molecule is optimized twice; the disk caches are shared (atomic writes). Solutes
+    whose part and values are all cached are read here, without processes. The process pool
+    starts at the first table with two solutes to compute and serves every later one (a file
+    predicted in chunks starts it once); ``close`` ends it, as does the interpreter's exit."""
 
     def __init__(
         self,
@@ -73,6 +77,7 @@ class PairSolvation:
         if require_program:
             find_xtb(xtb_binary)
         self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
         self._worker_args = (settings, parts_cache, solvation_cache, threads, xtb_binary)
         self.engine_tag = settings.engine_tag
         self.parts = PartsCache(
@@ -131,60 +136,87 @@ class PairSolvation:
 
         pairs = list(zip(solutes, solvents, strict=True))
         unique = list(dict.fromkeys(pairs))
-        if self.workers > 1 and len({solute for solute, _ in unique}) > 1:
-            rows = self._in_processes(unique, progress, desc)
-        else:
-            rows = {
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        if self.workers > 1:
+            by_solute: dict[str, list[str]] = {}
+            for solute, solvent in unique:
+                by_solute.setdefault(solute, []).append(solvent)
+            # Only solutes with work left go to the processes: a chunk of known molecules is
+            # read from the caches here, without a pool.
+            pending = {a: b for a, b in by_solute.items() if self._needs_work(a, b)}
+            if len(pending) > 1:
+                rows = self._in_processes(pending, progress, desc)
+        rows.update(
+            {
                 pair: self.get(*pair)
                 for pair in tqdm(
-                    unique,
+                    [pair for pair in unique if pair not in rows],
                     desc=desc,
                     unit="pair",
-                    disable=not progress or not unique,
+                    disable=not progress or len(rows) == len(unique),
                     mininterval=1.0,
                     leave=False,
                 )
             }
+        )
         table = pd.DataFrame([rows[pair] for pair in pairs], columns=list(PAIR_COLUMNS))
         table["dg_solv_alpb_kcal_mol"] = table["dg_solv_alpb_kcal_mol"].astype("float64")
         return table
 
+    def close(self) -> None:
+        """End the process pool, if one was started; a later table starts another."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __enter__(self) -> PairSolvation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _needs_work(self, solute: str, solvents: list[str]) -> bool:
+        part = self.parts.cached(solute)
+        if part is None:
+            return True
+        if part.atomic_numbers is None:  # a failed part: its pairs are missing values
+            return False
+        return any(self.solvation.needs_run(solute, solvent) for solvent in solvents)
+
     def _in_processes(
-        self, unique: list[tuple[str, str]], progress: bool, desc: str
+        self, by_solute: dict[str, list[str]], progress: bool, desc: str
     ) -> dict[tuple[str, str], dict[str, Any]]:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         from tqdm.auto import tqdm
 
-        by_solute: dict[str, list[str]] = {}
-        for solute, solvent in unique:
-            by_solute.setdefault(solute, []).append(solvent)
-        rows: dict[tuple[str, str], dict[str, Any]] = {}
-        # spawn, not fork: the caller may hold torch's or OpenMP's threads, which fork would copy
-        with ProcessPoolExecutor(
-            max_workers=min(self.workers, len(by_solute)),
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker,
-            initargs=self._worker_args,
-        ) as pool:
-            tasks = [pool.submit(_solve_solute, a, b) for a, b in by_solute.items()]
-            done = tqdm(
-                as_completed(tasks),
-                total=len(tasks),
-                desc=desc,
-                unit="solute",
-                disable=not progress,
-                mininterval=1.0,
-                leave=False,
+        if self._pool is None:
+            # spawn, not fork: the caller may hold torch's or OpenMP's threads, which fork
+            # would copy
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=self._worker_args,
             )
-            for task in done:
-                solute, solved, counts = task.result()
-                rows.update({(solute, b): row for b, row in solved.items()})
-                self.parts.computed += counts[0]
-                self.parts.loaded += counts[1]
-                self.solvation.computed += counts[2]
-                self.solvation.loaded += counts[3]
+        tasks = [self._pool.submit(_solve_solute, a, b) for a, b in by_solute.items()]
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        done = tqdm(
+            as_completed(tasks),
+            total=len(tasks),
+            desc=desc,
+            unit="solute",
+            disable=not progress,
+            mininterval=1.0,
+            leave=False,
+        )
+        for task in done:
+            solute, solved, counts = task.result()
+            rows.update({(solute, b): row for b, row in solved.items()})
+            self.parts.computed += counts[0]
+            self.parts.loaded += counts[1]
+            self.solvation.computed += counts[2]
+            self.solvation.loaded += counts[3]
         return rows
 
 

@@ -86,17 +86,23 @@ class PartsCache:
         return self.folder / f"{hashlib.sha256(smiles.encode()).hexdigest()[:16]}.json"
 
     def get(self, smiles: str) -> PartResult:
-        if smiles in self._memory:
-            return self._memory[smiles]
-        result = self._load(smiles)
+        result = self.cached(smiles)
         if result is None:
             result = self._compute(smiles)
             self.computed += 1
             if result.status != SampleStatus.timeout.value:
                 self._store(result)
-        else:
+            self._memory[smiles] = result
+        return result
+
+    def cached(self, smiles: str) -> PartResult | None:
+        """The molecule's result from memory or disk, or None where it would be computed."""
+        if smiles in self._memory:
+            return self._memory[smiles]
+        result = self._load(smiles)
+        if result is not None:
             self.loaded += 1
-        self._memory[smiles] = result
+            self._memory[smiles] = result
         return result
 
     def _load(self, smiles: str) -> PartResult | None:

@@ -240,6 +240,13 @@ class SolvationCache:
         key = hashlib.sha256(f"{smiles}\t{alpb_solvent}".encode()).hexdigest()[:16]
         return self.root / f"xtb-{version}-alpb" / f"{key}.json"
 
+    def needs_run(self, smiles: str, solvent_smiles: str) -> bool:
+        """Whether ``get`` would run xtb: a parametrized solvent with no cached result."""
+        alpb = alpb_solvent_name(solvent_smiles)
+        if alpb is None:
+            return False
+        return not self.path_for(smiles, alpb, self._program()[1]).is_file()
+
     def get(
         self,
         smiles: str,
