@@ -11,9 +11,19 @@ Bengio 2003: the variance of the mean difference is inflated by n_test/n_train b
 training sets of the folds overlap), and in how many folds B won. ``--complete-repeats`` keeps
 only repeats whose every fold all models finished (for a run still in progress).
 
-example:
+``--group-by COLUMN`` adds where the models differ: the test pairs split by a column of the
+predictions (``covered``) or of the pair table (``--pairs``; e.g. ``solvent_smiles``: the ``--top``
+most frequent values, the rest as "other"), and per group the test RMSE pooled over the folds and
+each model's paired difference from the first model in per-fold RMSE, over the folds where the
+group has test pairs (the same corrected t-test; a group's folds are smaller than the whole test
+set, so its intervals are wider).
+
+examples:
   .venv/bin/python bench/compare_folds.py --results results/tuned_642/evaluate \\
       --dataset freesolv --target dg_hydration_kcal_mol --models probpair_2d probpair cigin
+  .venv/bin/python bench/compare_folds.py --results results/mnsol_5x5/evaluate --dataset mnsol \\
+      --target dg_solv_kcal_mol --models probpair_2d probpair cigin \\
+      --pairs results/pairs/mnsol/dg_solv_kcal_mol.parquet --group-by solvent_smiles --top 5
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import itertools
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from pairfactory.ml.statistics import corrected_resampled_t
 from pairfactory.ml.tune import read_fold_metrics
@@ -72,6 +83,83 @@ def _mean(found: dict[tuple[int, int], dict], keys: list[tuple[int, int]], name:
     return float(np.mean(values)) if all(v is not None for v in values) else float("nan")
 
 
+def group_errors(
+    root: Path,
+    models: list[str],
+    split: str,
+    keys: list[tuple[int, int]],
+    column: str,
+    pairs: pd.DataFrame | None,
+    top: int,
+) -> pd.DataFrame:
+    """One row per (model, fold, test pair): its squared error and its group."""
+    frames = []
+    for model in models:
+        for repeat, fold in keys:
+            path = root / model / split / f"r{repeat}-f{fold}" / "predictions.parquet"
+            if not path.is_file():
+                raise SystemExit(f"{path} is missing: --group-by reads each fold's predictions")
+            frame = pd.read_parquet(path)
+            frame = frame[frame["role"] == "test"]
+            frames.append(frame.assign(model=model, key=f"r{repeat}-f{fold}"))
+    errors = pd.concat(frames, ignore_index=True)
+    if column not in errors.columns:
+        if pairs is None or column not in pairs.columns:
+            raise SystemExit(
+                f"--group-by {column}: not a column of the predictions "
+                f"({', '.join(errors.columns)}); give --pairs, the pair table, for its columns"
+            )
+        lookup = pairs.drop_duplicates("pair_id").set_index("pair_id")[column]
+        missing = ~errors["pair_id"].isin(lookup.index)
+        if missing.any():
+            raise SystemExit(
+                f"{int(missing.sum())} test predictions have no row in --pairs: is it the table "
+                "these folds were trained on?"
+            )
+        errors[column] = errors["pair_id"].map(lookup)
+    first = errors[errors["model"] == models[0]]
+    counts = first[column].astype(str).value_counts()
+    kept = set(counts.index[:top]) if len(counts) > top + 1 else set(counts.index)
+    errors["group"] = (
+        errors[column].astype(str).where(errors[column].astype(str).isin(kept), "other")
+    )
+    errors["squared_error"] = (errors["y_pred"] - errors["y_true"]) ** 2
+    return errors
+
+
+def print_groups(errors: pd.DataFrame, models: list[str], n_train: float, n_test: float) -> None:
+    groups = errors[errors["model"] == models[0]]["group"].value_counts()
+    groups = pd.concat([groups.drop("other", errors="ignore"), groups.filter(["other"])])
+    rows = [("group", "test pairs", *(f"{m} pooled" for m in models))]
+    pooled = errors.groupby(["group", "model"])["squared_error"].mean().pow(0.5).unstack()
+    for group, n in groups.items():
+        rows.append((str(group), str(n), *(f"{pooled.loc[group, m]:.3f}" for m in models)))
+    print_table(rows)
+    print(f"\nper group, paired over folds: model − {models[0]} (per-fold RMSE)\n")
+    rows = [("group", "model", "folds", "mean diff", "95 % interval", "p")]
+    per_fold = errors.groupby(["group", "model", "key"])["squared_error"].mean().pow(0.5)
+    for group in groups.index:
+        base = per_fold.loc[(group, models[0])]
+        for model in models[1:]:
+            other = per_fold.loc[(group, model)].reindex(base.index)
+            d = (other - base).dropna().to_numpy()
+            if len(d) < 2:
+                rows.append((str(group), model, str(len(d)), "–", "–", "–"))
+                continue
+            half, _, p = corrected_resampled_t(d, n_train, n_test)
+            rows.append(
+                (
+                    str(group),
+                    model,
+                    str(len(d)),
+                    f"{d.mean():+.3f}",
+                    f"[{d.mean() - half:+.3f}, {d.mean() + half:+.3f}]",
+                    f"{p:.3f}",
+                )
+            )
+    print_table(rows)
+
+
 def print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -98,7 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only repeats whose every fold all models finished",
     )
+    parser.add_argument("--group-by", help="a column of the predictions or of --pairs")
+    parser.add_argument("--pairs", help="the pair table the folds were trained on (Parquet)")
+    parser.add_argument(
+        "--top", type=int, default=5, help="with --group-by: the N largest groups, the rest 'other'"
+    )
     args = parser.parse_args(argv)
+    if args.top < 1:
+        parser.error("--top must be >= 1")
     if len(args.models) < 2:
         parser.error("--models needs at least two models to compare")
 
@@ -165,6 +260,12 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     print_table(rows)
+
+    if args.group_by:
+        pairs = pd.read_parquet(args.pairs) if args.pairs else None
+        errors = group_errors(root, args.models, args.split, keys, args.group_by, pairs, args.top)
+        print(f"\ntest RMSE by {args.group_by} (pooled over the {len(keys)} folds)\n")
+        print_groups(errors, args.models, n_train, n_test)
     return 0
 
 

@@ -3,12 +3,15 @@ selection (folds every model finished; whole repeats only with --complete-repeat
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pairfactory.ml.statistics import corrected_resampled_t
@@ -110,3 +113,62 @@ def test_b_better_follows_the_metrics_direction_and_splits_must_match(tmp_path: 
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert proc.returncode != 0 and "r0-f1 is not the same test set" in proc.stderr
+
+
+def _module() -> ModuleType:
+    """The script imported in this process (no interpreter start per call)."""
+    spec = importlib.util.spec_from_file_location("compare_folds", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_group_by_splits_the_test_pairs_by_a_column_of_the_pair_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Per fold, 4 test pairs: two in water (a errs by 1, b by 2), one in each of two rarer
+    solvents (both err by 0 and 3); with --top 1 the rare ones are "other"."""
+    results = _write_folds(tmp_path)
+    solvent = {"p0": "O", "p1": "O", "p2": "CO", "p3": "CCO", "p9": "O"}
+    for model, error in (
+        ("a", {"O": 1.0, "CO": 0.0, "CCO": 3.0}),
+        ("b", {"O": 2.0, "CO": 0.0, "CCO": 3.0}),
+    ):
+        for fold_dir in (results / "ds" / "y" / model / "random").glob("r*-f*"):
+            ids = ["p0", "p1", "p2", "p3", "p9"]
+            roles = ["test"] * 4 + ["train"]  # a training pair never counts
+            pd.DataFrame(
+                {
+                    "pair_id": ids,
+                    "role": roles,
+                    "y_true": 0.0,
+                    "y_pred": [error[solvent[i]] for i in ids],
+                }
+            ).to_parquet(fold_dir / "predictions.parquet")
+    pairs = tmp_path / "pairs.parquet"
+    pd.DataFrame({"pair_id": list(solvent), "solvent_smiles": list(solvent.values())}).to_parquet(
+        pairs
+    )
+    compare = _module()
+    base = ["--results", str(results), "--dataset", "ds", "--target", "y", "--models", "a", "b"]
+    compare.main([*base, "--pairs", str(pairs), "--group-by", "solvent_smiles", "--top", "1"])
+    out = capsys.readouterr().out
+    table = out.split("test RMSE by solvent_smiles")[1]
+    water = next(line for line in table.splitlines() if line.startswith("O "))
+    other = next(line for line in table.splitlines() if line.startswith("other"))
+    assert water.split() == ["O", "8", "1.000", "2.000"]  # 4 folds x 2 water pairs
+    assert other.split()[:4] == ["other", "8", f"{np.sqrt(4.5):.3f}", f"{np.sqrt(4.5):.3f}"]
+    assert table.index("O ") < table.index("other")
+    paired = out.split("per group, paired over folds")[1]
+    assert next(line for line in paired.splitlines() if line.startswith("O ")).split()[1:4] == [
+        "b",
+        "4",
+        "+1.000",
+    ]
+
+    with pytest.raises(SystemExit, match="give --pairs"):
+        compare.main([*base, "--group-by", "solvent_smiles"])
+    pd.DataFrame({"pair_id": ["p0"], "solvent_smiles": ["O"]}).to_parquet(pairs)
+    with pytest.raises(SystemExit, match="have no row in --pairs"):
+        compare.main([*base, "--pairs", str(pairs), "--group-by", "solvent_smiles"])
