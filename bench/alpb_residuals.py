@@ -1,0 +1,111 @@
+"""Does ΔG_solv(ALPB) explain what a model's test predictions get wrong? (prints a table)
+
+For every finished fold of one model under ``<results>/<model>/<split>/r<repeat>-f<fold>/``, its
+test pairs that have an ALPB value in the descriptor table: the correlation of the residual
+(y − ŷ) with ALPB − ŷ, and the RMSE before and after a linear correction r ≈ a + b (ALPB − ŷ)
+fitted out of fold (on the other folds' test pairs of the same repeat, so no pair corrects
+itself). A correction that helps means the input carries information the model did not use;
+one that does not means the model already has it, or it is not there.
+
+With ``--solvent SMILES`` the rows are that solvent's pairs, also split by whether their solute
+occurs with another solvent in the pair table (the model can then learn the solute from its other
+solvents).
+
+example:
+  .venv/bin/python bench/alpb_residuals.py \\
+      --results results/mnsol_5x5/evaluate/mnsol/dg_solv_kcal_mol --model probpair_2d \\
+      --pairs results/pairs/mnsol/dg_solv_kcal_mol.parquet \\
+      --descriptors results/descriptors/mnsol/xtb-5bc9618c/alpb.parquet --solvent O
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from compare_folds import print_table
+from pairfactory.ml.sample_sets import descriptor_inputs, read_descriptors
+
+
+def test_residuals(results: Path, model: str, split: str, pairs: pd.DataFrame) -> pd.DataFrame:
+    frames = []
+    for path in sorted((results / model / split).glob("r*-f*/predictions.parquet")):
+        predictions = pd.read_parquet(path)
+        fold = path.parent.name
+        frames.append(
+            predictions[predictions["role"] == "test"].assign(fold=fold, repeat=fold.split("-")[0])
+        )
+    if not frames:
+        raise SystemExit(f"no predictions.parquet under {results / model / split}")
+    tests = pd.concat(frames, ignore_index=True)
+    unknown = ~tests["pair_id"].isin(pairs["pair_id"])
+    if unknown.any():
+        raise SystemExit(f"{int(unknown.sum())} test pairs are not in --pairs: another table?")
+    return tests.merge(pairs, on="pair_id", how="left")
+
+
+def correction_row(label: str, tests: pd.DataFrame) -> tuple[str, ...]:
+    tests = tests.dropna(subset=["alpb"])
+    residual = tests["y_true"] - tests["y_pred"]
+    gap = tests["alpb"] - tests["y_pred"]
+    corrected = pd.Series(np.nan, index=tests.index)
+    for fold, test in tests.groupby("fold"):
+        train = tests[(tests["repeat"] == test["repeat"].iloc[0]) & (tests["fold"] != fold)]
+        if len(train) < 3:
+            continue
+        slope, intercept = np.polyfit(gap[train.index], residual[train.index], 1)
+        corrected[test.index] = residual[test.index] - intercept - slope * gap[test.index]
+    kept = corrected.notna()
+    return (
+        label,
+        str(len(tests)),
+        str(tests["fold"].nunique()),
+        f"{np.corrcoef(residual, gap)[0, 1]:.3f}" if len(tests) > 2 else "–",
+        f"{np.sqrt(np.mean(residual[kept] ** 2)):.3f}",
+        f"{np.sqrt(np.mean(corrected[kept] ** 2)):.3f}",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--results", required=True, help="<evaluate dir>/<dataset>/<target>")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--split", default="random")
+    parser.add_argument("--pairs", required=True, help="the pair table the folds were trained on")
+    parser.add_argument("--descriptors", required=True, help="its `pairfactory solvation` table")
+    parser.add_argument("--solvent", help="only this solvent's pairs (a SMILES of the table)")
+    args = parser.parse_args(argv)
+
+    pairs = pd.read_parquet(args.pairs)
+    pairs = pairs.assign(
+        alpb=descriptor_inputs(
+            pairs, read_descriptors(args.descriptors), ["dg_solv_alpb_kcal_mol"]
+        )[:, 0],
+        other_solvents=pairs.groupby("solute_smiles")["solvent_smiles"].transform("nunique") > 1,
+    )[["pair_id", "solvent_smiles", "alpb", "other_solvents"]]
+    tests = test_residuals(Path(args.results), args.model, args.split, pairs)
+    rows = [("test pairs", "with ALPB value", "folds", "corr(r, ALPB − ŷ)", "RMSE", "corrected")]
+    if args.solvent is None:
+        rows.append(correction_row("all", tests))
+    else:
+        tests = tests[tests["solvent_smiles"] == args.solvent]
+        if tests.empty:
+            raise SystemExit(f"no test pair has solvent {args.solvent!r}")
+        rows.append(correction_row(f"solvent {args.solvent}", tests))
+        if tests["other_solvents"].nunique() == 2:  # else the one row above says it all
+            for flag, label in (
+                (True, "solute also in other solvents"),
+                (False, "solute only here"),
+            ):
+                rows.append(correction_row(label, tests[tests["other_solvents"] == flag]))
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""bench/alpb_residuals.py: the out-of-fold linear correction of a model's test residuals by
+ΔG_solv(ALPB), overall and for one solvent split by whether its solutes occur elsewhere."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pairfactory.qm.plan import system_id_for
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _script():
+    sys.path.insert(0, str(BENCH))  # it imports compare_folds as the script run would
+    try:
+        spec = importlib.util.spec_from_file_location("alpb_residuals", BENCH / "alpb_residuals.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_a_residual_that_alpb_explains_is_corrected_out_of_fold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Water pairs err by exactly 0.5 × (ALPB − ŷ): the correction fitted on the other fold
+    removes it (RMSE 0). The methanol pair's solute also occurs in water; the other water
+    solutes do not."""
+    rng = np.random.default_rng(0)
+    solutes = [f"C{'C' * i}O" for i in range(12)]
+    pairs = pd.DataFrame(
+        {
+            "pair_id": [f"p{i}" for i in range(13)],
+            "solute_smiles": [*solutes, solutes[0]],
+            "solvent_smiles": ["O"] * 12 + ["CO"],
+        }
+    )
+    alpb = rng.normal(-5, 2, size=13)
+    pd.DataFrame(
+        {
+            "system_id": [
+                system_id_for(a, b) for a, b in zip(pairs.solute_smiles, pairs.solvent_smiles)
+            ],
+            "dg_solv_alpb_kcal_mol": alpb,
+        }
+    ).to_parquet(tmp_path / "alpb.parquet")
+    pairs.to_parquet(tmp_path / "pairs.parquet")
+    y_pred = rng.normal(-5, 2, size=13)
+    y_true = y_pred + 0.5 * (alpb - y_pred)
+    for fold, index in ((0, range(0, 7)), (1, range(7, 12))):
+        fold_dir = tmp_path / "eval" / "m" / "random" / f"r0-f{fold}"
+        fold_dir.mkdir(parents=True)
+        rows = list(index)
+        pd.DataFrame(
+            {
+                "pair_id": [f"p{i}" for i in rows] + ["p12"],
+                "role": ["test"] * len(rows) + ["train"],
+                "y_true": [*y_true[rows], 0.0],
+                "y_pred": [*y_pred[rows], 9.0],  # a training row never counts
+            }
+        ).to_parquet(fold_dir / "predictions.parquet")
+    script = _script()
+    base = ["--results", str(tmp_path / "eval"), "--model", "m",
+            "--pairs", str(tmp_path / "pairs.parquet"),
+            "--descriptors", str(tmp_path / "alpb.parquet")]  # fmt: skip
+    script.main(base)
+    all_row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("all"))
+    n, folds, corr, rmse, corrected = all_row.split()[1:]
+    residual = (y_true - y_pred)[:12]  # p12 is the methanol pair, a training row in both folds
+    assert (n, folds) == ("12", "2") and float(corr) == pytest.approx(1.0, abs=1e-3)
+    assert float(rmse) == pytest.approx(np.sqrt(np.mean(residual**2)), abs=1e-3)
+    assert float(corrected) == pytest.approx(0.0, abs=1e-3)
+
+    script.main([*base, "--solvent", "O"])
+    out = capsys.readouterr().out
+    assert next(line for line in out.splitlines() if "also in other" in line).split()[5] == "1"
+    assert next(line for line in out.splitlines() if "only here" in line).split()[3] == "11"
+    with pytest.raises(SystemExit, match="no test pair has solvent"):
+        script.main([*base, "--solvent", "CCCl"])
