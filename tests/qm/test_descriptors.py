@@ -132,6 +132,9 @@ def test_pair_solvation_in_processes_gives_the_sequential_table(
     assert parallel._pool is pool
     assert list(again["status"]) == ["ok", "ok", "ok"]
     assert parallel.parts.computed == 5 and parallel.solvation.computed == 6
+    assert parallel.parts.loaded == 1 and parallel.solvation.loaded == 1  # CO, read here once
+    parallel.table(["CCCCC"], ["O"])  # one new solute: the running pool, not this process
+    assert parallel.parts.computed == 6 and parallel._pool is pool
     assert not hasattr(parallel.parts._engine, "optimize")
     parallel.close()
     assert parallel._pool is None
@@ -141,6 +144,6 @@ def test_pair_solvation_in_processes_gives_the_sequential_table(
         parallel.table(["C=C", "C#C"], ["O", "O"])  # after close, new work starts a new pool
         assert parallel._pool is not None
     assert parallel._pool is None  # leaving the block ends it
-    assert parallel.parts.computed == 7
+    assert parallel.parts.computed == 8
     with pytest.raises(UserError, match="workers must be >= 1"):
         PairSolvation(settings, tmp_path / "p3", tmp_path / "s3", workers=0)

@@ -144,7 +144,7 @@ class PairSolvation:
             # Only solutes with work left go to the processes: a chunk of known molecules is
             # read from the caches here, without a pool.
             pending = {a: b for a, b in by_solute.items() if self._needs_work(a, b)}
-            if len(pending) > 1:
+            if len(pending) > 1 or (pending and self._pool is not None):
                 rows = self._in_processes(pending, progress, desc)
         rows.update(
             {
@@ -176,7 +176,7 @@ class PairSolvation:
         self.close()
 
     def _needs_work(self, solute: str, solvents: list[str]) -> bool:
-        part = self.parts.cached(solute)
+        part = self.parts.cached(solute, peek=True)  # the worker loads it again, and counts it
         if part is None:
             return True
         if part.atomic_numbers is None:  # a failed part: its pairs are missing values
@@ -210,13 +210,20 @@ class PairSolvation:
             mininterval=1.0,
             leave=False,
         )
-        for task in done:
-            solute, solved, counts = task.result()
-            rows.update({(solute, b): row for b, row in solved.items()})
-            self.parts.computed += counts[0]
-            self.parts.loaded += counts[1]
-            self.solvation.computed += counts[2]
-            self.solvation.loaded += counts[3]
+        try:
+            for task in done:
+                solute, solved, counts = task.result()
+                rows.update({(solute, b): row for b, row in solved.items()})
+                self.parts.computed += counts[0]
+                self.parts.loaded += counts[1]
+                self.solvation.computed += counts[2]
+                self.solvation.loaded += counts[3]
+        except BaseException:
+            # A failed task (a worker killed for memory, Ctrl-C) ends the pool, so that the next
+            # table starts a sound one instead of meeting a broken pool.
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+            raise
         return rows
 
 
@@ -239,6 +246,9 @@ def _solve_solute(
     parts, solvation = _WORKER.parts, _WORKER.solvation
     before = (parts.computed, parts.loaded, solvation.computed, solvation.loaded)
     solved = {solvent: _WORKER.get(solute, solvent) for solvent in solvents}
+    # A worker serves many chunks: it keeps no molecule in memory (the disk cache has it), and a
+    # timed-out part is tried again by whichever worker meets it next.
+    parts.forget(solute)
     after = (parts.computed, parts.loaded, solvation.computed, solvation.loaded)
     computed_parts, loaded_parts, computed_xtb, loaded_xtb = (b - a for a, b in zip(before, after))
     return solute, solved, (computed_parts, loaded_parts, computed_xtb, loaded_xtb)

@@ -95,15 +95,20 @@ class PartsCache:
             self._memory[smiles] = result
         return result
 
-    def cached(self, smiles: str) -> PartResult | None:
-        """The molecule's result from memory or disk, or None where it would be computed."""
+    def cached(self, smiles: str, *, peek: bool = False) -> PartResult | None:
+        """The molecule's result from memory or disk, or None where it would be computed.
+        ``peek`` only looks: a disk hit is neither counted nor kept in memory."""
         if smiles in self._memory:
             return self._memory[smiles]
         result = self._load(smiles)
-        if result is not None:
+        if result is not None and not peek:
             self.loaded += 1
             self._memory[smiles] = result
         return result
+
+    def forget(self, smiles: str) -> None:
+        """Drop the molecule from memory (not from disk): a long-lived cache stays small."""
+        self._memory.pop(smiles, None)
 
     def _load(self, smiles: str) -> PartResult | None:
         path = self.path_for(smiles)

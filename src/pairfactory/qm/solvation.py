@@ -241,7 +241,8 @@ class SolvationCache:
         return self.root / f"xtb-{version}-alpb" / f"{key}.json"
 
     def needs_run(self, smiles: str, solvent_smiles: str) -> bool:
-        """Whether ``get`` would run xtb: a parametrized solvent with no cached result."""
+        """Whether ``get`` would run xtb: a parametrized solvent with no cached result file (a
+        file that proves unreadable is found out, and recomputed, by ``get``)."""
         alpb = alpb_solvent_name(solvent_smiles)
         if alpb is None:
             return False
