@@ -13,10 +13,10 @@ only repeats whose every fold all models finished (for a run still in progress).
 
 ``--group-by COLUMN`` adds where the models differ: the test pairs split by a column of the
 predictions (``covered``) or of the pair table (``--pairs``; e.g. ``solvent_smiles``: the ``--top``
-most frequent values, the rest as "other"), and per group the test RMSE pooled over the folds and
-each model's paired difference from the first model in per-fold RMSE, over the folds where the
-group has test pairs (the same corrected t-test; a group's folds are smaller than the whole test
-set, so its intervals are wider).
+most frequent values, the rest as "(other)"; a pair counts once per fold it was tested in). Per
+group: the test RMSE pooled over the folds, and each model's paired difference from the first
+model in per-fold RMSE over the folds where the group has test pairs (the same corrected t-test,
+with the whole test set's n_test / n_train: conservative for a group).
 
 examples:
   .venv/bin/python bench/compare_folds.py --results results/tuned_642/evaluate \\
@@ -50,6 +50,8 @@ UNCERTAINTY_KEYS = {
 
 # metrics where a larger value is the better one (for "B better")
 HIGHER_IS_BETTER = {"r2", "spearman_abs_error_std"}
+# the group of the values outside --top
+OTHER = "(other)"
 # what makes two models' folds of one (repeat, fold) the same test set
 SPLIT_FIELDS = ("split", "n_folds", "split_seed")
 
@@ -102,12 +104,18 @@ def group_errors(
             frame = pd.read_parquet(path)
             frame = frame[frame["role"] == "test"]
             frames.append(frame.assign(model=model, key=f"r{repeat}-f{fold}"))
+    prediction_columns = list(frames[0].columns[:-2])
     errors = pd.concat(frames, ignore_index=True)
-    if column not in errors.columns:
-        if pairs is None or column not in pairs.columns:
+    if column not in prediction_columns:
+        if pairs is None:
             raise SystemExit(
                 f"--group-by {column}: not a column of the predictions "
-                f"({', '.join(errors.columns)}); give --pairs, the pair table, for its columns"
+                f"({', '.join(prediction_columns)}); give --pairs, the pair table, for its columns"
+            )
+        if column not in pairs.columns:
+            raise SystemExit(
+                f"--group-by {column}: neither the predictions nor --pairs have it (the pair "
+                f"table's columns: {', '.join(map(str, pairs.columns))})"
             )
         lookup = pairs.drop_duplicates("pair_id").set_index("pair_id")[column]
         missing = ~errors["pair_id"].isin(lookup.index)
@@ -117,20 +125,18 @@ def group_errors(
                 "these folds were trained on?"
             )
         errors[column] = errors["pair_id"].map(lookup)
-    first = errors[errors["model"] == models[0]]
-    counts = first[column].astype(str).value_counts()
+    values = errors[column].astype(object).where(errors[column].notna(), "(missing)").astype(str)
+    counts = values[errors["model"] == models[0]].value_counts()
     kept = set(counts.index[:top]) if len(counts) > top + 1 else set(counts.index)
-    errors["group"] = (
-        errors[column].astype(str).where(errors[column].astype(str).isin(kept), "other")
-    )
+    errors["group"] = values.where(values.isin(kept), OTHER)
     errors["squared_error"] = (errors["y_pred"] - errors["y_true"]) ** 2
     return errors
 
 
 def print_groups(errors: pd.DataFrame, models: list[str], n_train: float, n_test: float) -> None:
     groups = errors[errors["model"] == models[0]]["group"].value_counts()
-    groups = pd.concat([groups.drop("other", errors="ignore"), groups.filter(["other"])])
-    rows = [("group", "test pairs", *(f"{m} pooled" for m in models))]
+    groups = pd.concat([groups.drop(OTHER, errors="ignore"), groups.filter([OTHER])])
+    rows = [("group", "test predictions", *(f"{m} pooled" for m in models))]
     pooled = errors.groupby(["group", "model"])["squared_error"].mean().pow(0.5).unstack()
     for group, n in groups.items():
         rows.append((str(group), str(n), *(f"{pooled.loc[group, m]:.3f}" for m in models)))
@@ -189,11 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group-by", help="a column of the predictions or of --pairs")
     parser.add_argument("--pairs", help="the pair table the folds were trained on (Parquet)")
     parser.add_argument(
-        "--top", type=int, default=5, help="with --group-by: the N largest groups, the rest 'other'"
+        "--top",
+        type=int,
+        help="with --group-by: the N largest groups (default 5), the rest '(other)'",
     )
     args = parser.parse_args(argv)
-    if args.top < 1:
+    if args.top is not None and args.top < 1:
         parser.error("--top must be >= 1")
+    if not args.group_by and (args.pairs or args.top is not None):
+        parser.error("--pairs and --top go with --group-by")
     if len(args.models) < 2:
         parser.error("--models needs at least two models to compare")
 
@@ -263,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.group_by:
         pairs = pd.read_parquet(args.pairs) if args.pairs else None
-        errors = group_errors(root, args.models, args.split, keys, args.group_by, pairs, args.top)
+        errors = group_errors(
+            root, args.models, args.split, keys, args.group_by, pairs, args.top or 5
+        )
         print(f"\ntest RMSE by {args.group_by} (pooled over the {len(keys)} folds)\n")
         print_groups(errors, args.models, n_train, n_test)
     return 0

@@ -156,10 +156,10 @@ def test_group_by_splits_the_test_pairs_by_a_column_of_the_pair_table(
     out = capsys.readouterr().out
     table = out.split("test RMSE by solvent_smiles")[1]
     water = next(line for line in table.splitlines() if line.startswith("O "))
-    other = next(line for line in table.splitlines() if line.startswith("other"))
+    other = next(line for line in table.splitlines() if line.startswith("(other)"))
     assert water.split() == ["O", "8", "1.000", "2.000"]  # 4 folds x 2 water pairs
-    assert other.split()[:4] == ["other", "8", f"{np.sqrt(4.5):.3f}", f"{np.sqrt(4.5):.3f}"]
-    assert table.index("O ") < table.index("other")
+    assert other.split()[:4] == ["(other)", "8", f"{np.sqrt(4.5):.3f}", f"{np.sqrt(4.5):.3f}"]
+    assert table.index("O ") < table.index("(other)")
     paired = out.split("per group, paired over folds")[1]
     assert next(line for line in paired.splitlines() if line.startswith("O ")).split()[1:4] == [
         "b",
@@ -169,6 +169,11 @@ def test_group_by_splits_the_test_pairs_by_a_column_of_the_pair_table(
 
     with pytest.raises(SystemExit, match="give --pairs"):
         compare.main([*base, "--group-by", "solvent_smiles"])
+    with pytest.raises(SystemExit, match="neither the predictions nor --pairs"):
+        compare.main([*base, "--pairs", str(pairs), "--group-by", "model"])
+    with pytest.raises(SystemExit):  # --pairs without --group-by is a usage error
+        compare.main([*base, "--pairs", str(pairs)])
+    assert "go with --group-by" in capsys.readouterr().err
     pd.DataFrame({"pair_id": ["p0"], "solvent_smiles": ["O"]}).to_parquet(pairs)
     with pytest.raises(SystemExit, match="have no row in --pairs"):
         compare.main([*base, "--pairs", str(pairs), "--group-by", "solvent_smiles"])
