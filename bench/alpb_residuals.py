@@ -4,8 +4,9 @@ For every finished fold of one model under ``<results>/<model>/<split>/r<repeat>
 test pairs that have an ALPB value in the descriptor table: the correlation of the residual
 (y − ŷ) with ALPB − ŷ, and the RMSE before and after a linear correction r ≈ a + b (ALPB − ŷ)
 fitted out of fold (on the other folds' test pairs of the same repeat, so no pair corrects
-itself). A correction that helps means the input carries information the model did not use;
-one that does not means the model already has it, or it is not there.
+itself; a fold whose repeat offers fewer than 3 such pairs is left out, and the table says how
+many pairs were corrected). A correction that helps means the input carries information the
+model did not use; one that does not means the model already has it, or it is not there.
 
 With ``--solvent SMILES`` the rows are that solvent's pairs, also split by whether their solute
 occurs with another solvent in the pair table (the model can then learn the solute from its other
@@ -64,8 +65,9 @@ def correction_row(label: str, tests: pd.DataFrame) -> tuple[str, ...]:
         str(len(tests)),
         str(tests["fold"].nunique()),
         f"{np.corrcoef(residual, gap)[0, 1]:.3f}" if len(tests) > 2 else "–",
-        f"{np.sqrt(np.mean(residual[kept] ** 2)):.3f}",
-        f"{np.sqrt(np.mean(corrected[kept] ** 2)):.3f}",
+        str(int(kept.sum())),
+        f"{np.sqrt(np.mean(residual[kept] ** 2)):.3f}" if kept.any() else "–",
+        f"{np.sqrt(np.mean(corrected[kept] ** 2)):.3f}" if kept.any() else "–",
     )
 
 
@@ -89,13 +91,29 @@ def main(argv: list[str] | None = None) -> int:
         other_solvents=pairs.groupby("solute_smiles")["solvent_smiles"].transform("nunique") > 1,
     )[["pair_id", "solvent_smiles", "alpb", "other_solvents"]]
     tests = test_residuals(Path(args.results), args.model, args.split, pairs)
-    rows = [("test pairs", "with ALPB value", "folds", "corr(r, ALPB − ŷ)", "RMSE", "corrected")]
+    if tests["alpb"].isna().all():
+        raise SystemExit("none of the test pairs has an ALPB value: another descriptor table?")
+    rows = [
+        (
+            "test pairs",
+            "with ALPB value",
+            "folds",
+            "corr(r, ALPB − ŷ)",
+            "corrected pairs",
+            "their RMSE",
+            "corrected",
+        )
+    ]
     if args.solvent is None:
         rows.append(correction_row("all", tests))
     else:
         tests = tests[tests["solvent_smiles"] == args.solvent]
         if tests.empty:
-            raise SystemExit(f"no test pair has solvent {args.solvent!r}")
+            raise SystemExit(
+                f"no test pair has solvent {args.solvent!r} (spell it as the pair table does)"
+            )
+        if tests["alpb"].isna().all():
+            raise SystemExit(f"no test pair in {args.solvent!r} has an ALPB value")
         rows.append(correction_row(f"solvent {args.solvent}", tests))
         if tests["other_solvents"].nunique() == 2:  # else the one row above says it all
             for flag, label in (

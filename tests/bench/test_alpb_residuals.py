@@ -73,15 +73,20 @@ def test_a_residual_that_alpb_explains_is_corrected_out_of_fold(
             "--descriptors", str(tmp_path / "alpb.parquet")]  # fmt: skip
     script.main(base)
     all_row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("all"))
-    n, folds, corr, rmse, corrected = all_row.split()[1:]
+    n, folds, corr, n_corrected, rmse, corrected = all_row.split()[1:]
     residual = (y_true - y_pred)[:12]  # p12 is the methanol pair, a training row in both folds
-    assert (n, folds) == ("12", "2") and float(corr) == pytest.approx(1.0, abs=1e-3)
+    assert (n, folds, n_corrected) == ("12", "2", "12") and float(corr) == pytest.approx(
+        1.0, abs=1e-3
+    )
     assert float(rmse) == pytest.approx(np.sqrt(np.mean(residual**2)), abs=1e-3)
     assert float(corrected) == pytest.approx(0.0, abs=1e-3)
 
     script.main([*base, "--solvent", "O"])
     out = capsys.readouterr().out
     assert next(line for line in out.splitlines() if "also in other" in line).split()[5] == "1"
-    assert next(line for line in out.splitlines() if "only here" in line).split()[3] == "11"
+    only_here = next(line for line in out.splitlines() if "only here" in line).split()[3:]
+    assert only_here[0] == "11" and float(only_here[-1]) == pytest.approx(0.0, abs=1e-3)
+    also = next(line for line in out.splitlines() if "also in other" in line).split()[5:]
+    assert also[3:] == ["0", "–", "–"]  # one pair: nothing to fit its correction on
     with pytest.raises(SystemExit, match="no test pair has solvent"):
         script.main([*base, "--solvent", "CCCl"])
