@@ -103,8 +103,8 @@ def group_errors(
                 raise SystemExit(f"{path} is missing: --group-by reads each fold's predictions")
             frame = pd.read_parquet(path)
             frame = frame[frame["role"] == "test"]
+            prediction_columns = list(frame.columns)
             frames.append(frame.assign(model=model, key=f"r{repeat}-f{fold}"))
-    prediction_columns = list(frames[0].columns[:-2])
     errors = pd.concat(frames, ignore_index=True)
     if column not in prediction_columns:
         if pairs is None:
