@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pandas as pd
@@ -13,23 +13,9 @@ import pytest
 
 from pairfactory.qm.plan import system_id_for
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _script():
-    sys.path.insert(0, str(BENCH))  # it imports compare_folds as the script run would
-    try:
-        spec = importlib.util.spec_from_file_location("alpb_residuals", BENCH / "alpb_residuals.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCH))
-
 
 def test_a_residual_that_alpb_explains_is_corrected_out_of_fold(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bench_script: Callable[[str], ModuleType]
 ) -> None:
     """Water pairs err by exactly 0.5 × (ALPB − ŷ): the correction fitted on the other fold
     removes it (RMSE 0). The methanol pair's solute also occurs in water; the other water
@@ -67,7 +53,7 @@ def test_a_residual_that_alpb_explains_is_corrected_out_of_fold(
                 "y_pred": [*y_pred[rows], 9.0],  # a training row never counts
             }
         ).to_parquet(fold_dir / "predictions.parquet")
-    script = _script()
+    script = bench_script("alpb_residuals")
     base = ["--results", str(tmp_path / "eval"), "--model", "m",
             "--pairs", str(tmp_path / "pairs.parquet"),
             "--descriptors", str(tmp_path / "alpb.parquet")]  # fmt: skip

@@ -3,10 +3,10 @@ selection (folds every model finished; whole repeats only with --complete-repeat
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -115,17 +115,8 @@ def test_b_better_follows_the_metrics_direction_and_splits_must_match(tmp_path: 
     assert proc.returncode != 0 and "r0-f1 is not the same test set" in proc.stderr
 
 
-def _module() -> ModuleType:
-    """The script imported in this process (no interpreter start per call)."""
-    spec = importlib.util.spec_from_file_location("compare_folds", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_group_by_splits_the_test_pairs_by_a_column_of_the_pair_table(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bench_script: Callable[[str], ModuleType]
 ) -> None:
     """Per fold, 4 test pairs: two in water (a errs by 1, b by 2), one in each of two rarer
     solvents (both err by 0 and 3); with --top 1 the rare ones are "other"."""
@@ -150,7 +141,7 @@ def test_group_by_splits_the_test_pairs_by_a_column_of_the_pair_table(
     pd.DataFrame({"pair_id": list(solvent), "solvent_smiles": list(solvent.values())}).to_parquet(
         pairs
     )
-    compare = _module()
+    compare = bench_script("compare_folds")
     base = ["--results", str(results), "--dataset", "ds", "--target", "y", "--models", "a", "b"]
     compare.main([*base, "--pairs", str(pairs), "--group-by", "solvent_smiles", "--top", "1"])
     out = capsys.readouterr().out
