@@ -4,12 +4,17 @@ Runs ``pairfactory.ml.evaluate.run_fold`` for every (repeat, fold, table, model)
 ``results/evaluate`` (the layout ``pairfactory report`` reads), then the report. Jobs are ordered
 breadth first: fold 0 of every table × model, then fold 1, … so that a run cut short by
 ``--budget-min`` still covers every combination. A finished fold (its metrics.json exists) is
-skipped, so rerunning the same command continues where it stopped.
+skipped, so rerunning the same command continues where it stopped. With ``--claim``, several
+processes running the same command share its jobs: each claims a fold before it runs it, and skips
+folds that another live process has claimed (one process per core, 1 thread each).
 
 example (CGIB protocol, 1 thread, stop launching folds after 90 minutes):
   .venv/bin/python bench/reproduce.py --pairs-dir results/pairs \\
       --datasets freesolv_cgib freesolv mnsol --models attentivefp cigin cgib \\
       --epochs 500 --repeats 5 --budget-min 90 --threads 1
+two processes sharing one list of folds (2 cores):
+  for i in 1 2; do nohup .venv/bin/python bench/reproduce.py --datasets freesolv_cgib \\
+      --models cigin --threads 1 --claim > results/reproduce_$i.log 2>&1 & done
 background, as used for docs/results.md:
   nohup .venv/bin/python bench/reproduce.py --epochs 150 --repeats 1 --budget-min 95 \\
       > results/reproduce.log 2>&1 &
@@ -20,6 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import socket
 import sys
 import time
 from dataclasses import replace
@@ -128,7 +135,61 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--report-every", type=int, default=3, help="rewrite the report after every N new folds"
     )
+    parser.add_argument(
+        "--claim",
+        action="store_true",
+        help="share the jobs with other processes running the same command: claim each fold "
+        "before running it (a file beside the fold's folder) and skip folds claimed by a live "
+        "process; a claim left by a killed process is taken over",
+    )
     return parser.parse_args(argv)
+
+
+def _claim_path(out: Path) -> Path:
+    return out.with_name(out.name + ".claim")
+
+
+def _holder_alive(text: str) -> bool:
+    """Whether the process named in a claim (``host pid``) still runs. A claim from another
+    host counts as live: its process cannot be checked from here."""
+    host, _, pid = text.strip().partition(" ")
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def claim_fold(out: Path) -> bool:
+    """Claim a fold for this process; False if a live process holds it. A claim whose process
+    has gone (killed, crashed) is replaced, so a rerun resumes."""
+    path = _claim_path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mine = f"{socket.gethostname()} {os.getpid()}\n"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                held = path.read_text()
+            except FileNotFoundError:  # released between open and read: try again
+                continue
+            if held == mine or _holder_alive(held):
+                return held == mine
+            path.unlink(missing_ok=True)  # stale
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(mine)
+        return True
+    return False
+
+
+def release_fold(out: Path) -> None:
+    _claim_path(out).unlink(missing_ok=True)
 
 
 def _curate(dataset: str, data_dir: str, pairs_dir: str) -> None:
@@ -212,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     cache = GraphCache(options.graph_cache)  # one cache for all folds: featurize each SMILES once
     started = time.monotonic()
-    new_folds = skipped = 0
+    new_folds = skipped = claimed_elsewhere = 0
     for i, (repeat, fold, dataset, target, model) in enumerate(jobs, 1):
         out = fold_dir(args.results, dataset, target, model, args.split, repeat, fold)
         if load_fold_metrics(out) is not None:
@@ -227,6 +288,14 @@ def main(argv: list[str] | None = None) -> int:
                 len(jobs),
             )
             break
+        if args.claim:
+            if not claim_fold(out):
+                claimed_elsewhere += 1
+                continue
+            if load_fold_metrics(out) is not None:  # finished by another process meanwhile
+                release_fold(out)
+                skipped += 1
+                continue
         log.info(
             "job %d/%d (%.1f min so far): %s/%s %s r%d f%d",
             i,
@@ -239,18 +308,22 @@ def main(argv: list[str] | None = None) -> int:
             fold,
         )
         path, table = tables[(dataset, target)]
-        metrics = run_fold(
-            path,
-            model,
-            args.split,
-            fold,
-            repeat,
-            out,
-            _with_samples(options, args, dataset),
-            table=table,
-            progress=False,
-            cache=cache,
-        )
+        try:
+            metrics = run_fold(
+                path,
+                model,
+                args.split,
+                fold,
+                repeat,
+                out,
+                _with_samples(options, args, dataset),
+                table=table,
+                progress=False,
+                cache=cache,
+            )
+        finally:
+            if args.claim:
+                release_fold(out)
         log.info(
             "  → test RMSE %.4f at epoch %d of %d (%.0f s)",
             metrics["rmse"],
@@ -263,13 +336,21 @@ def main(argv: list[str] | None = None) -> int:
             write_report(args.results, args.report)
     written = write_report(args.results, args.report)
     log.info(
-        "done: %d new folds, %d already finished; report %s",
+        "done: %d new folds, %d already finished, %d running in other processes; report %s",
         new_folds,
         skipped,
+        claimed_elsewhere,
         written["markdown"],
     )
     print(
-        json.dumps({"new_folds": new_folds, "skipped": skipped, "report": str(written["markdown"])})
+        json.dumps(
+            {
+                "new_folds": new_folds,
+                "skipped": skipped,
+                "claimed_elsewhere": claimed_elsewhere,
+                "report": str(written["markdown"]),
+            }
+        )
     )
     return 0
 
