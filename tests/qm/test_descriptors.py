@@ -94,6 +94,7 @@ def test_pair_solvation_builds_no_engine_for_cached_molecules(
     assert list(table.columns) == list(PAIR_COLUMNS)
     assert list(table["status"]) == ["ok", "unparametrized", "ok"]
     assert first.parts.computed == 2  # each solute optimized once
+    assert not first.parts._memory, "a table keeps no molecule in memory after its rows"
 
     class Unavailable(Exception):
         pass

@@ -146,19 +146,22 @@ class PairSolvation:
             pending = {a: b for a, b in by_solute.items() if self._needs_work(a, b)}
             if len(pending) > 1 or (pending and self._pool is not None):
                 rows = self._in_processes(pending, progress, desc)
-        rows.update(
-            {
-                pair: self.get(*pair)
-                for pair in tqdm(
-                    [pair for pair in unique if pair not in rows],
-                    desc=desc,
-                    unit="pair",
-                    disable=not progress or len(rows) == len(unique),
-                    mininterval=1.0,
-                    leave=False,
-                )
-            }
-        )
+        # Here, one solute at a time in all its solvents, then forgotten: a long file predicted
+        # in chunks keeps no molecule in memory (the disk cache has it), as the workers do.
+        left = sorted((pair for pair in unique if pair not in rows), key=lambda pair: pair[0])
+        for i, pair in enumerate(
+            tqdm(
+                left,
+                desc=desc,
+                unit="pair",
+                disable=not progress or not left,
+                mininterval=1.0,
+                leave=False,
+            )
+        ):
+            rows[pair] = self.get(*pair)
+            if i + 1 == len(left) or left[i + 1][0] != pair[0]:
+                self.parts.forget(pair[0])
         table = pd.DataFrame([rows[pair] for pair in pairs], columns=list(PAIR_COLUMNS))
         table["dg_solv_alpb_kcal_mol"] = table["dg_solv_alpb_kcal_mol"].astype("float64")
         return table
