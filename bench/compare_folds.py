@@ -11,6 +11,10 @@ Bengio 2003: the variance of the mean difference is inflated by n_test/n_train b
 training sets of the folds overlap), and in how many folds B won. ``--complete-repeats`` keeps
 only repeats whose every fold all models finished (for a run still in progress).
 
+A model written ``FOLDER[i]`` is member i of an ensemble folder's folds (``--ensemble``: member 0
+is the single model of the fold): its test RMSE is the fold's ``member_rmse[i]``, and nothing else
+is recorded per member.
+
 ``--group-by COLUMN`` adds where the models differ: the test pairs split by a column of the
 predictions (``covered``) or of the pair table (``--pairs``; e.g. ``solvent_smiles``: the ``--top``
 most frequent values, the rest as "(other)"; a pair counts once per fold it was tested in). Per
@@ -24,12 +28,16 @@ examples:
   .venv/bin/python bench/compare_folds.py --results results/mnsol_5x5/evaluate --dataset mnsol \\
       --target dg_solv_kcal_mol --models probpair_2d probpair cigin \\
       --pairs results/pairs/mnsol/dg_solv_kcal_mol.parquet --group-by solvent_smiles --top 5
+  # an ensemble against its own member 0 (the single model of each fold)
+  .venv/bin/python bench/compare_folds.py --results results/ensemble_alpb/evaluate \\
+      --dataset freesolv_cgib --target dg_hydration_kcal_mol --models 'probpair_2d[0]' probpair_2d
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import re
 from pathlib import Path
 
 import numpy as np
@@ -56,12 +64,35 @@ OTHER = "(other)"
 SPLIT_FIELDS = ("split", "n_folds", "split_seed")
 
 
+# FOLDER[i]: member i of an ensemble's folds
+MEMBER = re.compile(r"^(?P<folder>.+)\[(?P<member>\d+)\]$")
+# what a fold's metrics.json records per member, the split's fields and sizes aside
+MEMBER_KEYS = ("rmse",)
+
+
 def fold_metrics(root: Path, model: str, split: str) -> dict[tuple[int, int], dict]:
+    match = MEMBER.match(model)
+    folder = match["folder"] if match else model
     found = {}
-    for path in sorted((root / model / split).glob("r*-f*/metrics.json")):
+    for path in sorted((root / folder / split).glob("r*-f*/metrics.json")):
         metrics = read_fold_metrics(path)
+        if match:
+            metrics = _member(metrics, int(match["member"]), path)
         found[(metrics["repeat"], metrics["fold"])] = metrics
     return found
+
+
+def _member(metrics: dict, member: int, path: Path) -> dict:
+    """The fold's metrics as member ``member`` alone has them: its test RMSE; the rest of the
+    ensemble's results (valid RMSE, σ metrics) are not the member's and are left out."""
+    rmses = metrics.get("member_rmse") or []
+    if member >= len(rmses):
+        raise SystemExit(
+            f"{path} records {len(rmses)} ensemble members, so it has no member {member}"
+            + ("" if rmses else " (not an ensemble fold: give the folder without [i])")
+        )
+    kept = {k: v for k, v in metrics.items() if k not in (*UNCERTAINTY_KEYS, "valid_rmse")}
+    return {**kept, "rmse": rmses[member]}
 
 
 def shared_folds(
@@ -207,6 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.models) < 2:
         parser.error("--models needs at least two models to compare")
 
+    members = [m for m in args.models if MEMBER.match(m)]
+    if members and args.metric not in MEMBER_KEYS:
+        parser.error(f"an ensemble member ({members[0]}) has only {', '.join(MEMBER_KEYS)}")
+    if members and args.group_by:
+        parser.error(f"--group-by reads each fold's predictions, which {members[0]} has not")
     root = Path(args.results) / args.dataset / args.target
     found = [fold_metrics(root, model, args.split) for model in args.models]
     keys = shared_folds(found, args.complete_repeats)
@@ -244,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             ),
         )
     )
-    rows.append(("mean valid RMSE", *(f"{_mean(f, keys, 'valid_rmse'):.3f}" for f in found)))
+    valid = [_mean(f, keys, "valid_rmse") for f in found]
+    rows.append(("mean valid RMSE", *("–" if np.isnan(v) else f"{v:.3f}" for v in valid)))
     for name, label in UNCERTAINTY_KEYS.items():
         means = [_mean(f, keys, name) for f in found]
         if not all(np.isnan(means)):

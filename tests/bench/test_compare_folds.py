@@ -168,3 +168,45 @@ def test_group_by_splits_the_test_pairs_by_a_column_of_the_pair_table(
     pd.DataFrame({"pair_id": ["p0"], "solvent_smiles": ["O"]}).to_parquet(pairs)
     with pytest.raises(SystemExit, match="have no row in --pairs"):
         compare.main([*base, "--pairs", str(pairs), "--group-by", "solvent_smiles"])
+
+
+def test_a_member_of_an_ensemble_is_compared_by_its_own_rmse(tmp_path: Path) -> None:
+    """'e[0]' is member 0 of ensemble e's folds (the single model of each fold); a folder that is
+    no ensemble, a member it lacks and a member with --group-by are refused."""
+    results = _write_folds(tmp_path)
+    for (model, repeat, fold), rmse in RMSE.items():
+        if model != "a":
+            continue
+        ensemble_dir = results / "ds" / "y" / "e" / "random" / f"r{repeat}-f{fold}"
+        ensemble_dir.mkdir(parents=True)
+        metrics = json.loads((results / "ds" / "y" / "a" / "random" / f"r{repeat}-f{fold}"
+                              / "metrics.json").read_text())  # fmt: skip
+        metrics.update(rmse=rmse - 0.2, member_rmse=[rmse + 0.1, rmse], nll=0.5)
+        (ensemble_dir / "metrics.json").write_text(json.dumps(metrics))
+    out = _run(results, "--models", "e[0]", "e", "a")
+    a_values = np.array([1.0, 1.2, 0.9, 1.1])
+    member = a_values + 0.1
+    assert f"{member.mean():.3f} ({member.std():.3f})" in out
+    mean, *_ = _difference_row(out, "e − e[0]")
+    assert float(mean) == pytest.approx(-0.3, abs=5e-4)
+    mean, *_ = _difference_row(out, "a − e[0]")
+    assert float(mean) == pytest.approx(-0.1, abs=5e-4)
+    valid_row = next(line for line in out.splitlines() if line.startswith("mean valid RMSE"))
+    assert valid_row.split()[3] == "–", "the ensemble's validation RMSE is not member 0's"
+    assert _difference_row(_run(results, "--models", "a", "e[1]"), "e[1] − a")[0] == "+0.000"
+    for models, message in (
+        (["a[0]", "b"], "not an ensemble fold"),
+        (["e[2]", "a"], "records 2 ensemble members"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, str(SCRIPT), "--results", str(results), "--dataset", "ds",
+             "--target", "y", "--models", *models],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert proc.returncode != 0 and message in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--results", str(results), "--dataset", "ds", "--target",
+         "y", "--models", "e[0]", "a", "--group-by", "covered"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "--group-by reads each fold's predictions" in proc.stderr
