@@ -15,6 +15,8 @@ A model written ``FOLDER[i]`` is member i of an ensemble folder's folds (``--ens
 is the single model of the fold): its test RMSE is the fold's ``member_rmse[i]``, and nothing else
 is recorded per member.
 
+``--csv PATH`` also writes the per-fold table (repeat, fold, one column per model).
+
 ``--group-by COLUMN`` adds where the models differ: the test pairs split by a column of the
 predictions (``covered``) or of the pair table (``--pairs``; e.g. ``solvent_smiles``: the ``--top``
 most frequent values, the rest as "(other)"; a pair counts once per fold it was tested in). Per
@@ -223,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only repeats whose every fold all models finished",
     )
+    parser.add_argument(
+        "--csv",
+        help="also write the per-fold table (repeat, fold, one column per model) to this CSV, "
+        "so that later contrasts need only the file",
+    )
     parser.add_argument("--group-by", help="a column of the predictions or of --pairs")
     parser.add_argument("--pairs", help="the pair table the folds were trained on (Parquet)")
     parser.add_argument(
@@ -257,6 +264,12 @@ def main(argv: list[str] | None = None) -> int:
             )
     values = np.array([[f[key][args.metric] for key in keys] for f in found])
 
+    if args.csv:
+        table = pd.DataFrame(values.T, columns=args.models)
+        table.insert(0, "fold", [key[1] for key in keys])
+        table.insert(0, "repeat", [key[0] for key in keys])
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.csv, index=False, float_format="%.6f")
     print(f"{args.metric} per fold ({len(keys)} folds finished by every model)\n")
     rows = [("fold", *args.models)]
     rows += [

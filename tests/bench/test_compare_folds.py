@@ -82,6 +82,15 @@ def test_pairs_only_folds_every_model_finished(tmp_path: Path) -> None:
     assert nll_line.split()[2:] == ["–", "1.500", "–"]
 
 
+def test_csv_holds_the_per_fold_table(tmp_path: Path) -> None:
+    _run(_write_folds(tmp_path), "--models", "a", "b", "--csv", str(tmp_path / "t" / "folds.csv"))
+    table = pd.read_csv(tmp_path / "t" / "folds.csv")
+    assert list(table.columns) == ["repeat", "fold", "a", "b"]
+    assert table.set_index(["repeat", "fold"])["b"].to_dict() == {
+        key[1:]: value for key, value in RMSE.items() if key[0] == "b"
+    }
+
+
 def test_complete_repeats_drops_a_repeat_with_a_missing_fold(tmp_path: Path) -> None:
     results = _write_folds(tmp_path)
     out = _run(results, "--models", "a", "b", "c", "--complete-repeats")
