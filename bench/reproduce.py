@@ -23,6 +23,7 @@ background, as used for docs/results.md:
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from pairfactory.errors import UserError
+from pairfactory.fileio import atomic_write_text
 from pairfactory.ml.evaluate import (
     ProtocolOptions,
     fold_dir,
@@ -166,26 +168,19 @@ def _holder_alive(text: str) -> bool:
 
 def claim_fold(out: Path) -> bool:
     """Claim a fold for this process; False if a live process holds it. A claim whose process
-    has gone (killed, crashed) is replaced, so a rerun resumes."""
+    has gone (killed, crashed) is replaced, so a rerun resumes. Check and write happen under a
+    lock of the fold's folder, so two processes that meet the same stale claim cannot both take
+    it."""
     path = _claim_path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     mine = f"{socket.gethostname()} {os.getpid()}\n"
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                held = path.read_text()
-            except FileNotFoundError:  # released between open and read: try again
-                continue
-            if held == mine or _holder_alive(held):
-                return held == mine
-            path.unlink(missing_ok=True)  # stale
-            continue
-        with os.fdopen(fd, "w") as handle:
-            handle.write(mine)
+    with open(path.parent / ".claims.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        held = path.read_text() if path.is_file() else None
+        if held is not None and held != mine and _holder_alive(held):
+            return False
+        atomic_write_text(path, mine)
         return True
-    return False
 
 
 def release_fold(out: Path) -> None:

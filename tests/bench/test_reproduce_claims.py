@@ -45,3 +45,42 @@ def test_a_fold_held_by_a_live_process_is_skipped_and_a_dead_ones_claim_is_taken
 
     claim.write_text("another-host 1\n")
     assert not reproduce.claim_fold(out), "another host's process cannot be checked: live"
+
+
+def _claim_and_hold(reproduce, out, start, hold, results) -> None:  # noqa: ANN001
+    import time
+
+    alive = reproduce._holder_alive
+
+    def slow_alive(text: str) -> bool:
+        time.sleep(0.2)  # widens the window between reading a claim and replacing it
+        return alive(text)
+
+    reproduce._holder_alive = slow_alive
+    start.wait()
+    results.put(reproduce.claim_fold(out))
+    hold.wait()  # stay alive until all have tried: a won claim must stay live
+
+
+def test_of_processes_meeting_one_stale_claim_exactly_one_takes_it(
+    tmp_path: Path, bench_script: Callable[[str], ModuleType]
+) -> None:
+    import multiprocessing
+
+    reproduce = bench_script("reproduce")
+    out = tmp_path / "ds" / "model" / "random" / "r0-f0"
+    out.parent.mkdir(parents=True)
+    out.with_name(out.name + ".claim").write_text(f"{socket.gethostname()} {_dead_pid()}\n")
+    context = multiprocessing.get_context("fork")
+    n = 6
+    start, hold, results = context.Barrier(n), context.Barrier(n), context.Queue()
+    workers = [
+        context.Process(target=_claim_and_hold, args=(reproduce, out, start, hold, results))
+        for _ in range(n)
+    ]
+    for worker in workers:
+        worker.start()
+    won = [results.get(timeout=60) for _ in range(n)]
+    for worker in workers:
+        worker.join(timeout=60)
+    assert sum(won) == 1
