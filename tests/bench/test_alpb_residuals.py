@@ -76,3 +76,61 @@ def test_a_residual_that_alpb_explains_is_corrected_out_of_fold(
     assert also[3:] == ["0", "–", "–"]  # one pair: nothing to fit its correction on
     with pytest.raises(SystemExit, match="no test pair has solvent"):
         script.main([*base, "--solvent", "CCCl"])
+
+
+def test_terms_correct_a_residual_that_the_total_cannot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bench_script: Callable[[str], ModuleType]
+) -> None:
+    """The residual is 0.7 × the hydrogen-bond term + 0.3 × the surface term: the total's
+    correction leaves most of it, the one with the terms removes it (out of fold)."""
+    rng = np.random.default_rng(1)
+    n = 24
+    solutes = [f"C{'C' * i}O" for i in range(n)]
+    pairs = pd.DataFrame(
+        {"pair_id": [f"p{i}" for i in range(n)], "solute_smiles": solutes, "solvent_smiles": "O"}
+    )
+    terms = {
+        "dg_elec_alpb_kcal_mol": rng.normal(-4, 2, n),
+        "dg_sasa_alpb_kcal_mol": rng.normal(0, 1, n),
+        "dg_hbond_alpb_kcal_mol": rng.normal(-2, 1, n),
+        "dg_shift_alpb_kcal_mol": np.full(n, 0.68),  # one constant in water
+    }
+    pd.DataFrame(
+        {
+            "system_id": [system_id_for(a, "O") for a in solutes],
+            "dg_solv_alpb_kcal_mol": sum(terms.values()),
+            **terms,
+        }
+    ).to_parquet(tmp_path / "alpb.parquet")
+    pairs.to_parquet(tmp_path / "pairs.parquet")
+    y_pred = rng.normal(-5, 2, n)
+    y_true = y_pred + 0.7 * terms["dg_hbond_alpb_kcal_mol"] + 0.3 * terms["dg_sasa_alpb_kcal_mol"]
+    for fold in (0, 1):
+        rows = list(range(fold * n // 2, (fold + 1) * n // 2))
+        fold_dir = tmp_path / "eval" / "m" / "random" / f"r0-f{fold}"
+        fold_dir.mkdir(parents=True)
+        pd.DataFrame(
+            {
+                "pair_id": [f"p{i}" for i in rows],
+                "role": "test",
+                "y_true": y_true[rows],
+                "y_pred": y_pred[rows],
+            }
+        ).to_parquet(fold_dir / "predictions.parquet")
+    bench_script("alpb_residuals").main(
+        [
+            "--results",
+            str(tmp_path / "eval"),
+            "--model",
+            "m",
+            "--terms",
+            "--pairs",
+            str(tmp_path / "pairs.parquet"),
+            "--descriptors",
+            str(tmp_path / "alpb.parquet"),
+        ]  # fmt: skip
+    )
+    out = capsys.readouterr().out
+    assert "corrected with the terms" in out.splitlines()[0]
+    rmse, total_only, with_terms = (float(v) for v in out.splitlines()[1].split()[-3:])
+    assert total_only > 0.3 * rmse and with_terms == pytest.approx(0.0, abs=1e-3)

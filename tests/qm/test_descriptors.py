@@ -11,7 +11,11 @@ import pytest
 from pairfactory.cli import main
 from pairfactory.errors import UserError
 from pairfactory.qm import solvation
-from pairfactory.qm.descriptors import DESCRIPTOR_COLUMNS, solvation_descriptors
+from pairfactory.qm.descriptors import (
+    ALPB_TERM_COLUMNS,
+    DESCRIPTOR_COLUMNS,
+    solvation_descriptors,
+)
 from pairfactory.qm.settings import QmSettings
 
 
@@ -50,8 +54,12 @@ def test_descriptors_per_system_with_the_real_program(
     ethanol = by_pair.loc[("CCO", "O")]
     assert ethanol["status"] == "ok" and ethanol["alpb_solvent"] == "water"
     assert -12.0 < ethanol["dg_solv_alpb_kcal_mol"] < -1.0  # experiment: -5.0 kcal/mol
+    assert ethanol[list(ALPB_TERM_COLUMNS)].sum() == pytest.approx(
+        ethanol["dg_solv_alpb_kcal_mol"], abs=1e-6
+    )
     dodecane = by_pair.loc[("CCO", "CCCCCCCCCCCC")]
     assert dodecane["status"] == "unparametrized" and pd.isna(dodecane["dg_solv_alpb_kcal_mol"])
+    assert dodecane[list(ALPB_TERM_COLUMNS)].isna().all()
 
     calls = []
     real = solvation.run_xtb_alpb

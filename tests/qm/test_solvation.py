@@ -7,6 +7,7 @@ installed, installed or failed under PAIRFACTORY_REQUIRE_XTB=1 as in CI); the ot
 
 from __future__ import annotations
 
+import json
 import stat
 import subprocess
 from pathlib import Path
@@ -78,6 +79,11 @@ def test_real_xtb_in_water_is_negative_and_cached(
     assert first.dg_solv_kcal_mol is not None and low < first.dg_solv_kcal_mol < high
     assert first.dg_solv_hartree == pytest.approx(first.dg_solv_kcal_mol / 627.5094740631)
     assert first.xtb_version.startswith("6.") and not first.from_cache
+    terms = [first.dg_elec_kcal_mol, first.dg_sasa_kcal_mol, first.dg_hbond_kcal_mol,
+             first.dg_shift_kcal_mol]  # fmt: skip
+    assert all(term is not None for term in terms)
+    assert sum(terms) == pytest.approx(first.dg_solv_kcal_mol, abs=1e-6)  # ΔG_solv's terms
+    assert first.dg_hbond_kcal_mol < 0 and first.dg_elec_kcal_mol < 0
     assert (cache.computed, cache.loaded) == (1, 0)
     files = list(tmp_path.rglob("*.json"))
     assert len(files) == 1 and files[0].parent.name == f"xtb-{first.xtb_version}-alpb"
@@ -139,8 +145,45 @@ def test_fake_xtb_output_is_parsed_and_threads_are_one(tmp_path: Path) -> None:
     assert result.dg_solv_kcal_mol == pytest.approx(-6.275094740631)
     assert result.total_energy_hartree == pytest.approx(-5.084812531244)
     assert result.reference_state == "gsolv [1 M gas/solution]"
+    assert result.dg_elec_kcal_mol is None, "an output without the terms gives none"
     call = (tmp_path / "call.txt").read_text()
     assert "OMP=1 " in call and "--alpb water --chrg 0 --uhf 0" in call
+
+
+def test_the_terms_of_gsolv_are_parsed_and_an_older_cache_format_is_recomputed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = (
+        "cat <<'EOF'\n"
+        "         :: -> Gsolv                  -0.019264495636 Eh    ::\n"
+        "         ::    -> Gelec               -0.007597045569 Eh    ::\n"
+        "         ::    -> Gsasa                0.001949717350 Eh    ::\n"
+        "         ::    -> Ghb                 -0.014697927115 Eh    ::\n"
+        "         ::    -> Gshift               0.001080759698 Eh    ::\n"
+        "EOF"
+    )
+    cache = SolvationCache(tmp_path / "cache", xtb_binary=_fake_xtb(tmp_path, body))
+    water = ("O", "O", [8, 1, 1], [0, 0, 0, 0.96, 0, 0, -0.24, 0.93, 0])
+    result = cache.get(*water)
+    hartree = 627.5094740631
+    assert result.dg_elec_kcal_mol == pytest.approx(-0.007597045569 * hartree)
+    assert result.dg_sasa_kcal_mol == pytest.approx(0.001949717350 * hartree)
+    assert result.dg_hbond_kcal_mol == pytest.approx(-0.014697927115 * hartree)
+    assert result.dg_shift_kcal_mol == pytest.approx(0.001080759698 * hartree)
+    assert not cache.needs_run("O", "O")
+    # an entry of format 1 (no terms) is run again, and the upgrade is said once, not per entry
+    (entry,) = (tmp_path / "cache").rglob("*.json")
+    old = json.loads(entry.read_text())
+    for key in ("dg_elec_kcal_mol", "dg_sasa_kcal_mol", "dg_hbond_kcal_mol", "dg_shift_kcal_mol"):
+        del old[key]
+    entry.write_text(json.dumps({**old, "format": 1}))
+    assert cache.needs_run("O", "O")
+    with caplog.at_level("INFO", logger=solvation.__name__):
+        again = cache.get(*water)
+        cache.get("CO", "O", [8, 1, 1], [0, 0, 0, 0.96, 0, 0, -0.24, 0.93, 0])
+    assert not again.from_cache and again.dg_hbond_kcal_mol == result.dg_hbond_kcal_mol
+    assert cache.computed == 3 and not cache.needs_run("O", "O")
+    assert sum("format 1" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_failed_run_is_reported_and_not_cached(tmp_path: Path) -> None:

@@ -6,9 +6,10 @@ point per molecule and solvent costs well under a second), the solute's isolated
 from the parts cache of the configured engine (optimized once per molecule and engine tag, as the
 optimize stage does; computed here when missing), and GFN2-xTB/ALPB ΔG_solv from the xtb program
 (``pairfactory.qm.solvation``, cached per molecule × solvent × xtb version). Solvents without
-ALPB parameters give a missing value with status ``unparametrized``; a failed part or xtb run
-gives a missing value with its status and message. Systems in = rows out. Each row names the
-engine tag of its geometry: a model that reads ALPB records it, and prediction
+ALPB parameters give a missing value with status ``unparametrized``; the table also holds ΔG_solv's
+four terms (``dg_elec_alpb_kcal_mol``, ``…_sasa_…``, ``…_hbond_…``, ``…_shift_…``). A failed part
+or xtb run gives a missing value with its status and message. Systems in = rows out. Each row names
+the engine tag of its geometry: a model that reads ALPB records it, and prediction
 (``PairSolvation``) computes its pairs' values the same way.
 """
 
@@ -27,10 +28,13 @@ from pairfactory.fileio import atomic_write
 from pairfactory.qm.parts import PartsCache
 from pairfactory.qm.plan import load_systems
 from pairfactory.qm.settings import QmSettings
-from pairfactory.qm.solvation import STATUS_OK, SolvationCache, find_xtb
+from pairfactory.qm.solvation import STATUS_OK, TERM_LINES, SolvationCache, find_xtb
 
 log = logging.getLogger(__name__)
 
+# descriptor column of each term of ΔG_solv(ALPB) -> SolvationResult field
+ALPB_TERMS = {f"dg_{term}_alpb_kcal_mol": f"dg_{term}_kcal_mol" for term in TERM_LINES}
+ALPB_TERM_COLUMNS = tuple(ALPB_TERMS)
 DESCRIPTOR_COLUMNS = (
     "system_id",
     "solute_smiles",
@@ -38,6 +42,8 @@ DESCRIPTOR_COLUMNS = (
     "alpb_solvent",
     "status",
     "dg_solv_alpb_kcal_mol",
+    # its terms (they sum to it): electrostatic, surface area, hydrogen bonds, constant shift
+    *ALPB_TERM_COLUMNS,
     "message",
     "xtb_version",
     "geometry_sha256",
@@ -98,6 +104,7 @@ class PairSolvation:
             "alpb_solvent": None,
             "status": part.status,
             "dg_solv_alpb_kcal_mol": None,
+            **dict.fromkeys(ALPB_TERM_COLUMNS),
             "message": part.message or None,
             "xtb_version": None,
             "geometry_sha256": None,
@@ -117,6 +124,7 @@ class PairSolvation:
             alpb_solvent=result.alpb_solvent,
             status=result.status,
             dg_solv_alpb_kcal_mol=result.dg_solv_kcal_mol,
+            **{column: getattr(result, field) for column, field in ALPB_TERMS.items()},
             message=result.message or None,
             xtb_version=result.xtb_version or None,
             geometry_sha256=result.geometry_sha256,
@@ -163,7 +171,8 @@ class PairSolvation:
             if i + 1 == len(left) or left[i + 1][0] != pair[0]:
                 self.parts.forget(pair[0])
         table = pd.DataFrame([rows[pair] for pair in pairs], columns=list(PAIR_COLUMNS))
-        table["dg_solv_alpb_kcal_mol"] = table["dg_solv_alpb_kcal_mol"].astype("float64")
+        for column in ("dg_solv_alpb_kcal_mol", *ALPB_TERM_COLUMNS):
+            table[column] = table[column].astype("float64")
         return table
 
     def close(self) -> None:

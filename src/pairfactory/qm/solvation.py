@@ -3,9 +3,10 @@
 One single point ``xtb mol.xyz --gfn 2 --alpb <solvent> --chrg C --uhf U`` per (molecule, solvent)
 at a given geometry (the optimized isolated molecule of the parts cache); ΔG_solv is the
 ``-> Gsolv`` line of xtb's summary (Eh), which includes the electrostatic (ALPB), surface-area,
-hydrogen-bond and state-shift terms. The program is used, not tblite's own ``alpb``: on 80 FreeSolv
-solutes tblite 0.4's ALPB correlated with experiment at r ≈ 0.38 (it lacks the non-polar terms),
-the program's at r ≈ 0.79.
+hydrogen-bond and state-shift terms; those four are kept too (``dg_elec_kcal_mol`` …; they sum to
+ΔG_solv), so that an analysis can ask whether a term carries what the total does not. The program
+is used, not tblite's own ``alpb``: on 80 FreeSolv solutes tblite 0.4's ALPB correlated with
+experiment at r ≈ 0.38 (it lacks the non-polar terms), the program's at r ≈ 0.79.
 
 Results are cached on disk, one JSON file per (molecule SMILES, ALPB solvent, xtb version):
 ``{cache_dir}/xtb-{version}-alpb/{sha256(smiles TAB solvent)[:16]}.json``, written atomically.
@@ -38,7 +39,8 @@ from pairfactory.units import HARTREE_TO_KCAL_PER_MOL
 
 log = logging.getLogger(__name__)
 
-SOLVATION_CACHE_FORMAT = 1
+# 2: the four terms of ΔG_solv are recorded (format-1 entries lack them and are recomputed)
+SOLVATION_CACHE_FORMAT = 2
 DEFAULT_SOLVATION_CACHE = Path("results/solvation")
 DEFAULT_XTB_BINARY = "xtb"
 DEFAULT_TIMEOUT_S = 300.0
@@ -82,6 +84,12 @@ STATUS_FAILED = "failed"
 STATUS_TIMEOUT = "timeout"
 
 _GSOLV_RE = re.compile(r"::\s*->\s*Gsolv\s+(-?\d+\.\d+(?:[eE][-+]?\d+)?)\s+Eh")
+# The terms of Gsolv in xtb's summary, under it: ``::    -> Gelec  -0.0076 Eh  ::``
+TERM_LINES = {"elec": "Gelec", "sasa": "Gsasa", "hbond": "Ghb", "shift": "Gshift"}
+_TERM_RES = {
+    term: re.compile(r"::\s*->\s*" + line + r"\s+(-?\d+\.\d+(?:[eE][-+]?\d+)?)\s+Eh")
+    for term, line in TERM_LINES.items()
+}
 _TOTAL_RE = re.compile(r"::\s*total energy\s+(-?\d+\.\d+(?:[eE][-+]?\d+)?)\s+Eh")
 _VERSION_RE = re.compile(r"xtb version\s+(\S+)")
 _STATE_RE = re.compile(r"Reference state\s+(.+?)\s*$", re.MULTILINE)
@@ -107,6 +115,12 @@ class SolvationResult:
     xtb_version: str
     wall_time_s: float
     message: str
+    # ΔG_solv's terms: electrostatic (ALPB), surface area (non-polar), hydrogen bonds, and the
+    # solvent's constant shift with the reference state; None where xtb printed none
+    dg_elec_kcal_mol: float | None = None
+    dg_sasa_kcal_mol: float | None = None
+    dg_hbond_kcal_mol: float | None = None
+    dg_shift_kcal_mol: float | None = None
     format: int = SOLVATION_CACHE_FORMAT
     # Not stored: True when this object was read from the cache rather than computed now.
     from_cache: bool = False
@@ -228,6 +242,7 @@ class SolvationCache:
         self.loaded = 0
         self._xtb: Path | None = None
         self._version: str | None = None
+        self._told_format = False
 
     def _program(self) -> tuple[Path, str]:
         # Resolved on first use, so that a cache of unparametrized solvents needs no binary.
@@ -241,12 +256,19 @@ class SolvationCache:
         return self.root / f"xtb-{version}-alpb" / f"{key}.json"
 
     def needs_run(self, smiles: str, solvent_smiles: str) -> bool:
-        """Whether ``get`` would run xtb: a parametrized solvent with no cached result file (a
-        file that proves unreadable is found out, and recomputed, by ``get``)."""
+        """Whether ``get`` would run xtb: a parametrized solvent with no cached result, or one
+        of an older format (a file that proves unreadable is found out, and recomputed, by
+        ``get``)."""
         alpb = alpb_solvent_name(solvent_smiles)
         if alpb is None:
             return False
-        return not self.path_for(smiles, alpb, self._program()[1]).is_file()
+        path = self.path_for(smiles, alpb, self._program()[1])
+        if not path.is_file():
+            return True
+        try:
+            return json.loads(path.read_text()).get("format") != SOLVATION_CACHE_FORMAT
+        except (OSError, ValueError, AttributeError):
+            return False
 
     def get(
         self,
@@ -321,13 +343,19 @@ class SolvationCache:
         except (OSError, ValueError, TypeError) as err:
             log.warning("solvation cache %s is unreadable (%s); recomputing it", path, err)
             return None
-        if (
-            result.smiles != smiles
-            or result.alpb_solvent != alpb
-            or result.xtb_version != version
-            or result.format != SOLVATION_CACHE_FORMAT
-        ):
-            log.warning("solvation cache %s holds another key or format; recomputing it", path)
+        if result.format != SOLVATION_CACHE_FORMAT:
+            if not self._told_format:  # once: an upgrade meets every entry of the old format
+                log.info(
+                    "solvation cache %s holds entries of format %s; this version writes format "
+                    "%d (ΔG_solv's terms added) and recomputes them",
+                    self.root,
+                    result.format,
+                    SOLVATION_CACHE_FORMAT,
+                )
+                self._told_format = True
+            return None
+        if result.smiles != smiles or result.alpb_solvent != alpb or result.xtb_version != version:
+            log.warning("solvation cache %s holds another key; recomputing it", path)
             return None
         result.from_cache = True
         return result
@@ -356,6 +384,12 @@ def run_xtb_alpb(
         total = _TOTAL_RE.search(out)
         state = _STATE_RE.search(out)
         dg = float(gsolv.group(1)) if gsolv and status == STATUS_OK else None
+        terms = {}
+        for term, pattern in _TERM_RES.items():
+            match = pattern.search(out) if dg is not None else None
+            terms[f"dg_{term}_kcal_mol"] = (
+                float(match.group(1)) * HARTREE_TO_KCAL_PER_MOL if match else None
+            )
         return SolvationResult(
             smiles=smiles,
             solvent_smiles=solvent_smiles,
@@ -373,6 +407,7 @@ def run_xtb_alpb(
             xtb_version=version,
             wall_time_s=time.monotonic() - start,
             message=message,
+            **terms,
         )
 
     with tempfile.TemporaryDirectory(prefix="pairfactory-xtb-") as tmp:
