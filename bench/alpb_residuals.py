@@ -8,10 +8,11 @@ itself; a fold whose repeat offers fewer than 3 such pairs is left out, and the 
 many pairs were corrected). A correction that helps means the input carries information the
 model did not use; one that does not means the model already has it, or it is not there.
 
-With ``--terms``, a second correction also reads ΔG_solv's four terms (electrostatic, surface
-area, hydrogen bonds, shift; columns of the descriptor table) and ŷ: r ≈ a + b (ALPB − ŷ) + c ŷ +
-Σ d_k term_k, fitted the same way. It asks whether the terms carry what the total does not, e.g.
-for a model given the total as an input.
+With ``--terms``, a second correction reads ŷ and ΔG_solv's four terms (electrostatic, surface
+area, hydrogen bonds, shift; columns of the descriptor table) in place of the total: r ≈ a + c ŷ +
+Σ d_k term_k (the total's correction is the case d_k = b, c = −b), fitted the same way on the pairs
+that have every term, whose count its cell gives. It asks whether the terms carry what the total
+does not, e.g. for a model given the total as an input.
 
 With ``--solvent SMILES`` the rows are that solvent's pairs, also split by whether their solute
 occurs with another solvent in the pair table (the model can then learn the solute from its other
@@ -91,12 +92,17 @@ def correction_row(label: str, tests: pd.DataFrame, terms: bool) -> tuple[str, .
     )
     if not terms:
         return row
-    features = np.column_stack([gap, tests["y_pred"], tests[list(ALPB_TERM_COLUMNS)]])
-    # the shift is one constant per solvent: in water, a second intercept the fit cannot place
+    complete = tests.dropna(subset=list(ALPB_TERM_COLUMNS))
+    if complete.empty:
+        return (*row, "–")
+    features = np.column_stack([complete["y_pred"], complete[list(ALPB_TERM_COLUMNS)]])
+    # the shift is one constant per solvent: within one solvent, a second intercept the fit
+    # cannot place
     features = features[:, np.ptp(features, axis=0) > 0]
-    with_terms = out_of_fold(tests, residual, features)
-    both = kept & with_terms.notna()
-    return (*row, f"{np.sqrt(np.mean(with_terms[both] ** 2)):.3f}" if both.any() else "–")
+    with_terms = out_of_fold(complete, residual[complete.index], features).dropna()
+    if with_terms.empty:
+        return (*row, "–")
+    return (*row, f"{np.sqrt(np.mean(with_terms**2)):.3f} ({len(with_terms)})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--terms",
         action="store_true",
-        help="also correct with ΔG_solv's four terms and ŷ (a last column)",
+        help="also correct with ŷ and ΔG_solv's four terms in place of the total (a last column)",
     )
     args = parser.parse_args(argv)
 
@@ -138,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             "corrected pairs",
             "their RMSE",
             "corrected",
-            *(["corrected with the terms and ŷ"] if args.terms else []),
+            *(["corrected by ŷ and the terms (pairs)"] if args.terms else []),
         )
     ]
     if args.solvent is None:

@@ -85,8 +85,9 @@ def fold_metrics(root: Path, model: str, split: str) -> dict[tuple[int, int], di
 
 
 def _member(metrics: dict, member: int, path: Path) -> dict:
-    """The fold's metrics as member ``member`` alone has them: its test RMSE; the rest of the
-    ensemble's results (valid RMSE, σ metrics) are not the member's and are left out."""
+    """The fold's metrics with member ``member``'s test RMSE as ``rmse`` and without the
+    validation RMSE and σ metrics, which are the ensemble's; the other keys (mae, r2, …) stay the
+    ensemble's, so ``main`` allows only MEMBER_KEYS as the metric of a member."""
     rmses = metrics.get("member_rmse") or []
     if member >= len(rmses):
         raise SystemExit(

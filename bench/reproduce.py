@@ -14,7 +14,8 @@ example (CGIB protocol, 1 thread, stop launching folds after 90 minutes):
       --epochs 500 --repeats 5 --budget-min 90 --threads 1
 two processes sharing one list of folds (2 cores):
   for i in 1 2; do nohup .venv/bin/python bench/reproduce.py --datasets freesolv_cgib \\
-      --models cigin --threads 1 --claim > results/reproduce_$i.log 2>&1 & done
+      --models cigin --threads 1 --claim --report results/report_$i \\
+      > results/reproduce_$i.log 2>&1 & done
 background, as used for docs/results.md:
   nohup .venv/bin/python bench/reproduce.py --epochs 150 --repeats 1 --budget-min 95 \\
       > results/reproduce.log 2>&1 &
@@ -142,7 +143,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="share the jobs with other processes running the same command: claim each fold "
         "before running it (a file beside the fold's folder) and skip folds claimed by a live "
-        "process; a claim left by a killed process is taken over",
+        "process; a claim left by a killed process is taken over. Give each process its own "
+        "--report: the report is written by whichever process finishes a fold",
     )
     return parser.parse_args(argv)
 
@@ -176,7 +178,10 @@ def claim_fold(out: Path) -> bool:
     mine = f"{socket.gethostname()} {os.getpid()}\n"
     with open(path.parent / ".claims.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        held = path.read_text() if path.is_file() else None
+        try:
+            held = path.read_text()
+        except FileNotFoundError:  # none, or just released (release takes no lock)
+            held = None
         if held is not None and held != mine and _holder_alive(held):
             return False
         atomic_write_text(path, mine)

@@ -131,6 +131,7 @@ def test_terms_correct_a_residual_that_the_total_cannot(
         ]  # fmt: skip
     )
     out = capsys.readouterr().out
-    assert "corrected with the terms" in out.splitlines()[0]
-    rmse, total_only, with_terms = (float(v) for v in out.splitlines()[1].split()[-3:])
-    assert total_only > 0.3 * rmse and with_terms == pytest.approx(0.0, abs=1e-3)
+    assert "corrected by ŷ and the terms (pairs)" in out.splitlines()[0]
+    *_, rmse, total_only, with_terms, pairs = out.splitlines()[1].split()
+    assert float(total_only) > 0.3 * float(rmse)
+    assert float(with_terms) == pytest.approx(0.0, abs=1e-3) and pairs == "(24)"

@@ -178,11 +178,19 @@ def test_the_terms_of_gsolv_are_parsed_and_an_older_cache_format_is_recomputed(
         del old[key]
     entry.write_text(json.dumps({**old, "format": 1}))
     assert cache.needs_run("O", "O")
+    methanol = ("CO", "O", [8, 1, 1], [0, 0, 0, 0.96, 0, 0, -0.24, 0.93, 0])
+    cache.get(*methanol)
+    (second,) = (e for e in (tmp_path / "cache").rglob("*.json") if e != entry)
+    second.write_text(json.dumps({**json.loads(second.read_text()), "format": 1}))
     with caplog.at_level("INFO", logger=solvation.__name__):
         again = cache.get(*water)
-        cache.get("CO", "O", [8, 1, 1], [0, 0, 0, 0.96, 0, 0, -0.24, 0.93, 0])
+        cache.get(*methanol)
     assert not again.from_cache and again.dg_hbond_kcal_mol == result.dg_hbond_kcal_mol
-    assert cache.computed == 3 and not cache.needs_run("O", "O")
+    assert cache.computed == 4 and not cache.needs_run("O", "O")
+    # an entry that names no format is no current entry either
+    entry.write_text(json.dumps({k: v for k, v in json.loads(entry.read_text()).items()
+                                 if k != "format"}))  # fmt: skip
+    assert cache.needs_run("O", "O") and not cache.get(*water).from_cache
     assert sum("format 1" in r.getMessage() for r in caplog.records) == 1
 
 

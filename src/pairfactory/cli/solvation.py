@@ -1,7 +1,8 @@
 """Implicit-solvent ΔG_solv (GFN2-xTB/ALPB, the xtb program) of every system of a dataset.
 
 Writes one Parquet row per system (system_id, solute and solvent SMILES, ALPB solvent name, status,
-dg_solv_alpb_kcal_mol, message, xtb version, geometry hash): the descriptor table that
+dg_solv_alpb_kcal_mol and its four terms dg_{elec,sasa,hbond,shift}_alpb_kcal_mol, message, xtb
+version, geometry hash, engine tag): the descriptor table that
 `pairfactory evaluate --descriptors` reads as auxiliary targets of the training pairs (and as an
 input of every pair for probpair with alpb_input: true). Solvents
 xtb has no parameters for get a missing value (status unparametrized), not an error. Needs the

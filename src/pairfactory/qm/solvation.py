@@ -343,6 +343,7 @@ class SolvationCache:
         except (OSError, ValueError, TypeError) as err:
             log.warning("solvation cache %s is unreadable (%s); recomputing it", path, err)
             return None
+        result.format = data.get("format")  # an entry without one is no current entry
         if result.format != SOLVATION_CACHE_FORMAT:
             if not self._told_format:  # once: an upgrade meets every entry of the old format
                 log.info(
