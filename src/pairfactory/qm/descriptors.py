@@ -28,12 +28,12 @@ from pairfactory.fileio import atomic_write
 from pairfactory.qm.parts import PartsCache
 from pairfactory.qm.plan import load_systems
 from pairfactory.qm.settings import QmSettings
-from pairfactory.qm.solvation import STATUS_OK, TERM_LINES, SolvationCache, find_xtb
+from pairfactory.qm.solvation import STATUS_OK, TERM_FIELDS, SolvationCache, find_xtb
 
 log = logging.getLogger(__name__)
 
 # descriptor column of each term of ΔG_solv(ALPB) -> SolvationResult field
-ALPB_TERMS = {f"dg_{term}_alpb_kcal_mol": f"dg_{term}_kcal_mol" for term in TERM_LINES}
+ALPB_TERMS = {f"dg_{term}_alpb_kcal_mol": field for term, field in TERM_FIELDS.items()}
 ALPB_TERM_COLUMNS = tuple(ALPB_TERMS)
 DESCRIPTOR_COLUMNS = (
     "system_id",

@@ -83,13 +83,18 @@ STATUS_UNPARAMETRIZED = "unparametrized"
 STATUS_FAILED = "failed"
 STATUS_TIMEOUT = "timeout"
 
-_GSOLV_RE = re.compile(r"::\s*->\s*Gsolv\s+(-?\d+\.\d+(?:[eE][-+]?\d+)?)\s+Eh")
-# The terms of Gsolv in xtb's summary, under it: ``::    -> Gelec  -0.0076 Eh  ::``
+
+def _summary_line(name: str) -> re.Pattern[str]:
+    """The value (Eh) of one ``:: -> NAME  value Eh ::`` line of xtb's summary."""
+    return re.compile(r"::\s*->\s*" + name + r"\s+(-?\d+\.\d+(?:[eE][-+]?\d+)?)\s+Eh")
+
+
+_GSOLV_RE = _summary_line("Gsolv")
+# The terms of Gsolv in xtb's summary, under it (``::    -> Gelec  -0.0076 Eh  ::``), and the
+# SolvationResult field of each
 TERM_LINES = {"elec": "Gelec", "sasa": "Gsasa", "hbond": "Ghb", "shift": "Gshift"}
-_TERM_RES = {
-    term: re.compile(r"::\s*->\s*" + line + r"\s+(-?\d+\.\d+(?:[eE][-+]?\d+)?)\s+Eh")
-    for term, line in TERM_LINES.items()
-}
+TERM_FIELDS = {term: f"dg_{term}_kcal_mol" for term in TERM_LINES}
+_TERM_RES = {term: _summary_line(line) for term, line in TERM_LINES.items()}
 _TOTAL_RE = re.compile(r"::\s*total energy\s+(-?\d+\.\d+(?:[eE][-+]?\d+)?)\s+Eh")
 _VERSION_RE = re.compile(r"xtb version\s+(\S+)")
 _STATE_RE = re.compile(r"Reference state\s+(.+?)\s*$", re.MULTILINE)
@@ -388,7 +393,7 @@ def run_xtb_alpb(
         terms = {}
         for term, pattern in _TERM_RES.items():
             match = pattern.search(out) if dg is not None else None
-            terms[f"dg_{term}_kcal_mol"] = (
+            terms[TERM_FIELDS[term]] = (
                 float(match.group(1)) * HARTREE_TO_KCAL_PER_MOL if match else None
             )
         return SolvationResult(
