@@ -44,6 +44,7 @@ from pairfactory.ml.evaluate import (
     read_pairs,
     run_fold,
 )
+from pairfactory.ml.extra_pairs import HOLDOUT_LEVELS, ExtraPairSettings
 from pairfactory.ml.graph_cache import GraphCache
 from pairfactory.ml.models import MODEL_NAMES
 from pairfactory.ml.report import write_report
@@ -131,6 +132,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="MODEL=JSON",
         help="hyper-parameters of one model, e.g. 'cigin={\"message_passing_steps\": 3}'",
+    )
+    parser.add_argument(
+        "--extra-pairs",
+        default=None,
+        metavar="PATH",
+        help="another pair table whose rows join every fold's training pairs, minus the fold's "
+        "held-out molecules (pairfactory evaluate --extra-pairs), e.g. "
+        "results/pairs/combisolv/dg_solv_kcal_mol.parquet",
+    )
+    parser.add_argument(
+        "--extra-holdout", default="solute", choices=HOLDOUT_LEVELS, help="default solute"
+    )
+    parser.add_argument(
+        "--extra-solvent",
+        dest="extra_solvents",
+        action="append",
+        default=[],
+        metavar="SMILES",
+        help="only the extra rows in this solvent (repeatable), e.g. O",
     )
     parser.add_argument(
         "--budget-min", type=float, default=None, help="launch no new fold after this many minutes"
@@ -251,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
         model_hparams=model_hparams,
         samples=samples,
         ensemble=args.ensemble,
+        extra_pairs=None
+        if args.extra_pairs is None
+        else ExtraPairSettings(
+            Path(args.extra_pairs), args.extra_holdout, tuple(args.extra_solvents)
+        ),
     )
 
     tables = {}

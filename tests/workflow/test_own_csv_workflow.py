@@ -76,3 +76,49 @@ def test_a_csv_dataset_runs_like_a_built_in_one(tmp_path: Path) -> None:
     write_config(tmp_path, config)
     run = run_snakemake(tmp_path, "-n", "--cores", "1")
     assert run.returncode != 0 and "mine has the target(s) dg_solv_kcal_mol" in run.output
+
+
+def test_a_fold_trains_on_another_tables_pairs_through_the_workflow(tmp_path: Path) -> None:
+    """evaluate.extra_pairs: the user's table is cross-validated, FreeSolv's water pairs join the
+    training pairs (minus the fold's held-out solutes); a changed holdout re-runs the folds."""
+    _user_csv(tmp_path / "mine.csv", 30)
+    evaluate = smoke_evaluate(["mine/dg_solv_kcal_mol"], ["cigin"])
+    evaluate["extra_pairs"] = {"table": "freesolv/dg_hydration_kcal_mol", "solvents": ["O"]}
+    config = {
+        "seed": 0,
+        "data": {"freesolv_txt": str(FREESOLV_TXT)},
+        "datasets": ["mine", "freesolv"],
+        "csv_datasets": {
+            "mine": {
+                "path": "mine.csv",
+                "solute_column": "Molecule",
+                "solvent_column": "Medium",
+                "targets": [
+                    {"column": "dG (kcal/mol)", "name": "dg_solv_kcal_mol", "unit": "kcal/mol"}
+                ],
+            }
+        },
+        "evaluate": evaluate,
+        "report": {"enabled": False},
+    }
+    write_config(tmp_path, config)
+    run_snakemake(tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), timeout=300).check()
+    folds = tmp_path / "results" / "evaluate" / "mine" / "dg_solv_kcal_mol" / "cigin" / "random"
+    for fold in (0, 1):
+        metrics = json.loads((folds / f"r0-f{fold}" / "metrics.json").read_text())
+        extra = metrics["extra_pairs"]
+        assert extra["dataset"] == "freesolv" and extra["n_in"] == 642
+        # the user's 30 molecules are FreeSolv's first 30: a fold's held-out ones never train
+        assert extra["not_used"]["held_out_solute"] == metrics["n_valid"] + metrics["n_test"]
+        assert metrics["n_train"] == 30 - metrics["n_valid"] - metrics["n_test"] + extra["n_used"]
+
+    evaluate["extra_pairs"]["holdout"] = "pair"
+    write_config(tmp_path, config)
+    planned = run_snakemake(tmp_path, "-n", "--cores", "1").check()
+    assert planned.job_counts().get("evaluate") == 2, planned.output[-2000:]
+
+    # an extra table whose dataset is not curated is named before any job runs
+    evaluate["extra_pairs"]["table"] = "mnsol/dg_solv_kcal_mol"
+    write_config(tmp_path, config)
+    run = run_snakemake(tmp_path, "-n", "--cores", "1")
+    assert run.returncode != 0 and "evaluate.extra_pairs.table" in run.output

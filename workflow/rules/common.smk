@@ -119,6 +119,10 @@ def check_config(config: dict[str, Any]) -> None:
             )
     tables = [("evaluate.tables", t) for t in config["evaluate"]["tables"]]
     tables += [("final_models", entry["table"]) for entry in config["final_models"]]
+    if config["evaluate"]["extra_pairs"].get("table"):
+        tables.append(
+            ("evaluate.extra_pairs.table", config["evaluate"]["extra_pairs"]["table"])
+        )
     for where, table in tables:
         dataset, target = table.split("/")
         if dataset not in datasets:
@@ -322,7 +326,10 @@ def pair_table_sha256(wildcards: Wildcards) -> str:
     Hashed once per file version, not once per fold: a full plan has hundreds of folds per table.
     The key holds mtime and size, so a table rewritten by a checkpoint in this run is hashed anew.
     """
-    path = pair_table_path(wildcards)
+    return _table_sha256(pair_table_path(wildcards))
+
+
+def _table_sha256(path: str) -> str:
     if not os.path.exists(path):
         return "not curated yet"
     stat = os.stat(path)
@@ -330,6 +337,21 @@ def pair_table_sha256(wildcards: Wildcards) -> str:
     if key not in _TABLE_HASHES:
         _TABLE_HASHES[key] = file_sha256(path)
     return _TABLE_HASHES[key]
+
+
+def extra_pairs_ready(wildcards: Wildcards) -> list[str]:
+    """With evaluate.extra_pairs.table: the wait for that dataset's curation (no input file, as
+    pairs_ready); `pairfactory` finds the table beside the fold's own."""
+    table = config["evaluate"]["extra_pairs"].get("table")
+    if table:
+        checkpoints.pairs.get(dataset=table.split("/")[0])
+    return []
+
+
+def extra_table_sha256(wildcards: Wildcards) -> str:
+    """The extra table's content: a param, so its folds re-run when (and only when) it changes."""
+    table = config["evaluate"]["extra_pairs"].get("table")
+    return _table_sha256(f"{PAIRS_DIR}/{table}.parquet") if table else "none"
 
 
 def evaluate_protocol(model: str) -> dict[str, Any]:

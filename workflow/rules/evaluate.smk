@@ -6,6 +6,7 @@ rule evaluate:
         # waits for the curation without depending on its files: a re-curation that leaves this
         # table's content unchanged re-runs no fold (param `table_sha256` below decides)
         pairs_ready,
+        extra_pairs_ready,
         unpack(evaluate_sample_inputs),
     output:
         metrics=f"{EVALUATE_DIR}/{{dataset}}/{{target}}/{{model}}/{{split}}/r{{repeat}}-f{{fold}}/metrics.json",
@@ -26,6 +27,7 @@ rule evaluate:
         config_file=Path(CONFIG_FILE),
         table=pair_table_path,
         table_sha256=pair_table_sha256,
+        extra_table_sha256=extra_table_sha256,
         # the protocol settings are what the result depends on; other config keys are not
         protocol=lambda wildcards: evaluate_protocol(wildcards.model),
         seed=config["seed"],

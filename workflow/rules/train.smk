@@ -5,6 +5,7 @@ rule final_model:
     input:
         # as evaluate: waits for the curation; the table's content hash (a param) decides reruns
         pairs_ready,
+        extra_pairs_ready,
         unpack(evaluate_sample_inputs),
     output:
         # the card is written last; the member folders (weights, checkpoints) are not outputs, so
@@ -22,6 +23,7 @@ rule final_model:
         config_file=Path(CONFIG_FILE),
         table=pair_table_path,
         table_sha256=pair_table_sha256,
+        extra_table_sha256=extra_table_sha256,
         settings=final_model_settings,
         ensemble=lambda wildcards: final_model_entry(wildcards).get("ensemble", 1),
         out_dir=lambda wildcards, output: os.path.dirname(output.card),

@@ -18,6 +18,7 @@ from pairfactory.errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from pairfactory.ml.evaluate import ProtocolOptions
+    from pairfactory.ml.extra_pairs import ExtraPairSettings
 
 PARENTS = ("config", "log", "progress")
 
@@ -130,6 +131,7 @@ def options_from_config(
         Path(args.graph_cache) if args is not None and args.graph_cache else DEFAULT_GRAPH_CACHE
     )
     samples = SampleSetSettings(**dict(section.get("samples") or {}), seed=seed)
+    extra_pairs = _extra_pair_settings(section.get("extra_pairs") or {}, args)
     shards_dir = getattr(args, "shards_dir", None) if args is not None else None
     descriptors = getattr(args, "descriptors", None) if args is not None else None
     return ProtocolOptions(
@@ -143,7 +145,34 @@ def options_from_config(
         descriptors=None if descriptors is None else Path(descriptors),
         samples=samples,
         ensemble=ensemble,
+        extra_pairs=extra_pairs,
     )
+
+
+def _extra_pair_settings(
+    section: Mapping[str, Any], args: argparse.Namespace | None
+) -> ExtraPairSettings | None:
+    """The config's ``evaluate.extra_pairs`` (its ``table`` found beside --pairs, in the same
+    pairs folder), then the --extra-* flags; None without an extra table."""
+    from pairfactory.ml.extra_pairs import ExtraPairSettings
+
+    path = None
+    if section.get("table") and args is not None and getattr(args, "pairs", None):
+        dataset, target = str(section["table"]).split("/", 1)
+        path = Path(args.pairs).parent.parent / dataset / f"{target}.parquet"
+    holdout = section.get("holdout", "solute")
+    solvents = tuple(section.get("solvents") or ())
+    if args is not None:
+        path = getattr(args, "extra_pairs", None) or path
+        holdout = getattr(args, "extra_holdout", None) or holdout
+        solvents = tuple(getattr(args, "extra_solvents", None) or ()) or solvents
+        if path is None and (
+            getattr(args, "extra_holdout", None) or getattr(args, "extra_solvents", None)
+        ):
+            raise UserError("--extra-holdout and --extra-solvent need --extra-pairs PATH")
+    if path is None:
+        return None
+    return ExtraPairSettings(path=Path(path), holdout=holdout, solvents=solvents)
 
 
 def add_table_and_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -238,6 +267,28 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "results/shards/freesolv/xtb-1a2b3c4d): test errors are then reported for pairs with and "
         "without samples, and models that learn from samples (probpair) use their training "
         "pairs' samples",
+    )
+    parser.add_argument(
+        "--extra-pairs",
+        metavar="PATH",
+        help="another pair table (same unit) whose rows join the training pairs, never the "
+        "validation or test pairs; rows of held-out molecules are left out (--extra-holdout). "
+        "E.g. CombiSolv-Exp's water pairs for FreeSolv: --extra-pairs "
+        "results/pairs/combisolv/dg_solv_kcal_mol.parquet --extra-solvent O "
+        "(default: config evaluate.extra_pairs.table, none)",
+    )
+    parser.add_argument(
+        "--extra-holdout",
+        choices=("solute", "pair"),
+        help="leave out every extra row whose solute is a validation or test solute (solute, "
+        "the default) or only the validation and test pairs themselves (pair)",
+    )
+    parser.add_argument(
+        "--extra-solvent",
+        dest="extra_solvents",
+        action="append",
+        metavar="SMILES",
+        help="use only the extra rows in this solvent (repeatable; default: every solvent)",
     )
     parser.add_argument(
         "--descriptors",

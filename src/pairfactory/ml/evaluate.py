@@ -32,6 +32,14 @@ from pairfactory import __version__
 from pairfactory.errors import InputFileError, UserError
 from pairfactory.fileio import atomic_write, atomic_write_text
 from pairfactory.ml.datasets import PairGraphDataset, PairSupervision
+from pairfactory.ml.extra_pairs import (
+    DECISIONS_FILE,
+    ExtraPairSettings,
+    ExtraTraining,
+    read_extra_table,
+    select_extra_training,
+    with_extra_training,
+)
 from pairfactory.ml.graph_cache import DEFAULT_GRAPH_CACHE, GraphCache
 from pairfactory.ml.models import MODEL_NAMES, build_model, default_hparams
 from pairfactory.ml.models.registry import model_input_names, model_spec
@@ -84,6 +92,9 @@ class ProtocolOptions:
     # members per fold, trained with model seeds seed + r, + r + ENSEMBLE_SEED_STEP, ...: their
     # mean is the prediction and their spread a σ (member 0 is the single model of the fold)
     ensemble: int = 1
+    # labelled pairs of another table added to each fold's training role (never to validation
+    # or test), minus the fold's held-out molecules (ml.extra_pairs)
+    extra_pairs: ExtraPairSettings | None = None
 
     def __post_init__(self) -> None:
         if self.ensemble < 1:
@@ -183,6 +194,9 @@ class FoldMetrics:
     ensemble: int = 1
     member_rmse: list[float] | None = None
     member_best_epoch: list[int] | None = None
+    # Extra training pairs (ProtocolOptions.extra_pairs): the table, the holdout rule, rows in,
+    # used (in n_train) and the count of each reason a row was not used
+    extra_pairs: dict[str, Any] | None = None
 
 
 @functools.lru_cache(maxsize=1)
@@ -354,6 +368,33 @@ def model_inputs(
     return inputs, {"names": list(names), "descriptors": str(descriptors)}
 
 
+@functools.lru_cache(maxsize=2)
+def _extra_table(path: Path, mtime_ns: int) -> pd.DataFrame:
+    """The extra table, read once per process and file version (a protocol runs many folds)."""
+    return read_pairs(path)
+
+
+def fold_extra_training(
+    table: pd.DataFrame, split: FoldSplit, settings: ExtraPairSettings
+) -> ExtraTraining:
+    """Which rows of the extra table join this fold's training pairs (``ml.extra_pairs``)."""
+    path = Path(settings.path)
+    if not path.is_file():
+        raise InputFileError(path, "extra pair table not found; build it with `pairfactory pairs`")
+    extra = read_extra_table(_extra_table(path, path.stat().st_mtime_ns), table, path)
+    chosen = select_extra_training(extra, table, split, settings)
+    log.info(
+        "extra pairs from %s (holdout %s%s): %d of %d rows join the training pairs; not used: %s",
+        path,
+        settings.holdout,
+        f", solvents {', '.join(settings.solvents)}" if settings.solvents else "",
+        chosen.summary["n_used"],
+        chosen.summary["n_in"],
+        {k: v for k, v in chosen.summary["not_used"].items() if v},
+    )
+    return chosen
+
+
 def _rejections(ds: Any) -> pd.DataFrame:
     """The dataset's report of unfeaturizable pairs as a frame with pair_id and reason."""
     rejected = getattr(ds, "rejected", None)
@@ -415,6 +456,10 @@ def run_fold(
         n_folds=options.n_folds,
         seed=options.split_seed(repeat),
     )[fold]
+    extra = None
+    if options.extra_pairs is not None:
+        extra = fold_extra_training(table, split, options.extra_pairs)
+        table, split = with_extra_training(table, split, extra.rows)
     if cache is None:
         cache = GraphCache(options.graph_cache)
     hparams = options.hparams_for(model_name)
@@ -524,6 +569,8 @@ def run_fold(
         save_weights(member_result.best_state_dict, out_dir / f"model-m{member}.pt")
     if len(rejected):
         atomic_write_text(out_dir / "unfeaturizable.csv", rejected.to_csv(index=False))
+    if extra is not None:
+        atomic_write_text(out_dir / DECISIONS_FILE, extra.decisions.to_csv(index=False))
     metrics = FoldMetrics(
         dataset=dataset,
         target=target,
@@ -561,6 +608,7 @@ def run_fold(
         member_rmse=[m.test_rmse for m in members] if len(members) > 1 else None,
         member_best_epoch=[m.best_epoch for m in members] if len(members) > 1 else None,
         inputs=input_summary,
+        extra_pairs=None if extra is None else extra.summary,
         **uncertainty,
         **coverage,
     )

@@ -28,7 +28,14 @@ from pairfactory.errors import UserError
 from pairfactory.fileio import atomic_write, atomic_write_text, file_sha256
 from pairfactory.ml.applicability import domain_from_molecules
 from pairfactory.ml.datasets import PairGraphDataset
-from pairfactory.ml.evaluate import ProtocolOptions, code_state, model_inputs, read_pairs
+from pairfactory.ml.evaluate import (
+    ProtocolOptions,
+    code_state,
+    fold_extra_training,
+    model_inputs,
+    read_pairs,
+)
+from pairfactory.ml.extra_pairs import with_extra_training
 from pairfactory.ml.graph_cache import GraphCache
 from pairfactory.ml.model_dir import (
     CHECKPOINT_FILE,
@@ -47,6 +54,7 @@ from pairfactory.ml.models import MODEL_NAMES, build_model
 from pairfactory.ml.models.registry import model_spec
 from pairfactory.ml.predictor import combine_members
 from pairfactory.ml.sample_sets import fold_samples
+from pairfactory.ml.splits import FoldSplit
 from pairfactory.ml.train import (
     Checkpointing,
     TrainSettings,
@@ -109,7 +117,14 @@ def train_final(
     table = read_pairs(pairs_path)
     table_sha256 = file_sha256(pairs_path)
     dataset, target, unit = (str(table[c].iloc[0]) for c in ("dataset", "target", "unit"))
+    table_rows = len(table)
     train_rows, valid_rows = holdout_rows(len(table), final.holdout_fraction, options.seed)
+    extra_summary = None
+    if options.extra_pairs is not None:  # training rows only; the holdout's solutes left out
+        split = FoldSplit(0, train_rows, valid_rows, np.empty(0, dtype=np.int64))
+        extra = fold_extra_training(table, split, options.extra_pairs)
+        table, split = with_extra_training(table, split, extra.rows)
+        train_rows, extra_summary = split.train, extra.summary
     cache = GraphCache(options.graph_cache)
     hparams = options.hparams_for(model_name)
     inputs, input_summary = model_inputs(model_name, hparams, table, options.descriptors)
@@ -202,6 +217,8 @@ def train_final(
                 "holdout_seed": options.seed,
                 "samples": None if samples_summary is None else json.dumps(samples_summary),
                 **inputs_fingerprint,
+                # only when given: folders trained without extra pairs keep their fingerprints
+                **({} if extra_summary is None else {"extra_pairs": extra_summary}),
             },
             progress=progress,
         )
@@ -225,9 +242,11 @@ def train_final(
         training_table={
             "path": str(pairs_path),
             "sha256": table_sha256,
-            "rows": len(table),
+            "rows": table_rows,
             "pairs_used": len(train_ds) + len(valid_ds),
             "pairs_rejected": rejected,
+            # extra training pairs (their count is in pairs_used): table, holdout rule, counts
+            **({} if extra_summary is None else {"extra_pairs": extra_summary}),
         },
         holdout={
             "fraction": final.holdout_fraction,

@@ -187,9 +187,23 @@ def _variant_settings(record: dict[str, Any]) -> dict[str, Any] | None:
         changed["standardize_targets"] = True  # a training setting, but it changes what is learned
     if int(record.get("ensemble") or 1) > 1:
         changed["ensemble"] = int(record["ensemble"])
+    changed.update(_extra_pair_settings(record.get("extra_pairs")))
     if model_spec(model).uses_samples:  # what of the samples it learned from
         changed.update(_non_default_sample_settings(record.get("samples")))
     return changed
+
+
+def _extra_pair_settings(extra: Any) -> dict[str, Any]:
+    """A fold trained with extra pairs (``ml.extra_pairs``) is its own, labelled variant:
+    ``extra=<dataset>``, with the solvents it took and a holdout other than the default."""
+    if not isinstance(extra, dict):
+        return {}
+    label: dict[str, Any] = {"extra": extra.get("dataset")}
+    if extra.get("solvents"):
+        label["extra_solvents"] = "+".join(extra["solvents"])
+    if extra.get("holdout", "solute") != "solute":
+        label["extra_holdout"] = extra["holdout"]
+    return label
 
 
 def _non_default_sample_settings(samples: Any) -> dict[str, Any]:

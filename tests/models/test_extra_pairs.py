@@ -1,0 +1,220 @@
+"""Extra training pairs: which rows of another table a fold may train on, and that they reach the
+training role only (real curated FreeSolv rows, relabelled as a second table)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("dgl")
+
+from curated_tables import freesolv_rows, write_pair_table  # noqa: E402
+
+from pairfactory.cli import main  # noqa: E402
+from pairfactory.errors import UserError  # noqa: E402
+from pairfactory.ml.extra_pairs import (  # noqa: E402
+    DUPLICATE_TRAINING_PAIR,
+    HELD_OUT_PAIR,
+    HELD_OUT_SOLUTE,
+    OTHER_SOLVENT,
+    USED,
+    ExtraPairSettings,
+    select_extra_training,
+    with_extra_training,
+)
+from pairfactory.ml.model_dir import HOLDOUT_FILE  # noqa: E402
+from pairfactory.ml.splits import FoldSplit  # noqa: E402
+
+TARGET = "dg_hydration_kcal_mol"
+
+
+def _extra_table(main_rows: pd.DataFrame) -> pd.DataFrame:
+    """A second table: 20 water pairs the main table lacks, the main table's first 10 water pairs
+    again (other labels), the first solute in octanol, a stereo-free spelling of a held-out
+    solute and one pair in heavy water."""
+    fresh = freesolv_rows(60).iloc[40:60]
+    again = main_rows.iloc[:10].assign(value=lambda f: f["value"] + 0.3)
+    octanol = main_rows.iloc[[0]].assign(solvent_smiles="CCCCCCCCO")
+    heavy = fresh.iloc[[0]].assign(solvent_smiles="[2H]O[2H]")
+    frame = pd.concat([fresh, again, octanol, heavy], ignore_index=True)
+    frame["dataset"] = "combisolv"
+    frame["target"] = "dg_solv_kcal_mol"
+    frame["pair_id"] = [f"{0xE0000 + i:016x}" for i in range(len(frame))]
+    return frame
+
+
+@pytest.fixture()
+def tables(tmp_path: Path) -> tuple[Path, Path]:
+    import torch
+
+    torch.set_num_threads(1)
+    main_rows = freesolv_rows(30)
+    main_path = write_pair_table(main_rows, tmp_path / "pairs" / "freesolv" / f"{TARGET}.parquet")
+    extra_path = tmp_path / "pairs" / "combisolv" / "dg_solv_kcal_mol.parquet"
+    extra_path.parent.mkdir(parents=True)
+    _extra_table(main_rows).to_parquet(extra_path, index=False)
+    return main_path, extra_path
+
+
+def _split(n: int = 30) -> FoldSplit:
+    # rows 0-3 valid, 4-7 test, the rest train
+    return FoldSplit(0, np.arange(8, n), np.arange(0, 4), np.arange(4, 8))
+
+
+def test_held_out_molecules_never_join_training_and_every_row_is_accounted_for() -> None:
+    main_rows = freesolv_rows(30)
+    extra = _extra_table(main_rows)
+    chosen = select_extra_training(extra, main_rows, _split(), ExtraPairSettings(Path("x")))
+    outcome = chosen.decisions.set_index("pair_id")["outcome"]
+    assert len(outcome) == len(extra) == chosen.summary["n_in"]
+    assert chosen.summary["n_used"] + sum(chosen.summary["not_used"].values()) == len(extra)
+    # the first 8 rows of `again` repeat validation/test pairs, the last 2 training pairs
+    assert set(outcome.iloc[20:28]) == {HELD_OUT_SOLUTE}
+    assert set(outcome.iloc[28:30]) == {DUPLICATE_TRAINING_PAIR}
+    assert outcome.iloc[30] == HELD_OUT_SOLUTE  # a validation solute, in another solvent
+    assert outcome.iloc[31] == USED  # heavy water is another solvent than water
+    assert set(outcome.iloc[:20]) == {USED}
+    held = set(main_rows.iloc[:8]["solute_smiles"])
+    assert not held & set(chosen.rows["solute_smiles"])
+
+    # holdout pair: the solute may come back in another solvent, never the pair itself
+    pair_level = select_extra_training(
+        extra, main_rows, _split(), ExtraPairSettings(Path("x"), holdout="pair")
+    ).decisions["outcome"]
+    assert set(pair_level.iloc[20:28]) == {HELD_OUT_PAIR}
+    assert pair_level.iloc[30] == USED
+
+
+def test_solvent_filter_and_stereo_blind_holdout() -> None:
+    main_rows = freesolv_rows(30)
+    # a held-out solute written with stereo marks the main table does not have
+    main_rows.loc[4, "solute_smiles"] = "C/C=C/C"
+    extra = _extra_table(main_rows)
+    extra.loc[0, "solute_smiles"] = "C/C=C\\C"  # the other isomer: the same molecule, stereo-blind
+    chosen = select_extra_training(
+        extra, main_rows, _split(), ExtraPairSettings(Path("x"), solvents=("O",))
+    )
+    outcome = chosen.decisions["outcome"]
+    assert outcome.iloc[0] == HELD_OUT_SOLUTE
+    assert outcome.iloc[30] == OTHER_SOLVENT and outcome.iloc[31] == OTHER_SOLVENT
+    assert set(chosen.rows["solvent_smiles"]) == {"O"}
+    with pytest.raises(UserError, match="not a SMILES"):
+        ExtraPairSettings(Path("x"), solvents=("not a smiles((",))
+    with pytest.raises(UserError, match="holdout"):
+        ExtraPairSettings(Path("x"), holdout="scaffold")
+
+
+def test_extra_rows_join_the_training_role_only() -> None:
+    main_rows = freesolv_rows(30)
+    extra = _extra_table(main_rows).iloc[:5]
+    combined, split = with_extra_training(main_rows, _split(), extra)
+    assert len(combined) == 35 and set(combined["target"]) == {TARGET}
+    assert set(combined.iloc[30:]["dataset"]) == {"combisolv"}
+    assert np.array_equal(split.valid, np.arange(0, 4)) and np.array_equal(
+        split.test, np.arange(4, 8)
+    )
+    assert set(range(30, 35)) <= set(split.train) and len(split.train) == 27
+
+
+def test_a_fold_with_extra_pairs_trains_on_them_and_tests_on_its_own_pairs(tables, tmp_path):
+    main_path, extra_path = tables
+    common = ["evaluate", "--pairs", str(main_path), "--model", "cigin", "--fold", "1"]
+    common += ["--epochs", "2", "--batch-size", "8", "--device", "cpu", "--no-progress"]
+    common += ["--graph-cache", str(tmp_path / "graphs.pt")]
+    plain, extra = tmp_path / "plain", tmp_path / "extra"
+    assert main([*common, "--out-dir", str(plain)]) == 0
+    argv = [*common, "--out-dir", str(extra), "--extra-pairs", str(extra_path)]
+    assert main([*argv, "--extra-solvent", "O"]) == 0
+
+    metrics = json.loads((extra / "metrics.json").read_text())
+    summary = metrics["extra_pairs"]
+    assert summary["dataset"] == "combisolv" and summary["holdout"] == "solute"
+    assert summary["n_in"] == 32 and summary["solvents"] == ["O"]
+    assert summary["n_used"] + sum(summary["not_used"].values()) == 32
+    before = json.loads((plain / "metrics.json").read_text())
+    assert metrics["n_train"] == before["n_train"] + summary["n_used"]
+    assert (metrics["n_valid"], metrics["n_test"]) == (before["n_valid"], before["n_test"])
+
+    predictions = pd.read_parquet(extra / "predictions.parquet")
+    decisions = pd.read_csv(extra / "extra_pairs.csv")
+    used = set(decisions.loc[decisions["outcome"] == USED, "pair_id"])
+    assert used and used <= set(predictions.loc[predictions["role"] == "train", "pair_id"])
+    held_out = predictions[predictions["role"] != "train"]
+    assert not used & set(held_out["pair_id"])
+    plain_held_out = pd.read_parquet(plain / "predictions.parquet")
+    plain_held_out = plain_held_out[plain_held_out["role"] != "train"]
+    assert sorted(held_out["pair_id"]) == sorted(plain_held_out["pair_id"])
+    # no extra row's solute is a validation or test solute
+    table = pd.read_parquet(main_path).set_index("pair_id")
+    extra_table = pd.read_parquet(extra_path).set_index("pair_id")
+    assert not set(extra_table.loc[sorted(used), "solute_smiles"]) & set(
+        table.loc[held_out["pair_id"], "solute_smiles"]
+    )
+
+    from pairfactory.ml.report import collect_metrics
+
+    labels = set(collect_metrics(tmp_path)["model"])
+    assert labels == {"cigin", "cigin@extra=combisolv,extra_solvents=O"}
+
+
+def test_extra_pair_errors(tables, tmp_path, capsys):
+    main_path, extra_path = tables
+    argv = ["evaluate", "--pairs", str(main_path), "--model", "cigin", "--epochs", "1"]
+    argv += ["--out-dir", str(tmp_path / "out"), "--no-progress"]
+    assert main([*argv, "--extra-holdout", "pair"]) != 0
+    assert "need --extra-pairs" in capsys.readouterr().err
+    assert main([*argv, "--extra-pairs", str(tmp_path / "missing.parquet")]) != 0
+    assert "extra pair table not found" in capsys.readouterr().err
+    other_unit = pd.read_parquet(extra_path).assign(unit="kJ/mol")
+    other_unit.to_parquet(tmp_path / "kj.parquet", index=False)
+    assert main([*argv, "--extra-pairs", str(tmp_path / "kj.parquet")]) != 0
+    assert "same quantity and unit" in capsys.readouterr().err
+    assert main([*argv, "--extra-pairs", str(main_path)]) != 0
+    assert "shares 30 pair_id" in capsys.readouterr().err
+
+
+def test_the_config_names_the_extra_table_beside_the_pairs(tables):
+    from pairfactory.cli.evaluate import _extra_pair_settings
+
+    main_path, extra_path = tables
+
+    class Args:
+        pairs = str(main_path)
+        extra_pairs = extra_holdout = extra_solvents = None
+
+    section = {"table": "combisolv/dg_solv_kcal_mol", "holdout": "pair", "solvents": ["O"]}
+    settings = _extra_pair_settings(section, Args())
+    assert settings == ExtraPairSettings(extra_path, holdout="pair", solvents=("O",))
+    assert _extra_pair_settings({}, Args()) is None
+
+
+def test_a_final_model_trains_on_extra_pairs_but_not_its_holdouts_solutes(tables, tmp_path):
+    main_path, extra_path = tables
+    out = tmp_path / "model"
+    argv = ["train", "--pairs", str(main_path), "--model", "cigin", "--out-dir", str(out)]
+    argv += ["--epochs", "2", "--batch-size", "8", "--threads", "1", "--no-progress"]
+    argv += ["--graph-cache", str(tmp_path / "graphs.pt"), "--extra-pairs", str(extra_path)]
+    assert main(argv) == 0
+    card = json.loads((out / "model.json").read_text())
+    table = card["training_table"]
+    assert table["rows"] == 30
+    assert table["pairs_used"] + table["pairs_rejected"] == 30 + table["extra_pairs"]["n_used"]
+    summary = table["extra_pairs"]
+    assert summary["n_used"] > 0
+    assert summary["n_used"] + sum(summary["not_used"].values()) == summary["n_in"] == 32
+    # the holdout (early stopping, σ calibration) is the table's own pairs; every extra row of a
+    # holdout solute was left out
+    holdout = pd.read_parquet(out / HOLDOUT_FILE)
+    assert len(holdout) == card["holdout"]["n"] == 3
+    pairs = pd.read_parquet(main_path).set_index("pair_id")
+    assert set(holdout["pair_id"]) <= set(pairs.index)
+    holdout_solutes = set(pairs.loc[holdout["pair_id"], "solute_smiles"])
+    extra = pd.read_parquet(extra_path)
+    assert (
+        summary["not_used"][HELD_OUT_SOLUTE] == extra["solute_smiles"].isin(holdout_solutes).sum()
+    )
