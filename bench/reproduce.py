@@ -163,8 +163,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="share the jobs with other processes running the same command: claim each fold "
         "before running it (a file beside the fold's folder) and skip folds claimed by a live "
-        "process; a claim left by a killed process is taken over. Give each process its own "
-        "--report: the report is written by whichever process finishes a fold",
+        "process; a claim left by a killed process is taken over. The processes may share "
+        "--report: whichever finishes a fold rewrites it, each file replaced whole",
     )
     return parser.parse_args(argv)
 

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from pairfactory.errors import InputFileError, UserError
+from pairfactory.fileio import atomic_write, atomic_write_text
 from pairfactory.ml.models import MODEL_NAMES
 from pairfactory.ml.models.registry import model_spec
 from pairfactory.ml.tune import non_default_hparams, read_fold_metrics, setting_label
@@ -338,6 +339,10 @@ def read_test_predictions(paths: list[str]) -> pd.DataFrame:
     )
 
 
+def _save_figure(fig: Any, path: Path) -> None:
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".")))
+
+
 def parity_plot(preds: pd.DataFrame, title: str, unit: str, path: Path) -> Path | None:
     """Predicted vs measured on the test sets of every fold (``read_test_predictions``; a fold's
     test set appears once per repeat)."""
@@ -361,8 +366,7 @@ def parity_plot(preds: pd.DataFrame, title: str, unit: str, path: Path) -> Path 
     ax.set_ylabel(f"predicted [{unit}]")
     ax.set_title(f"{title}; {len(y)} test predictions, pooled RMSE {rmse:.3g}", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    _save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -411,8 +415,7 @@ def learning_plot(group: pd.DataFrame, title: str, unit: str, path: Path) -> Pat
         ax_v.legend(fontsize=6)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    _save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -442,8 +445,7 @@ def calibration_plot(preds: pd.DataFrame, title: str, path: Path) -> Path | None
     ax.legend(fontsize=7, loc="upper left")
     ax.set_title(f"{title}; miscalibration area {area:.3f}", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    _save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -587,9 +589,10 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     metrics = collect_metrics(results_root)
     summary = aggregate(metrics)
-    summary.to_csv(out / "results.csv", index=False)
+    # atomic: several `bench/reproduce.py --claim` processes may rewrite one report
+    atomic_write_text(out / "results.csv", summary.to_csv(index=False))
     ablation = ablation_table(metrics)
-    ablation.to_csv(out / "ablation.csv", index=False)
+    atomic_write_text(out / "ablation.csv", ablation.to_csv(index=False))
     written_plots = []
     sections: list[tuple[str, Path]] = []
     if plots:
@@ -648,7 +651,7 @@ def write_report(
             out, summary, sections, ablation, views, len(metrics), results_root
         )
         lines += [f"The same as one HTML page, with 3D views: [report.html]({html_path.name})", ""]
-    (out / "results.md").write_text("\n".join(lines))
+    atomic_write_text(out / "results.md", "\n".join(lines))
     log.info(
         "report: %d folds, %d rows, %d plots → %s",
         len(metrics),
