@@ -218,7 +218,9 @@ def test_input_provider_refuses_an_engine_that_gives_other_values(model_dir: Pat
     assert input_provider(card) is None
 
 
-def test_alpb_end_to_end_with_the_real_program(tmp_path: Path, xtb_program: str, capsys) -> None:
+def test_alpb_end_to_end_with_the_real_program(
+    tmp_path: Path, xtb_program: str, capsys, monkeypatch
+) -> None:
     """`solvation` → `train` → `predict`: prediction recomputes a training pair's ALPB value (a
     fresh solvation cache: xtb runs again on the engine's cached geometry) equal to the table's,
     computes a new molecule, and notes a solvent xtb has no parameters for."""
@@ -244,11 +246,20 @@ def test_alpb_end_to_end_with_the_real_program(tmp_path: Path, xtb_program: str,
     assert main(train) == 0
     capsys.readouterr()
 
+    from pairfactory.qm.descriptors import PairSolvation
+
+    closed = []
+    close = PairSolvation.close
+    monkeypatch.setattr(PairSolvation, "close", lambda self: closed.append(close(self)))
+
     def predict(solute: str, solvent: str, *extra: str) -> tuple[int, str]:
         argv = ["predict", "--model-dir", str(out), "--solute", solute, "--solvent", solvent]
         argv += [*caches, "--solvation-cache", str(tmp_path / "s2"), "--no-progress", *extra]
+        before = len(closed)
         code = main(argv)
         captured = capsys.readouterr()
+        if code == 0:  # the command ends its solvation workers itself
+            assert len(closed) == before + 1
         return code, captured.out + captured.err
 
     first = table.iloc[0]

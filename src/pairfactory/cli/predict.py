@@ -26,6 +26,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from pairfactory.ml.model_dir import ModelCard
-    from pairfactory.ml.predictor import InputProvider
 
 log = logging.getLogger(__name__)
 
@@ -128,22 +128,34 @@ def run(args: argparse.Namespace) -> int:
     from pairfactory.ml.model_dir import read_card
     from pairfactory.ml.predictor import load_model
 
-    model = load_model(
-        args.model_dir,
-        device=args.device,
-        num_threads=args.threads,
-        min_solute_similarity=args.min_similarity,
-        inputs=input_provider(
-            read_card(args.model_dir),
-            args.parts_cache,
-            args.solvation_cache,
-            xtb_binary=args.xtb,
-            threads=args.qm_threads,
-            workers=args.qm_jobs,
-            progress=not args.no_progress,
-            engine_config=load_config_arg(args)["engine"] if args.config else None,
-        ),
+    inputs = input_provider(
+        read_card(args.model_dir),
+        args.parts_cache,
+        args.solvation_cache,
+        xtb_binary=args.xtb,
+        threads=args.qm_threads,
+        workers=args.qm_jobs,
+        progress=not args.no_progress,
+        engine_config=load_config_arg(args)["engine"] if args.config else None,
     )
+    try:
+        return _predict(
+            args,
+            load_model(
+                args.model_dir,
+                device=args.device,
+                num_threads=args.threads,
+                min_solute_similarity=args.min_similarity,
+                inputs=inputs,
+            ),
+            single,
+        )
+    finally:
+        if inputs is not None:  # its process pool (--qm-jobs) ends here, not at interpreter exit
+            inputs.close()
+
+
+def _predict(args: argparse.Namespace, model: Any, single: bool) -> int:
     if single:
         started = time.perf_counter()
         row = model.predict([args.solute], [args.solvent]).iloc[0].to_dict()
@@ -173,7 +185,7 @@ def input_provider(
     workers: int = 1,
     progress: bool = False,
     engine_config: Mapping[str, Any] | None = None,
-) -> InputProvider | None:
+) -> _SolvationInputs | None:
     """The function that computes the per-pair inputs of the model of ``card`` as its training
     table computed them (``PairSolvation`` with the engine the card records), or None for a model
     that reads none. ``engine_config`` (a config's ``engine`` section) replaces the card's where
@@ -225,10 +237,21 @@ def input_provider(
             local,
         )
 
-    def compute(solutes: list[str], solvents: list[str]) -> pd.DataFrame:
-        return solvation.table(solutes, solvents, progress=progress)
+    return _SolvationInputs(solvation, progress)
 
-    return compute
+
+@dataclass
+class _SolvationInputs:
+    """The model's per-pair ALPB inputs, computed on demand; ``close`` ends the worker pool."""
+
+    solvation: Any  # qm.descriptors.PairSolvation
+    progress: bool
+
+    def __call__(self, solutes: list[str], solvents: list[str]) -> pd.DataFrame:
+        return self.solvation.table(solutes, solvents, progress=self.progress)
+
+    def close(self) -> None:
+        self.solvation.close()
 
 
 def describe(row: dict[str, Any], model: Any) -> str:
