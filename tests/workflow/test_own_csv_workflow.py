@@ -9,6 +9,14 @@ from pathlib import Path
 import pandas as pd
 from workflow_helpers import FREESOLV_TXT, REPO_ROOT, run_snakemake, smoke_evaluate, write_config
 
+# how `_user_csv`'s file is read as the dataset "mine"
+MINE = {
+    "path": "mine.csv",
+    "solute_column": "Molecule",
+    "solvent_column": "Medium",
+    "targets": [{"column": "dG (kcal/mol)", "name": "dg_solv_kcal_mol", "unit": "kcal/mol"}],
+}
+
 
 def _user_csv(path: Path, n_rows: int) -> int:
     """FreeSolv's first rows as a user would hand them in (own column names, solvent column),
@@ -32,16 +40,7 @@ def test_a_csv_dataset_runs_like_a_built_in_one(tmp_path: Path) -> None:
     config = {
         "seed": 0,
         "datasets": ["mine"],
-        "csv_datasets": {
-            "mine": {
-                "path": "mine.csv",
-                "solute_column": "Molecule",
-                "solvent_column": "Medium",
-                "targets": [
-                    {"column": "dG (kcal/mol)", "name": "dg_solv_kcal_mol", "unit": "kcal/mol"}
-                ],
-            }
-        },
+        "csv_datasets": {"mine": MINE},
         "qm": {"datasets": {"mine": {"max_systems": 2, "max_heavy_atoms": 3}}, "threads": 1},
         "samples": {"per_system": 1},
         "shards": {"systems_per_shard": 2, "samples_per_shard": 1},
@@ -88,16 +87,7 @@ def test_a_fold_trains_on_another_tables_pairs_through_the_workflow(tmp_path: Pa
         "seed": 0,
         "data": {"freesolv_txt": str(FREESOLV_TXT)},
         "datasets": ["mine", "freesolv"],
-        "csv_datasets": {
-            "mine": {
-                "path": "mine.csv",
-                "solute_column": "Molecule",
-                "solvent_column": "Medium",
-                "targets": [
-                    {"column": "dG (kcal/mol)", "name": "dg_solv_kcal_mol", "unit": "kcal/mol"}
-                ],
-            }
-        },
+        "csv_datasets": {"mine": MINE},
         "evaluate": evaluate,
         "report": {"enabled": False},
     }
