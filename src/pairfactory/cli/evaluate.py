@@ -35,6 +35,10 @@ EPILOG = """examples:
   pairfactory evaluate --pairs results/pairs/freesolv_cgib/dg_hydration_kcal_mol.parquet \\
       --model cgib --hparams '{"beta": 0.0001}' \\
       --out-dir results/tune/freesolv_cgib/dg_hydration_kcal_mol/cgib@beta=0.0001/random/r0-f0
+  # CombiSolv-Exp's water pairs as extra training pairs (never the fold's held-out solutes)
+  pairfactory evaluate --pairs results/pairs/freesolv_cgib/dg_hydration_kcal_mol.parquet \\
+      --model cigin --extra-pairs results/pairs/combisolv/dg_solv_kcal_mol.parquet \\
+      --extra-solvent O --out-dir results/extra/freesolv_cgib/cigin/r0-f0
 """
 
 # metrics.json keys printed as the command's one-line JSON summary
