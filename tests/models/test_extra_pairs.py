@@ -18,8 +18,10 @@ from curated_tables import freesolv_rows, write_pair_table  # noqa: E402
 from pairfactory.cli import main  # noqa: E402
 from pairfactory.errors import UserError  # noqa: E402
 from pairfactory.ml.extra_pairs import (  # noqa: E402
+    DUPLICATE_EXTRA_PAIR,
     DUPLICATE_TRAINING_PAIR,
     HELD_OUT_PAIR,
+    HELD_OUT_SCAFFOLD,
     HELD_OUT_SOLUTE,
     OTHER_SOLVENT,
     USED,
@@ -136,6 +138,9 @@ def test_a_fold_with_extra_pairs_trains_on_them_and_tests_on_its_own_pairs(table
     assert summary["dataset"] == "combisolv" and summary["holdout"] == "solute"
     assert summary["n_in"] == 32 and summary["solvents"] == ["O"]
     assert summary["n_used"] + sum(summary["not_used"].values()) == 32
+    from pairfactory.fileio import file_sha256
+
+    assert summary["sha256"] == file_sha256(extra_path)
     before = json.loads((plain / "metrics.json").read_text())
     assert metrics["n_train"] == before["n_train"] + summary["n_used"]
     assert (metrics["n_valid"], metrics["n_test"]) == (before["n_valid"], before["n_test"])
@@ -218,3 +223,50 @@ def test_a_final_model_trains_on_extra_pairs_but_not_its_holdouts_solutes(tables
     assert (
         summary["not_used"][HELD_OUT_SOLUTE] == extra["solute_smiles"].isin(holdout_solutes).sum()
     )
+
+    # other labels in the extra table: the members train again (no resume from the old ones)
+    extra.assign(value=extra["value"] + 5.0).to_parquet(extra_path, index=False)
+    assert main(argv) == 0
+    again = json.loads((out / "model.json").read_text())["training_table"]["extra_pairs"]
+    assert again["sha256"] != summary["sha256"]
+    assert not holdout.equals(pd.read_parquet(out / HOLDOUT_FILE))
+
+
+def test_scaffold_folds_hold_out_scaffolds_and_repeated_extra_rows_count_once() -> None:
+    main_rows = freesolv_rows(30)
+    main_rows.loc[4, "solute_smiles"] = "Oc1ccccc1"  # a held-out phenol
+    extra = _extra_table(main_rows).iloc[:3].copy()
+    extra.loc[0, "solute_smiles"] = "Cc1ccccc1"  # toluene: phenol's (benzene) scaffold
+    extra.loc[1, "solute_smiles"] = "CCCCCCCCCCO"  # another molecule ...
+    extra.loc[2, "solute_smiles"] = "OCCCCCCCCCC"  # ... written again
+    extra["solvent_smiles"] = "O"
+    settings = ExtraPairSettings(Path("x"))
+    random_fold = select_extra_training(extra, main_rows, _split(), settings).decisions
+    scaffold_fold = select_extra_training(
+        extra, main_rows, _split(), settings, by_scaffold=True
+    ).decisions
+    assert list(random_fold["outcome"]) == [USED, USED, DUPLICATE_EXTRA_PAIR]
+    assert list(scaffold_fold["outcome"]) == [HELD_OUT_SCAFFOLD, USED, DUPLICATE_EXTRA_PAIR]
+
+
+def test_a_model_reading_alpb_needs_the_extra_pairs_in_its_descriptor_table(
+    tables, tmp_path, capsys
+):
+    from pairfactory.qm.shards import system_id_for
+
+    main_path, extra_path = tables
+    frames = [pd.read_parquet(main_path), pd.read_parquet(extra_path)]
+    ids = [system_id_for(a, b) for f in frames for a, b in zip(f.solute_smiles, f.solvent_smiles)]
+    descriptors = pd.DataFrame({"system_id": ids, "dg_solv_alpb_kcal_mol": -5.0})
+    only_main = tmp_path / "alpb_main.parquet"
+    descriptors.iloc[:30].to_parquet(only_main, index=False)
+    both = tmp_path / "alpb_both.parquet"
+    descriptors.to_parquet(both, index=False)
+    argv = ["evaluate", "--pairs", str(main_path), "--model", "probpair_2d", "--epochs", "1"]
+    argv += ["--hparams", '{"alpb_input": true}', "--extra-pairs", str(extra_path)]
+    argv += ["--graph-cache", str(tmp_path / "graphs.pt"), "--no-progress", "--batch-size", "8"]
+    assert main([*argv, "--out-dir", str(tmp_path / "a"), "--descriptors", str(only_main)]) != 0
+    assert "extra training pairs have no row in the descriptor table" in capsys.readouterr().err
+    assert main([*argv, "--out-dir", str(tmp_path / "b"), "--descriptors", str(both)]) == 0
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert metrics["inputs"]["missing"] == {"train": 0, "valid": 0, "test": 0}

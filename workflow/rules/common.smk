@@ -134,6 +134,31 @@ def check_config(config: dict[str, Any]) -> None:
                 f"config: {where} lists {table!r} but {dataset} has the target(s) "
                 f"{', '.join(_DATASET_SPECS[dataset].target_names)}"
             )
+    extra_table = config["evaluate"]["extra_pairs"].get("table")
+    if extra_table:
+        extra_dataset = extra_table.split("/")[0]
+        for where, table in tables[:-1]:
+            if table.split("/")[0] == extra_dataset:
+                raise WorkflowError(
+                    f"config: evaluate.extra_pairs.table {extra_table!r} is of dataset "
+                    f"{extra_dataset!r}, which {where} also trains on ({table!r}); extra pairs come "
+                    "from another dataset"
+                )
+        readers = [
+            m for m in config["evaluate"]["models"] if model_reads_descriptors(m)
+        ]
+        readers += [
+            e["model"]
+            for e in config["final_models"]
+            if model_reads_descriptors(e["model"])
+        ]
+        if readers:
+            raise WorkflowError(
+                f"config: evaluate.extra_pairs with {', '.join(sorted(set(readers)))}, which reads "
+                "ALPB as an input, needs one descriptor table for both datasets, which the "
+                "workflow does not build; run it with `pairfactory evaluate --extra-pairs ... "
+                "--descriptors <a table of both>` or drop alpb_input"
+            )
     seen = set()
     for entry in config["final_models"]:
         key = (entry["table"], entry["model"])
@@ -348,12 +373,6 @@ def extra_pairs_ready(wildcards: Wildcards) -> list[str]:
     return []
 
 
-def extra_table_sha256(wildcards: Wildcards) -> str:
-    """The extra table's content: a param, so its folds re-run when (and only when) it changes."""
-    table = config["evaluate"]["extra_pairs"].get("table")
-    return _table_sha256(f"{PAIRS_DIR}/{table}.parquet") if table else "none"
-
-
 def evaluate_protocol(model: str) -> dict[str, Any]:
     """The evaluate keys a fold of `model` depends on (not which tables/models run, nor resources,
     nor another model's hyper-parameters)."""
@@ -370,6 +389,12 @@ def evaluate_protocol(model: str) -> dict[str, Any]:
     if not MODELS[model].uses_samples:  # a baseline's folds don't depend on the samples
         skip |= {"samples", "descriptors"}
     protocol = {k: v for k, v in sorted(config["evaluate"].items()) if k not in skip}
+    # only when set, with the extra table's content (its folds re-run when it changes); without
+    # it the params stay as they were before the key existed, so no finished job re-runs
+    extra = protocol.pop("extra_pairs", {})
+    if extra.get("table"):
+        table_path = f"{PAIRS_DIR}/{extra['table']}.parquet"
+        protocol["extra_pairs"] = {**extra, "sha256": _table_sha256(table_path)}
     protocol["model_hparams"] = (
         config["evaluate"].get("model_hparams", {}).get(model, {})
     )

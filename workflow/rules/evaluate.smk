@@ -27,7 +27,6 @@ rule evaluate:
         config_file=Path(CONFIG_FILE),
         table=pair_table_path,
         table_sha256=pair_table_sha256,
-        extra_table_sha256=extra_table_sha256,
         # the protocol settings are what the result depends on; other config keys are not
         protocol=lambda wildcards: evaluate_protocol(wildcards.model),
         seed=config["seed"],

@@ -23,7 +23,6 @@ rule final_model:
         config_file=Path(CONFIG_FILE),
         table=pair_table_path,
         table_sha256=pair_table_sha256,
-        extra_table_sha256=extra_table_sha256,
         settings=final_model_settings,
         ensemble=lambda wildcards: final_model_entry(wildcards).get("ensemble", 1),
         out_dir=lambda wildcards, output: os.path.dirname(output.card),

@@ -30,7 +30,7 @@ import pandas as pd
 
 from pairfactory import __version__
 from pairfactory.errors import InputFileError, UserError
-from pairfactory.fileio import atomic_write, atomic_write_text
+from pairfactory.fileio import atomic_write, atomic_write_text, file_sha256
 from pairfactory.ml.datasets import PairGraphDataset, PairSupervision
 from pairfactory.ml.extra_pairs import (
     DECISIONS_FILE,
@@ -374,15 +374,23 @@ def _extra_table(path: Path, mtime_ns: int) -> pd.DataFrame:
     return read_pairs(path)
 
 
+@functools.lru_cache(maxsize=2)
+def _extra_table_sha256(path: Path, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
 def fold_extra_training(
-    table: pd.DataFrame, split: FoldSplit, settings: ExtraPairSettings
+    table: pd.DataFrame, split: FoldSplit, settings: ExtraPairSettings, by_scaffold: bool = False
 ) -> ExtraTraining:
-    """Which rows of the extra table join this fold's training pairs (``ml.extra_pairs``)."""
+    """Which rows of the extra table join this fold's training pairs (``ml.extra_pairs``); its
+    summary records the table's content hash (a final model retrains when the table changes)."""
     path = Path(settings.path)
     if not path.is_file():
         raise InputFileError(path, "extra pair table not found; build it with `pairfactory pairs`")
-    extra = read_extra_table(_extra_table(path, path.stat().st_mtime_ns), table, path)
-    chosen = select_extra_training(extra, table, split, settings)
+    mtime_ns = path.stat().st_mtime_ns
+    extra = read_extra_table(_extra_table(path, mtime_ns), table, path)
+    chosen = select_extra_training(extra, table, split, settings, by_scaffold=by_scaffold)
+    chosen.summary["sha256"] = _extra_table_sha256(path, mtime_ns)
     log.info(
         "extra pairs from %s (holdout %s%s): %d of %d rows join the training pairs; not used: %s",
         path,
@@ -393,6 +401,31 @@ def fold_extra_training(
         {k: v for k, v in chosen.summary["not_used"].items() if v},
     )
     return chosen
+
+
+def require_extra_inputs(
+    extra: ExtraTraining, input_summary: Mapping[str, Any] | None, descriptors: Path | None
+) -> None:
+    """A model that reads per-pair inputs must find the extra training pairs in its descriptor
+    table: otherwise it would learn from hundreds of pairs whose value reads as missing while its
+    test pairs have one."""
+    if input_summary is None or descriptors is None or extra.rows.empty:
+        return
+    from pairfactory.qm.shards import system_id_for
+
+    known = read_descriptors(descriptors).index
+    absent = sum(
+        system_id_for(a, b) not in known
+        for a, b in zip(extra.rows["solute_smiles"], extra.rows["solvent_smiles"], strict=True)
+    )
+    if absent:
+        raise UserError(
+            f"{absent} of the {len(extra.rows)} extra training pairs have no row in the descriptor "
+            f"table {descriptors}, so the model would read their "
+            f"{', '.join(input_summary['names'])} as missing; compute them (`pairfactory "
+            f"solvation --dataset {extra.summary['dataset']}`) and give one descriptor table that "
+            "holds both datasets' systems"
+        )
 
 
 def _rejections(ds: Any) -> pd.DataFrame:
@@ -458,7 +491,9 @@ def run_fold(
     )[fold]
     extra = None
     if options.extra_pairs is not None:
-        extra = fold_extra_training(table, split, options.extra_pairs)
+        extra = fold_extra_training(
+            table, split, options.extra_pairs, by_scaffold=split_kind == "scaffold"
+        )
         table, split = with_extra_training(table, split, extra.rows)
     if cache is None:
         cache = GraphCache(options.graph_cache)
@@ -483,6 +518,8 @@ def run_fold(
         )
         _warn_without_decoys(model_name, hparams, samples.summary)
     inputs, input_summary = model_inputs(model_name, hparams, table, options.descriptors)
+    if extra is not None:
+        require_extra_inputs(extra, input_summary, options.descriptors)
     datasets, rejected = _datasets_for_fold(
         table, split, cache, None if samples is None else samples.supervision, inputs
     )

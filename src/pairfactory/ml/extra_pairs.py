@@ -9,11 +9,15 @@ is decided per fold, so that nothing about the held-out molecules enters trainin
 - ``holdout: pair``: no extra row that is one of the fold's validation or test pairs (the solute
   may appear in other solvents: what a random split of a multi-solvent table allows anyway).
 
+A fold of the scaffold split also leaves out every extra row whose solute has one of its held-out
+Bemis–Murcko scaffolds, whatever the holdout: that split's promise is unseen scaffolds.
+
 Molecules are compared by the InChIKey of the molecule without its stereo (blind to stereo and to
 where a mobile H sits, not to isotopes), not by SMILES string: two sources rarely write a molecule
 alike, and a held-out solute written another way must still be held out. An extra row that
 repeats a training pair of the fold is dropped too (the table's own label stays; no pair counts
-twice). Every extra row ends as used or with its reason, and the counts reconcile.
+twice), and so is a later row of the extra table that repeats an earlier one. Every extra row ends
+as used or with its reason, and the counts reconcile.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from pairfactory.errors import UserError
-from pairfactory.ml.splits import FoldSplit
+from pairfactory.ml.splits import FoldSplit, murcko_scaffolds
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +41,14 @@ HOLDOUT_LEVELS = ("solute", "pair")
 USED = "used"
 # reasons an extra row is not used, in the order they are decided
 OTHER_SOLVENT = "solvent_not_selected"
+HELD_OUT_SCAFFOLD = "held_out_scaffold"
 HELD_OUT_SOLUTE = "held_out_solute"
 HELD_OUT_PAIR = "held_out_pair"
 DUPLICATE_TRAINING_PAIR = "duplicate_of_training_pair"
+DUPLICATE_EXTRA_PAIR = "duplicate_in_extra_table"
 UNKEYED_MOLECULE = "no_inchikey"
-OUTCOMES = (USED, OTHER_SOLVENT, UNKEYED_MOLECULE, HELD_OUT_SOLUTE, HELD_OUT_PAIR,
-            DUPLICATE_TRAINING_PAIR)  # fmt: skip
+OUTCOMES = (USED, OTHER_SOLVENT, UNKEYED_MOLECULE, HELD_OUT_SCAFFOLD, HELD_OUT_SOLUTE,
+            HELD_OUT_PAIR, DUPLICATE_TRAINING_PAIR, DUPLICATE_EXTRA_PAIR)  # fmt: skip
 DECISIONS_FILE = "extra_pairs.csv"
 
 
@@ -130,9 +136,14 @@ def read_extra_table(extra: pd.DataFrame, table: pd.DataFrame, path: Path) -> pd
 
 
 def select_extra_training(
-    extra: pd.DataFrame, table: pd.DataFrame, split: FoldSplit, settings: ExtraPairSettings
+    extra: pd.DataFrame,
+    table: pd.DataFrame,
+    split: FoldSplit,
+    settings: ExtraPairSettings,
+    by_scaffold: bool = False,
 ) -> ExtraTraining:
-    """Decide, for one fold, which extra rows join its training pairs (module docstring)."""
+    """Decide, for one fold, which extra rows join its training pairs (module docstring);
+    ``by_scaffold`` for a fold of the scaffold split."""
     solute_keys = _keys(extra["solute_smiles"])
     solvent_keys = _keys(extra["solvent_smiles"])
     table_solute = _keys(table["solute_smiles"])
@@ -143,19 +154,32 @@ def select_extra_training(
     held_out_pairs = set(zip(table_solute[held_out], table_solvent[held_out], strict=True))
     training_pairs = set(zip(table_solute[train], table_solvent[train], strict=True))
     wanted_solvents = {molecule_key(s) for s in settings.solvents}
+    scaffolds = held_out_scaffolds = None
+    if by_scaffold:
+        scaffolds = murcko_scaffolds(extra["solute_smiles"].astype(str).tolist())
+        held_out_scaffolds = set(
+            murcko_scaffolds(table["solute_smiles"].iloc[held_out].astype(str).tolist())
+        )
 
     outcome = np.full(len(extra), USED, dtype=object)
+    seen: set[tuple[str, str]] = set()
     for i, (solute, solvent) in enumerate(zip(solute_keys, solvent_keys, strict=True)):
         if wanted_solvents and solvent not in wanted_solvents:
             outcome[i] = OTHER_SOLVENT
         elif solute is None or solvent is None:
             outcome[i] = UNKEYED_MOLECULE
+        elif held_out_scaffolds is not None and scaffolds[i] in held_out_scaffolds:
+            outcome[i] = HELD_OUT_SCAFFOLD
         elif settings.holdout == "solute" and solute in held_out_solutes:
             outcome[i] = HELD_OUT_SOLUTE
         elif (solute, solvent) in held_out_pairs:
             outcome[i] = HELD_OUT_PAIR
         elif (solute, solvent) in training_pairs:
             outcome[i] = DUPLICATE_TRAINING_PAIR
+        elif (solute, solvent) in seen:
+            outcome[i] = DUPLICATE_EXTRA_PAIR
+        else:
+            seen.add((solute, solvent))
     decisions = pd.DataFrame(
         {
             "pair_id": extra["pair_id"].to_numpy(),

@@ -34,6 +34,7 @@ from pairfactory.ml.evaluate import (
     fold_extra_training,
     model_inputs,
     read_pairs,
+    require_extra_inputs,
 )
 from pairfactory.ml.extra_pairs import with_extra_training
 from pairfactory.ml.graph_cache import GraphCache
@@ -119,15 +120,18 @@ def train_final(
     dataset, target, unit = (str(table[c].iloc[0]) for c in ("dataset", "target", "unit"))
     table_rows = len(table)
     train_rows, valid_rows = holdout_rows(len(table), final.holdout_fraction, options.seed)
-    extra_summary = None
+    extra = None
     if options.extra_pairs is not None:  # training rows only; the holdout's solutes left out
         split = FoldSplit(0, train_rows, valid_rows, np.empty(0, dtype=np.int64))
         extra = fold_extra_training(table, split, options.extra_pairs)
         table, split = with_extra_training(table, split, extra.rows)
-        train_rows, extra_summary = split.train, extra.summary
+        train_rows = split.train
+    extra_summary = None if extra is None else extra.summary
     cache = GraphCache(options.graph_cache)
     hparams = options.hparams_for(model_name)
     inputs, input_summary = model_inputs(model_name, hparams, table, options.descriptors)
+    if extra is not None:
+        require_extra_inputs(extra, input_summary, options.descriptors)
     inputs_record = None
     if input_summary is not None:  # set exactly when inputs are
         inputs_record = _inputs_record(input_summary, input_source, table)

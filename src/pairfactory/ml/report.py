@@ -468,8 +468,13 @@ def ablation_table(metrics: pd.DataFrame) -> pd.DataFrame:
     # same test sets (the same k and seed of the k-fold splits)
     ours["training"] = ours["settings"].map(_training_key) if "settings" in ours else ""
     ours["protocol"] = [_split_key(record) for record in ours.to_dict("records")]
-    for (dataset, target, split, _, _), group in ours.groupby(
-        ["dataset", "target", "split", "training", "protocol"]
+    # folds trained with extra pairs are compared with the twin trained with the same ones
+    ours["extra"] = [
+        json.dumps(_extra_pair_settings(record.get("extra_pairs")), sort_keys=True)
+        for record in ours.to_dict("records")
+    ]
+    for (dataset, target, split, _, _, _), group in ours.groupby(
+        ["dataset", "target", "split", "training", "protocol", "extra"]
     ):
         _refuse_repeated_folds(group)
         twins = sorted(set(group.loc[group["base_model"] == ABLATION_REFERENCE, "model"]))
