@@ -119,10 +119,10 @@ def check_config(config: dict[str, Any]) -> None:
             )
     tables = [("evaluate.tables", t) for t in config["evaluate"]["tables"]]
     tables += [("final_models", entry["table"]) for entry in config["final_models"]]
-    if config["evaluate"]["extra_pairs"].get("table"):
-        tables.append(
-            ("evaluate.extra_pairs.table", config["evaluate"]["extra_pairs"]["table"])
-        )
+    trained_on = list(tables)
+    extra_table = config["evaluate"]["extra_pairs"].get("table")
+    if extra_table:
+        tables.append(("evaluate.extra_pairs.table", extra_table))
     for where, table in tables:
         dataset, target = table.split("/")
         if dataset not in datasets:
@@ -134,10 +134,9 @@ def check_config(config: dict[str, Any]) -> None:
                 f"config: {where} lists {table!r} but {dataset} has the target(s) "
                 f"{', '.join(_DATASET_SPECS[dataset].target_names)}"
             )
-    extra_table = config["evaluate"]["extra_pairs"].get("table")
     if extra_table:
         extra_dataset = extra_table.split("/")[0]
-        for where, table in tables[:-1]:
+        for where, table in trained_on:
             if table.split("/")[0] == extra_dataset:
                 raise WorkflowError(
                     f"config: evaluate.extra_pairs.table {extra_table!r} is of dataset "

@@ -36,7 +36,7 @@ from pairfactory.ml.extra_pairs import (
     DECISIONS_FILE,
     ExtraPairSettings,
     ExtraTraining,
-    read_extra_table,
+    checked_extra_table,
     select_extra_training,
     with_extra_training,
 )
@@ -369,14 +369,10 @@ def model_inputs(
 
 
 @functools.lru_cache(maxsize=2)
-def _extra_table(path: Path, mtime_ns: int) -> pd.DataFrame:
-    """The extra table, read once per process and file version (a protocol runs many folds)."""
-    return read_pairs(path)
-
-
-@functools.lru_cache(maxsize=2)
-def _extra_table_sha256(path: Path, mtime_ns: int) -> str:
-    return file_sha256(path)
+def _extra_table(path: Path, mtime_ns: int) -> tuple[pd.DataFrame, str]:
+    """The extra table and its sha256, read once per process and file version (a protocol runs
+    many folds)."""
+    return read_pairs(path), file_sha256(path)
 
 
 def fold_extra_training(
@@ -387,10 +383,11 @@ def fold_extra_training(
     path = Path(settings.path)
     if not path.is_file():
         raise InputFileError(path, "extra pair table not found; build it with `pairfactory pairs`")
-    mtime_ns = path.stat().st_mtime_ns
-    extra = read_extra_table(_extra_table(path, mtime_ns), table, path)
-    chosen = select_extra_training(extra, table, split, settings, by_scaffold=by_scaffold)
-    chosen.summary["sha256"] = _extra_table_sha256(path, mtime_ns)
+    extra, sha256 = _extra_table(path, path.stat().st_mtime_ns)
+    chosen = select_extra_training(
+        checked_extra_table(extra, table, path), table, split, settings, by_scaffold=by_scaffold
+    )
+    chosen.summary["sha256"] = sha256
     log.info(
         "extra pairs from %s (holdout %s%s): %d of %d rows join the training pairs; not used: %s",
         path,

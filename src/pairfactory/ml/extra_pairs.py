@@ -107,7 +107,7 @@ def _keys(smiles: pd.Series) -> np.ndarray:
     return np.array([molecule_key(str(s)) for s in smiles], dtype=object)
 
 
-def read_extra_table(extra: pd.DataFrame, table: pd.DataFrame, path: Path) -> pd.DataFrame:
+def checked_extra_table(extra: pd.DataFrame, table: pd.DataFrame, path: Path) -> pd.DataFrame:
     """The extra pair table ``extra`` (read from ``path``), checked against the fold's table: the
     same unit (the targets may be named differently, e.g. a hydration free energy and a solvation
     free energy in water) and no shared pair id."""
