@@ -114,7 +114,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--descriptors-root",
         default=None,
         help="descriptor tables laid out like results/descriptors "
-        "(<root>/<dataset>/<engine tag>/alpb.parquet, from `pairfactory solvation`)",
+        "(<root>/<dataset>/<engine tag>/alpb.parquet, from `pairfactory solvation`); with "
+        "--extra-pairs, the extra table's dataset's table there is read too",
     )
     parser.add_argument(
         "--ensemble", type=int, default=1, help="members per fold (their spread is a σ)"
@@ -226,7 +227,8 @@ SAMPLES_OF = {"freesolv_cgib": "freesolv"}
 
 
 def _with_samples(options: ProtocolOptions, args: argparse.Namespace, dataset: str) -> Any:
-    """The options of one dataset's folds: its shard folder and descriptor table, where given."""
+    """The options of one dataset's folds: its shard folder and descriptor table, where given (and
+    the extra pairs' dataset's descriptor table, laid out alike, where there is one)."""
     if args.shards_root is None:
         return options
     if args.engine_tag is None:
@@ -236,10 +238,16 @@ def _with_samples(options: ProtocolOptions, args: argparse.Namespace, dataset: s
     if not shards.is_dir():
         return options
     descriptors = None
+    extra_pairs = options.extra_pairs
     if args.descriptors_root is not None:
         candidate = Path(args.descriptors_root) / source / args.engine_tag / "alpb.parquet"
         descriptors = candidate if candidate.is_file() else None
-    return replace(options, shards_dir=shards, descriptors=descriptors)
+        if extra_pairs is not None:
+            extra_dataset = Path(extra_pairs.path).parent.name
+            extra = Path(args.descriptors_root) / extra_dataset / args.engine_tag / "alpb.parquet"
+            if descriptors is not None and extra.is_file():
+                extra_pairs = replace(extra_pairs, descriptors=extra)
+    return replace(options, shards_dir=shards, descriptors=descriptors, extra_pairs=extra_pairs)
 
 
 def main(argv: list[str] | None = None) -> int:

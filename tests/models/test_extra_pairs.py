@@ -249,7 +249,7 @@ def test_scaffold_folds_hold_out_scaffolds_and_repeated_extra_rows_count_once() 
     assert list(scaffold_fold["outcome"]) == [HELD_OUT_SCAFFOLD, USED, DUPLICATE_EXTRA_PAIR]
 
 
-def test_a_model_reading_alpb_needs_the_extra_pairs_in_its_descriptor_table(
+def test_a_model_reading_alpb_needs_the_extra_pairs_in_its_descriptor_tables(
     tables, tmp_path, capsys
 ):
     from pairfactory.qm.shards import system_id_for
@@ -262,11 +262,42 @@ def test_a_model_reading_alpb_needs_the_extra_pairs_in_its_descriptor_table(
     descriptors.iloc[:30].to_parquet(only_main, index=False)
     both = tmp_path / "alpb_both.parquet"
     descriptors.to_parquet(both, index=False)
+    # the extra dataset's own table (the first 10 extra rows repeat main pairs: the same values)
+    only_extra = tmp_path / "alpb_extra.parquet"
+    descriptors.iloc[30:].to_parquet(only_extra, index=False)
     argv = ["evaluate", "--pairs", str(main_path), "--model", "probpair_2d", "--epochs", "1"]
     argv += ["--hparams", '{"alpb_input": true}', "--extra-pairs", str(extra_path)]
     argv += ["--graph-cache", str(tmp_path / "graphs.pt"), "--no-progress", "--batch-size", "8"]
     assert main([*argv, "--out-dir", str(tmp_path / "a"), "--descriptors", str(only_main)]) != 0
-    assert "extra training pairs have no row in the descriptor table" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "extra training pairs have no row in the descriptor table" in err
+    assert "--extra-descriptors" in err
     assert main([*argv, "--out-dir", str(tmp_path / "b"), "--descriptors", str(both)]) == 0
     metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert metrics["inputs"]["missing"] == {"train": 0, "valid": 0, "test": 0}
+
+    # each dataset's own table, read together: the same numbers as one table of both
+    argv += ["--descriptors", str(only_main), "--extra-descriptors", str(only_extra)]
+    assert main([*argv, "--out-dir", str(tmp_path / "c")]) == 0
+    metrics_c = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    assert metrics_c["inputs"]["missing"] == {"train": 0, "valid": 0, "test": 0}
+    assert metrics_c["inputs"]["extra_descriptors"] == str(only_extra)
+    assert metrics_c["extra_pairs"]["descriptors"] == str(only_extra)
+    assert len(metrics_c["extra_pairs"]["descriptors_sha256"]) == 64
+    assert metrics_c["rmse"] == pytest.approx(metrics["rmse"], rel=1e-5)
+
+    # a shared system with another value: the tables came from other engines
+    descriptors.iloc[30:].assign(dg_solv_alpb_kcal_mol=-4.0).to_parquet(only_extra, index=False)
+    assert main([*argv, "--out-dir", str(tmp_path / "d")]) != 0
+    assert "give different values for 10 of the 10 systems they share" in capsys.readouterr().err
+    only_extra.unlink()
+    assert main([*argv, "--out-dir", str(tmp_path / "e")]) != 0
+    assert "descriptor table of the extra pairs not found" in capsys.readouterr().err
+
+
+def test_extra_descriptors_need_extra_pairs(tables, tmp_path, capsys):
+    main_path, _ = tables
+    argv = ["evaluate", "--pairs", str(main_path), "--model", "cigin", "--epochs", "1"]
+    argv += ["--out-dir", str(tmp_path / "out"), "--extra-descriptors", str(tmp_path / "x.pq")]
+    assert main(argv) != 0
+    assert "--extra-descriptors need --extra-pairs" in capsys.readouterr().err

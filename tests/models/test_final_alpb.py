@@ -133,6 +133,61 @@ def test_train_refuses_a_table_of_another_engine_or_unknown_provenance(table, tm
             )
 
 
+def test_extra_pairs_bring_their_own_descriptor_table_of_the_same_engine(table, tmp_path) -> None:
+    """A final model with extra training pairs reads their values from the extra dataset's own
+    descriptor table: recorded with the extra pairs (a changed table retrains), and refused when
+    another engine made it."""
+    from dataclasses import replace
+
+    from pairfactory.ml.extra_pairs import ExtraPairSettings
+
+    table_path, descriptors_path, _ = table
+    extra = freesolv_rows(80).iloc[60:].assign(dataset="combisolv", target="dg_solv_kcal_mol")
+    extra["pair_id"] = [f"{0xE0000 + i:016x}" for i in range(len(extra))]
+    extra_path = tmp_path / "combisolv" / "dg_solv_kcal_mol.parquet"
+    extra_path.parent.mkdir()
+    extra.to_parquet(extra_path, index=False)
+    extra_descriptors = pd.DataFrame(
+        {
+            "system_id": [
+                system_id_for(a, b) for a, b in zip(extra.solute_smiles, extra.solvent_smiles)
+            ],
+            ALPB: extra["value"].to_numpy() + 0.3,
+            "status": "ok",
+            "xtb_version": "6.5.1",
+            "engine_tag": TAG,
+        }
+    )
+    extra_descriptors_path = tmp_path / "alpb_combisolv.parquet"
+    extra_descriptors.to_parquet(extra_descriptors_path, index=False)
+    options = replace(
+        _options(descriptors_path, tmp_path / "graphs.pt"),
+        extra_pairs=ExtraPairSettings(extra_path, descriptors=extra_descriptors_path),
+    )
+    out = tmp_path / "model"
+    card = train_final(table_path, "probpair_2d", out, options, progress=False, input_source=SOURCE)
+    summary = card.training_table["extra_pairs"]
+    assert summary["n_used"] > 0 and summary["descriptors"] == str(extra_descriptors_path)
+    # the main table's two gaps only: every extra pair the model learned from had its value
+    assert card.inputs["missing"] == {ALPB: 2}
+    assert card.inputs["pairs"] == 60 + summary["n_used"]
+
+    extra_descriptors.assign(**{ALPB: extra["value"].to_numpy()}).to_parquet(
+        extra_descriptors_path, index=False
+    )
+    again = train_final(
+        table_path, "probpair_2d", out, options, progress=False, input_source=SOURCE
+    )
+    assert (
+        again.training_table["extra_pairs"]["descriptors_sha256"] != summary["descriptors_sha256"]
+    )
+    assert again.members[0].holdout_rmse != card.members[0].holdout_rmse  # trained anew
+
+    extra_descriptors.assign(engine_tag="xtb-ffffffff").to_parquet(extra_descriptors_path)
+    with pytest.raises(UserError, match="engine tag.*xtb-0123abcd.*xtb-ffffffff"):
+        train_final(table_path, "probpair_2d", out, options, progress=False, input_source=SOURCE)
+
+
 def test_prediction_feeds_the_inputs_as_training_did(model_dir: Path, table) -> None:
     _, _, descriptors = table
     with pytest.raises(UserError, match="give load_model the function that computes them"):

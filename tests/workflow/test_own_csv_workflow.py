@@ -112,3 +112,39 @@ def test_a_fold_trains_on_another_tables_pairs_through_the_workflow(tmp_path: Pa
     write_config(tmp_path, config)
     run = run_snakemake(tmp_path, "-n", "--cores", "1")
     assert run.returncode != 0 and "evaluate.extra_pairs.table" in run.output
+
+
+def test_a_model_reading_alpb_gets_the_extra_datasets_descriptor_table(tmp_path: Path) -> None:
+    """A model that reads ALPB, with extra pairs: the workflow builds the extra dataset's
+    descriptor table with the same rule and engine as the fold's own and passes both, so every
+    extra pair the fold trains on has its value (real xtb program)."""
+    from workflow_helpers import freesolv_subset
+
+    _user_csv(tmp_path / "mine.csv", 16)
+    raw = freesolv_subset(tmp_path / "raw" / "freesolv.txt", 28)  # 12 pairs mine lacks
+    hparams = {"probpair_2d": {"alpb_input": True}}
+    evaluate = smoke_evaluate(["mine/dg_solv_kcal_mol"], ["probpair_2d"])
+    evaluate |= {
+        "model_hparams": hparams,
+        "extra_pairs": {"table": "freesolv/dg_hydration_kcal_mol"},
+    }
+    config = {
+        "seed": 0,
+        "data": {"freesolv_txt": str(raw)},
+        "datasets": ["mine", "freesolv"],
+        "csv_datasets": {"mine": MINE},
+        "evaluate": evaluate,
+        "report": {"enabled": False},
+    }
+    write_config(tmp_path, config)
+    run_snakemake(tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), timeout=400).check()
+    descriptors = tmp_path / "results" / "descriptors"
+    assert len(list((descriptors / "mine").glob("*/alpb.parquet"))) == 1
+    extra_table = next((descriptors / "freesolv").glob("*/alpb.parquet"))
+    folds = tmp_path / "results" / "evaluate" / "mine" / "dg_solv_kcal_mol" / "probpair_2d"
+    for fold in (0, 1):
+        metrics = json.loads((folds / "random" / f"r0-f{fold}" / "metrics.json").read_text())
+        extra = metrics["extra_pairs"]
+        assert extra["n_used"] >= 12 and extra["n_in"] == 28
+        assert metrics["inputs"]["extra_descriptors"] == str(extra_table.relative_to(tmp_path))
+        assert metrics["inputs"]["missing"]["train"] == 0

@@ -143,21 +143,6 @@ def check_config(config: dict[str, Any]) -> None:
                     f"{extra_dataset!r}, which {where} also trains on ({table!r}); extra pairs come "
                     "from another dataset"
                 )
-        readers = [
-            m for m in config["evaluate"]["models"] if model_reads_descriptors(m)
-        ]
-        readers += [
-            e["model"]
-            for e in config["final_models"]
-            if model_reads_descriptors(e["model"])
-        ]
-        if readers:
-            raise WorkflowError(
-                f"config: evaluate.extra_pairs with {', '.join(sorted(set(readers)))}, which reads "
-                "ALPB as an input, needs one descriptor table for both datasets, which the "
-                "workflow does not build; run it with `pairfactory evaluate --extra-pairs ... "
-                "--descriptors <a table of both>` or drop alpb_input"
-            )
     seen = set()
     for entry in config["final_models"]:
         key = (entry["table"], entry["model"])
@@ -239,8 +224,11 @@ def pairs_options(wildcards: Wildcards) -> str:
 
 def qm_settings() -> Any:
     """The QM settings (pairfactory.qm.settings.QmSettings), parsed once per workflow parse;
-    None when no dataset gets QM samples, so that such a config loads no QM code."""
-    if not config["qm"]["datasets"]:
+    None when no dataset gets QM samples and no model reads a descriptor (whose geometries the
+    engine makes), so that such a config loads no QM code."""
+    readers = [m for m in config["evaluate"]["models"] if model_reads_descriptors(m)]
+    readers += [e["model"] for e in config["final_models"] if model_reads_descriptors(e["model"])]
+    if not config["qm"]["datasets"] and not readers:
         return None
     from pairfactory.qm.settings import QmSettings
 
@@ -314,8 +302,9 @@ def pairs_ready(wildcards: Wildcards) -> list[str]:
 def evaluate_sample_inputs(wildcards: Wildcards) -> dict[str, str]:
     """For a model that learns from QM samples, on a dataset that gets them: the manifest (written
     once every shard is done) and, when configured, the ALPB descriptor table; for a model that
-    reads ALPB as an input, the descriptor table on every dataset."""
-    descriptors = f"{DESCRIPTORS_DIR}/{wildcards.dataset}/{ENGINE_TAG}/alpb.parquet"
+    reads ALPB as an input, the descriptor table on every dataset. With extra pairs, the extra
+    table's dataset's descriptor table beside the fold's own (its pairs need their values too)."""
+    descriptors = descriptor_table_path(wildcards.dataset)
     inputs = {}
     if (
         MODELS[wildcards.model].uses_samples
@@ -328,7 +317,14 @@ def evaluate_sample_inputs(wildcards: Wildcards) -> dict[str, str]:
             inputs["descriptors"] = descriptors
     if model_reads_descriptors(wildcards.model):
         inputs["descriptors"] = descriptors
+    extra_table = config["evaluate"]["extra_pairs"].get("table")
+    if "descriptors" in inputs and extra_table:
+        inputs["extra_descriptors"] = descriptor_table_path(extra_table.split("/")[0])
     return inputs
+
+
+def descriptor_table_path(dataset: str) -> str:
+    return f"{DESCRIPTORS_DIR}/{dataset}/{ENGINE_TAG}/alpb.parquet"
 
 
 def evaluate_sample_flags(wildcards: Wildcards, input: Any) -> str:
@@ -337,6 +333,8 @@ def evaluate_sample_flags(wildcards: Wildcards, input: Any) -> str:
         flags.append(f"--shards-dir {SHARDS_DIR}/{wildcards.dataset}/{ENGINE_TAG}")
     if "descriptors" in input.keys():
         flags.append(f"--descriptors {input.descriptors}")
+    if "extra_descriptors" in input.keys():
+        flags.append(f"--extra-descriptors {input.extra_descriptors}")
     return " ".join(flags)
 
 

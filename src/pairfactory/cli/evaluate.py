@@ -39,6 +39,13 @@ EPILOG = """examples:
   pairfactory evaluate --pairs results/pairs/freesolv_cgib/dg_hydration_kcal_mol.parquet \\
       --model cigin --extra-pairs results/pairs/combisolv/dg_solv_kcal_mol.parquet \\
       --extra-solvent O --out-dir results/extra/freesolv_cgib/cigin/r0-f0
+  # the same for the twin that reads ALPB: each dataset's descriptor table
+  pairfactory evaluate --pairs results/pairs/freesolv_cgib/dg_hydration_kcal_mol.parquet \
+      --model probpair_2d --hparams '{"alpb_input": true}' \
+      --descriptors results/descriptors/freesolv_cgib/xtb-1a2b3c4d/alpb.parquet \
+      --extra-pairs results/pairs/combisolv/dg_solv_kcal_mol.parquet --extra-solvent O \
+      --extra-descriptors results/descriptors/combisolv/xtb-1a2b3c4d/alpb.parquet \
+      --out-dir results/extra/freesolv_cgib/probpair_2d@alpb_input=true/r0-f0
 """
 
 # metrics.json keys printed as the command's one-line JSON summary
@@ -166,17 +173,28 @@ def _extra_pair_settings(
         path = Path(args.pairs).parent.parent / dataset / f"{target}.parquet"
     holdout = section.get("holdout", "solute")
     solvents = tuple(section.get("solvents") or ())
+    descriptors = None
     if args is not None:
         path = getattr(args, "extra_pairs", None) or path
         holdout = getattr(args, "extra_holdout", None) or holdout
         solvents = tuple(getattr(args, "extra_solvents", None) or ()) or solvents
+        descriptors = getattr(args, "extra_descriptors", None)
         if path is None and (
-            getattr(args, "extra_holdout", None) or getattr(args, "extra_solvents", None)
+            getattr(args, "extra_holdout", None)
+            or getattr(args, "extra_solvents", None)
+            or descriptors
         ):
-            raise UserError("--extra-holdout and --extra-solvent need --extra-pairs PATH")
+            raise UserError(
+                "--extra-holdout, --extra-solvent and --extra-descriptors need --extra-pairs PATH"
+            )
     if path is None:
         return None
-    return ExtraPairSettings(path=Path(path), holdout=holdout, solvents=solvents)
+    return ExtraPairSettings(
+        path=Path(path),
+        holdout=holdout,
+        solvents=solvents,
+        descriptors=None if descriptors is None else Path(descriptors),
+    )
 
 
 def add_table_and_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -293,6 +311,13 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="SMILES",
         help="use only the extra rows in this solvent (repeatable; default: every solvent)",
+    )
+    parser.add_argument(
+        "--extra-descriptors",
+        metavar="PATH",
+        help="the extra table's descriptor table (`pairfactory solvation --dataset <its "
+        "dataset>`), read with --descriptors: a model that reads ALPB needs the extra pairs' "
+        "values too",
     )
     parser.add_argument(
         "--descriptors",

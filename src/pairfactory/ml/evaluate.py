@@ -126,6 +126,11 @@ class ProtocolOptions:
         own = {k: v for k, v in self.model_hparams.get(model_name, {}).items() if k in training}
         return TrainSettings.from_mapping(self.settings.to_dict() | own) if own else self.settings
 
+    @property
+    def extra_descriptors(self) -> Path | None:
+        """The extra pairs' own descriptor table, read together with ``descriptors``."""
+        return None if self.extra_pairs is None else self.extra_pairs.descriptors
+
     def split_seed(self, repeat: int) -> int:
         return self.seed + repeat
 
@@ -353,9 +358,11 @@ def model_inputs(
     hparams: Mapping[str, Any],
     table: pd.DataFrame,
     descriptors: Path | None,
+    extra_descriptors: Path | None = None,
 ) -> tuple[np.ndarray | None, dict[str, Any] | None]:
     """The per-pair inputs the model reads (one row per table row) and, for metrics.json, their
-    names and source; (None, None) for a model that reads none."""
+    names and source; (None, None) for a model that reads none. ``extra_descriptors``: the extra
+    training pairs' descriptor table, read together with ``descriptors``."""
     names = model_input_names(model_name, hparams)
     if not names:
         return None, None
@@ -364,8 +371,12 @@ def model_inputs(
             f"{model_name} reads {', '.join(names)} per pair (hyper-parameters {dict(hparams)}); "
             "give the descriptor table (--descriptors, from `pairfactory solvation`)"
         )
-    inputs = descriptor_inputs(table, read_descriptors(descriptors), names)
-    return inputs, {"names": list(names), "descriptors": str(descriptors)}
+    more = () if extra_descriptors is None else (extra_descriptors,)
+    inputs = descriptor_inputs(table, read_descriptors(descriptors, *more), names)
+    summary: dict[str, Any] = {"names": list(names), "descriptors": str(descriptors)}
+    if extra_descriptors is not None:
+        summary["extra_descriptors"] = str(extra_descriptors)
+    return inputs, summary
 
 
 @functools.lru_cache(maxsize=2)
@@ -388,6 +399,14 @@ def fold_extra_training(
         checked_extra_table(extra, table, path), table, split, settings, by_scaffold=by_scaffold
     )
     chosen.summary["sha256"] = sha256
+    if settings.descriptors is not None:  # its values change what the model learns
+        if not Path(settings.descriptors).is_file():
+            raise InputFileError(
+                settings.descriptors,
+                "descriptor table of the extra pairs not found; build it with `pairfactory "
+                f"solvation --dataset {chosen.summary['dataset']}`",
+            )
+        chosen.summary["descriptors_sha256"] = file_sha256(settings.descriptors)
     log.info(
         "extra pairs from %s (holdout %s%s): %d of %d rows join the training pairs; not used: %s",
         path,
@@ -401,27 +420,32 @@ def fold_extra_training(
 
 
 def require_extra_inputs(
-    extra: ExtraTraining, input_summary: Mapping[str, Any] | None, descriptors: Path | None
+    extra: ExtraTraining,
+    input_summary: Mapping[str, Any] | None,
+    descriptors: Path | None,
+    extra_descriptors: Path | None = None,
 ) -> None:
     """A model that reads per-pair inputs must find the extra training pairs in its descriptor
-    table: otherwise it would learn from hundreds of pairs whose value reads as missing while its
+    tables: otherwise it would learn from hundreds of pairs whose value reads as missing while its
     test pairs have one."""
     if input_summary is None or descriptors is None or extra.rows.empty:
         return
     from pairfactory.qm.shards import system_id_for
 
-    known = read_descriptors(descriptors).index
+    more = () if extra_descriptors is None else (extra_descriptors,)
+    known = read_descriptors(descriptors, *more).index
     absent = sum(
         system_id_for(a, b) not in known
         for a, b in zip(extra.rows["solute_smiles"], extra.rows["solvent_smiles"], strict=True)
     )
     if absent:
+        searched = ", ".join(str(p) for p in (descriptors, *more))
         raise UserError(
             f"{absent} of the {len(extra.rows)} extra training pairs have no row in the descriptor "
-            f"table {descriptors}, so the model would read their "
+            f"table(s) {searched}, so the model would read their "
             f"{', '.join(input_summary['names'])} as missing; compute them (`pairfactory "
-            f"solvation --dataset {extra.summary['dataset']}`) and give one descriptor table that "
-            "holds both datasets' systems"
+            f"solvation --dataset {extra.summary['dataset']} --out PATH`) and give that table "
+            "with --extra-descriptors PATH"
         )
 
 
@@ -512,11 +536,14 @@ def run_fold(
             options.samples,
             options.descriptors,
             with_supervision=model_spec(model_name).uses_samples,
+            extra_descriptors_path=options.extra_descriptors,
         )
         _warn_without_decoys(model_name, hparams, samples.summary)
-    inputs, input_summary = model_inputs(model_name, hparams, table, options.descriptors)
+    inputs, input_summary = model_inputs(
+        model_name, hparams, table, options.descriptors, options.extra_descriptors
+    )
     if extra is not None:
-        require_extra_inputs(extra, input_summary, options.descriptors)
+        require_extra_inputs(extra, input_summary, options.descriptors, options.extra_descriptors)
     datasets, rejected = _datasets_for_fold(
         table, split, cache, None if samples is None else samples.supervision, inputs
     )

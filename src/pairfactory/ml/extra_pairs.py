@@ -61,6 +61,9 @@ class ExtraPairSettings:
     # only extra rows in these solvents (as written by the user; compared as molecules); empty:
     # every solvent
     solvents: tuple[str, ...] = ()
+    # the extra table's descriptor table (its dataset's `pairfactory solvation`), for a model that
+    # reads a descriptor of every pair (alpb_input) or learns it as an auxiliary target
+    descriptors: Path | None = None
 
     def __post_init__(self) -> None:
         if self.holdout not in HOLDOUT_LEVELS:
@@ -76,7 +79,10 @@ class ExtraPairSettings:
                 )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": str(self.path), "holdout": self.holdout, "solvents": list(self.solvents)}
+        record = {"path": str(self.path), "holdout": self.holdout, "solvents": list(self.solvents)}
+        if self.descriptors is not None:  # only when given: earlier records stay as they were
+            record["descriptors"] = str(self.descriptors)
+        return record
 
 
 @dataclass(frozen=True)

@@ -129,9 +129,11 @@ def train_final(
     extra_summary = None if extra is None else extra.summary
     cache = GraphCache(options.graph_cache)
     hparams = options.hparams_for(model_name)
-    inputs, input_summary = model_inputs(model_name, hparams, table, options.descriptors)
+    inputs, input_summary = model_inputs(
+        model_name, hparams, table, options.descriptors, options.extra_descriptors
+    )
     if extra is not None:
-        require_extra_inputs(extra, input_summary, options.descriptors)
+        require_extra_inputs(extra, input_summary, options.descriptors, options.extra_descriptors)
     inputs_record = None
     if input_summary is not None:  # set exactly when inputs are
         inputs_record = _inputs_record(input_summary, input_source, table)
@@ -140,7 +142,13 @@ def train_final(
     supervision = None
     if options.shards_dir is not None and model_spec(model_name).uses_samples:
         samples = fold_samples(
-            table, train_rows, options.shards_dir, cache, options.samples, options.descriptors
+            table,
+            train_rows,
+            options.shards_dir,
+            cache,
+            options.samples,
+            options.descriptors,
+            extra_descriptors_path=options.extra_descriptors,
         )
         supervision = samples.supervision
         samples_summary = {
@@ -287,7 +295,8 @@ def _inputs_record(
 ) -> dict[str, Any]:
     """What the card says about a model's per-pair inputs: their names, the descriptor table they
     came from, and the QM engine that prediction must use to compute them the same way (the
-    engine that made the table's geometries, checked against its ``engine_tag`` column)."""
+    engine that made the tables' geometries, checked against their ``engine_tag`` column; the
+    extra pairs' table, when there is one, is checked too, and recorded with the extra pairs)."""
     names = list(summary["names"])
     path = Path(summary["descriptors"])
     if source is None:
@@ -296,16 +305,11 @@ def _inputs_record(
             "train it with the config whose engine made the descriptor table "
             "(`pairfactory train --config ...`; from Python pass input_source, see train_final)"
         )
-    descriptors = pd.read_parquet(path)
-    if "engine_tag" not in descriptors.columns:
-        raise UserError(
-            f"descriptor table {path} does not say which QM engine made its geometries (no "
-            "engine_tag column: an older pairfactory wrote it); rebuild it with `pairfactory "
-            "solvation`, or in the workflow `snakemake --forcerun solvation` (its values are "
-            "cached, so this takes seconds)"
-        )
     system_ids = {system_id_for(a, b) for a, b in zip(table.solute_smiles, table.solvent_smiles)}
-    rows = descriptors[descriptors["system_id"].isin(system_ids)]
+    paths = [path] + (
+        [Path(summary["extra_descriptors"])] if "extra_descriptors" in summary else []
+    )
+    rows = pd.concat([_engine_rows(p, system_ids) for p in paths], ignore_index=True)
     if rows.empty:
         raise UserError(
             f"descriptor table {path} has no row for any of the {len(system_ids)} pairs of the "
@@ -314,10 +318,10 @@ def _inputs_record(
     tags = sorted(set(rows["engine_tag"].dropna()))
     if tags != [source["engine_tag"]]:
         raise UserError(
-            f"descriptor table {path} holds geometries of engine tag(s) {tags or 'none'}, but the "
-            f"config's engine is {source['engine_tag']}: prediction would compute other values "
-            "than the model learned from. Train with the config that made the table, or rebuild "
-            "the table with this config (`pairfactory solvation`)"
+            f"descriptor table(s) {', '.join(map(str, paths))} hold geometries of engine tag(s) "
+            f"{tags or 'none'}, but the config's engine is {source['engine_tag']}: prediction "
+            "would compute other values than the model learned from. Train with the config that "
+            "made the tables, or rebuild them with this config (`pairfactory solvation`)"
         )
     xtb_versions = sorted(set(rows["xtb_version"].dropna())) if "xtb_version" in rows else []
     return {
@@ -329,6 +333,19 @@ def _inputs_record(
         },
         "qm": {"engine": dict(source["engine"]), "engine_tag": str(source["engine_tag"])},
     }
+
+
+def _engine_rows(path: Path, system_ids: set[str]) -> pd.DataFrame:
+    """The rows of descriptor table ``path`` for ``system_ids``, which must say their engine."""
+    descriptors = pd.read_parquet(path)
+    if "engine_tag" not in descriptors.columns:
+        raise UserError(
+            f"descriptor table {path} does not say which QM engine made its geometries (no "
+            "engine_tag column: an older pairfactory wrote it); rebuild it with `pairfactory "
+            "solvation`, or in the workflow `snakemake --forcerun solvation` (its values are "
+            "cached, so this takes seconds)"
+        )
+    return descriptors[descriptors["system_id"].isin(system_ids)]
 
 
 def _train_member(

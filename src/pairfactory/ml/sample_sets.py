@@ -641,10 +641,13 @@ def fold_samples(
     settings: SampleSetSettings,
     descriptors_path: str | Path | None = None,
     with_supervision: bool = True,
+    extra_descriptors_path: str | Path | None = None,
 ) -> FoldSamples:
     """Sample sets of the whole table (coverage only) and supervision for a seeded
     ``train_pair_fraction`` of the training rows ``train_rows`` (positions in ``table``). No
-    validation or test row ever gets supervision: the leakage rule of the protocol."""
+    validation or test row ever gets supervision: the leakage rule of the protocol.
+    ``extra_descriptors_path``: the descriptor table of the extra training pairs' dataset, read
+    together with ``descriptors_path`` (``read_descriptors``)."""
     sets = sample_sets_for(table, shards_dir, cache, settings)
     covered = sets.coverage.set_index("pair_id")["covered"]
     train = table.iloc[np.asarray(train_rows, dtype=np.int64)]
@@ -653,7 +656,10 @@ def fold_samples(
         rng = np.random.default_rng(settings.seed)
         n = int(round(settings.train_pair_fraction * len(train)))
         chosen = train.iloc[np.sort(rng.choice(len(train), size=n, replace=False))]
-    descriptors = read_descriptors(descriptors_path) if descriptors_path is not None else None
+    descriptors = None
+    if descriptors_path is not None:
+        more = () if extra_descriptors_path is None else (extra_descriptors_path,)
+        descriptors = read_descriptors(descriptors_path, *more)
     supervision = supervision_for(chosen, sets, settings, descriptors) if with_supervision else {}
     aux_scale = standardize_aux_targets(supervision)
     n_complexes = sum(len(s.complexes) for s in supervision.values())
@@ -705,9 +711,37 @@ def standardize_aux_targets(supervision: Mapping[str, PairSupervision]) -> AuxSc
     return scale
 
 
-def read_descriptors(path: str | Path) -> pd.DataFrame:
-    """A per-system descriptor table (Parquet: ``system_id`` + columns named like AUX_TARGETS)."""
-    path = Path(path)
+def read_descriptors(path: str | Path, *more: str | Path) -> pd.DataFrame:
+    """A per-system descriptor table (Parquet: ``system_id`` + columns named like AUX_TARGETS),
+    indexed by system id. With ``more`` tables (an extra pair table's, beside the dataset's), their
+    systems are added; a system two tables share must have the same values in both (they came from
+    one QM engine and xtb version), else the tables cannot be read together."""
+    merged = _read_descriptor_table(Path(path))
+    for other_path in more:
+        other = _read_descriptor_table(Path(other_path))
+        shared = merged.index.intersection(other.index)
+        columns = [
+            c
+            for c in merged.columns.intersection(other.columns)
+            if pd.api.types.is_float_dtype(merged[c]) and pd.api.types.is_float_dtype(other[c])
+        ]
+        if len(shared) and columns:
+            a = merged.loc[shared, columns].to_numpy(dtype=np.float64)
+            b = other.loc[shared, columns].to_numpy(dtype=np.float64)
+            differ = ~np.isclose(a, b, rtol=0.0, atol=1e-6, equal_nan=True).all(axis=1)
+            if differ.any():
+                first = shared[int(np.argmax(differ))]
+                raise UserError(
+                    f"descriptor tables {path} and {other_path} give different values for "
+                    f"{int(differ.sum())} of the {len(shared)} systems they share (e.g. "
+                    f"{first}): were they made with other QM engines or xtb versions? Build "
+                    "both with the same config (`pairfactory solvation --config ...`)"
+                )
+        merged = pd.concat([merged, other.loc[other.index.difference(merged.index)]])
+    return merged
+
+
+def _read_descriptor_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise UserError(
             f"descriptor table {path} not found; compute it with `pairfactory solvation`"
