@@ -47,6 +47,7 @@ from pairfactory.ml.evaluate import (
 from pairfactory.ml.extra_pairs import HOLDOUT_LEVELS, ExtraPairSettings
 from pairfactory.ml.graph_cache import GraphCache
 from pairfactory.ml.models import MODEL_NAMES
+from pairfactory.ml.models.registry import model_input_names
 from pairfactory.ml.report import write_report
 from pairfactory.ml.sample_sets import SampleSetSettings
 from pairfactory.ml.splits import SPLIT_KINDS
@@ -226,9 +227,13 @@ def _curate(dataset: str, data_dir: str, pairs_dir: str) -> None:
 SAMPLES_OF = {"freesolv_cgib": "freesolv"}
 
 
-def _with_samples(options: ProtocolOptions, args: argparse.Namespace, dataset: str) -> Any:
-    """The options of one dataset's folds: its shard folder and descriptor table, where given (and
-    the extra pairs' dataset's descriptor table, laid out alike, where there is one)."""
+def _with_samples(
+    options: ProtocolOptions, args: argparse.Namespace, dataset: str, model: str
+) -> Any:
+    """The options of one dataset's folds: its shard folder and descriptor table, where given;
+    for a model that reads a descriptor of every pair (alpb_input) with --extra-pairs, also the
+    extra table's dataset's descriptor table, laid out alike, where there is one (other models
+    are left as they were: their auxiliary targets stay those of the table's own pairs)."""
     if args.shards_root is None:
         return options
     if args.engine_tag is None:
@@ -242,10 +247,12 @@ def _with_samples(options: ProtocolOptions, args: argparse.Namespace, dataset: s
     if args.descriptors_root is not None:
         candidate = Path(args.descriptors_root) / source / args.engine_tag / "alpb.parquet"
         descriptors = candidate if candidate.is_file() else None
-        if extra_pairs is not None:
-            extra_dataset = Path(extra_pairs.path).parent.name
-            extra = Path(args.descriptors_root) / extra_dataset / args.engine_tag / "alpb.parquet"
-            if descriptors is not None and extra.is_file():
+        reads_inputs = bool(model_input_names(model, options.hparams_for(model)))
+        if extra_pairs is not None and descriptors is not None and reads_inputs:
+            extra_name = Path(extra_pairs.path).parent.name
+            extra_source = SAMPLES_OF.get(extra_name, extra_name)
+            extra = Path(args.descriptors_root) / extra_source / args.engine_tag / "alpb.parquet"
+            if extra.is_file():
                 extra_pairs = replace(extra_pairs, descriptors=extra)
     return replace(options, shards_dir=shards, descriptors=descriptors, extra_pairs=extra_pairs)
 
@@ -349,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                 fold,
                 repeat,
                 out,
-                _with_samples(options, args, dataset),
+                _with_samples(options, args, dataset, model),
                 table=table,
                 progress=False,
                 cache=cache,

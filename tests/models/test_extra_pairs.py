@@ -290,9 +290,16 @@ def test_a_model_reading_alpb_needs_the_extra_pairs_in_its_descriptor_tables(
     descriptors.iloc[30:].assign(dg_solv_alpb_kcal_mol=-4.0).to_parquet(only_extra, index=False)
     assert main([*argv, "--out-dir", str(tmp_path / "d")]) != 0
     assert "give different values for 10 of the 10 systems they share" in capsys.readouterr().err
-    only_extra.unlink()
+    descriptors.iloc[30:45].to_parquet(only_extra, index=False)  # made before the table grew
     assert main([*argv, "--out-dir", str(tmp_path / "e")]) != 0
+    assert "looks older than the extra pair table" in capsys.readouterr().err
+    only_extra.unlink()
+    assert main([*argv, "--out-dir", str(tmp_path / "f")]) != 0
     assert "descriptor table of the extra pairs not found" in capsys.readouterr().err
+    without_own = [a for a in argv if a != str(only_main)]
+    without_own.remove("--descriptors")
+    assert main([*without_own, "--out-dir", str(tmp_path / "g")]) != 0
+    assert "give --descriptors too" in capsys.readouterr().err
 
 
 def test_extra_descriptors_need_extra_pairs(tables, tmp_path, capsys):

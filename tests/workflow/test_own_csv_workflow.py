@@ -114,10 +114,13 @@ def test_a_fold_trains_on_another_tables_pairs_through_the_workflow(tmp_path: Pa
     assert run.returncode != 0 and "evaluate.extra_pairs.table" in run.output
 
 
-def test_a_model_reading_alpb_gets_the_extra_datasets_descriptor_table(tmp_path: Path) -> None:
+def test_a_model_reading_alpb_gets_the_extra_datasets_descriptor_table(
+    tmp_path: Path, xtb_program: str
+) -> None:
     """A model that reads ALPB, with extra pairs: the workflow builds the extra dataset's
-    descriptor table with the same rule and engine as the fold's own and passes both, so every
-    extra pair the fold trains on has its value (real xtb program)."""
+    descriptor table with the same rule and engine as the fold's own and passes it to its folds
+    and final model, so every extra pair they train on has its value (real xtb program). A model
+    that learns ALPB only as an auxiliary target is left as it was."""
     from workflow_helpers import freesolv_subset
 
     _user_csv(tmp_path / "mine.csv", 16)
@@ -134,17 +137,31 @@ def test_a_model_reading_alpb_gets_the_extra_datasets_descriptor_table(tmp_path:
         "datasets": ["mine", "freesolv"],
         "csv_datasets": {"mine": MINE},
         "evaluate": evaluate,
+        "final_models": [{"table": "mine/dg_solv_kcal_mol", "model": "probpair_2d"}],
         "report": {"enabled": False},
     }
     write_config(tmp_path, config)
     run_snakemake(tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), timeout=400).check()
     descriptors = tmp_path / "results" / "descriptors"
     assert len(list((descriptors / "mine").glob("*/alpb.parquet"))) == 1
-    extra_table = next((descriptors / "freesolv").glob("*/alpb.parquet"))
+    extra_table = str(next((descriptors / "freesolv").glob("*/alpb.parquet")).relative_to(tmp_path))
     folds = tmp_path / "results" / "evaluate" / "mine" / "dg_solv_kcal_mol" / "probpair_2d"
     for fold in (0, 1):
         metrics = json.loads((folds / "random" / f"r0-f{fold}" / "metrics.json").read_text())
         extra = metrics["extra_pairs"]
         assert extra["n_used"] >= 12 and extra["n_in"] == 28
-        assert metrics["inputs"]["extra_descriptors"] == str(extra_table.relative_to(tmp_path))
+        assert metrics["inputs"]["extra_descriptors"] == extra_table
         assert metrics["inputs"]["missing"]["train"] == 0
+    model_dir = tmp_path / "results" / "models" / "mine" / "dg_solv_kcal_mol" / "probpair_2d"
+    card = json.loads((model_dir / "model.json").read_text())
+    assert card["training_table"]["extra_pairs"]["descriptors"] == extra_table
+    assert card["inputs"]["missing"] == {"dg_solv_alpb_kcal_mol": 0}
+
+    # probpair learning from samples, ALPB an auxiliary target: no extra descriptor table
+    evaluate |= {"models": ["probpair"], "descriptors": ["alpb"], "model_hparams": {}}
+    config |= {"final_models": [], "qm": {"datasets": {"mine": {"max_systems": 2}}}}
+    write_config(tmp_path, config)
+    planned = run_snakemake(tmp_path, "-n", "--cores", "1", "--printshellcmds").check()
+    commands = [line for line in planned.output.splitlines() if "pairfactory evaluate" in line]
+    assert commands and all("--descriptors results/descriptors/mine/" in c for c in commands)
+    assert not any("--extra-descriptors" in c for c in commands)

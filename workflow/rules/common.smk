@@ -302,8 +302,9 @@ def pairs_ready(wildcards: Wildcards) -> list[str]:
 def evaluate_sample_inputs(wildcards: Wildcards) -> dict[str, str]:
     """For a model that learns from QM samples, on a dataset that gets them: the manifest (written
     once every shard is done) and, when configured, the ALPB descriptor table; for a model that
-    reads ALPB as an input, the descriptor table on every dataset. With extra pairs, the extra
-    table's dataset's descriptor table beside the fold's own (its pairs need their values too)."""
+    reads ALPB as an input, the descriptor table on every dataset, and with extra pairs the extra
+    table's dataset's one too (its pairs need their values; a model that learns ALPB only as an
+    auxiliary target keeps that target for the table's own pairs, as before extra pairs)."""
     descriptors = descriptor_table_path(wildcards.dataset)
     inputs = {}
     if (
@@ -317,9 +318,9 @@ def evaluate_sample_inputs(wildcards: Wildcards) -> dict[str, str]:
             inputs["descriptors"] = descriptors
     if model_reads_descriptors(wildcards.model):
         inputs["descriptors"] = descriptors
-    extra_table = config["evaluate"]["extra_pairs"].get("table")
-    if "descriptors" in inputs and extra_table:
-        inputs["extra_descriptors"] = descriptor_table_path(extra_table.split("/")[0])
+        extra_table = config["evaluate"]["extra_pairs"].get("table")
+        if extra_table:
+            inputs["extra_descriptors"] = descriptor_table_path(extra_table.split("/")[0])
     return inputs
 
 

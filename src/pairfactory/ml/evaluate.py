@@ -99,6 +99,11 @@ class ProtocolOptions:
     def __post_init__(self) -> None:
         if self.ensemble < 1:
             raise UserError(f"ensemble must be >= 1 (got {self.ensemble})")
+        if self.extra_descriptors is not None and self.descriptors is None:
+            raise UserError(
+                "--extra-descriptors is read together with the table's own descriptor table: "
+                "give --descriptors too"
+            )
 
     def hparams_for(self, model_name: str) -> dict[str, Any]:
         """The hyper-parameters a fold of ``model_name`` is built with: the shared ones, then the
@@ -427,7 +432,8 @@ def require_extra_inputs(
 ) -> None:
     """A model that reads per-pair inputs must find the extra training pairs in its descriptor
     tables: otherwise it would learn from hundreds of pairs whose value reads as missing while its
-    test pairs have one."""
+    test pairs have one. A row without a value (an unparametrized solvent, a failed run) is read
+    as missing, as for the table's own pairs."""
     if input_summary is None or descriptors is None or extra.rows.empty:
         return
     from pairfactory.qm.shards import system_id_for
@@ -440,12 +446,18 @@ def require_extra_inputs(
     )
     if absent:
         searched = ", ".join(str(p) for p in (descriptors, *more))
+        remedy = (
+            f"compute them (`pairfactory solvation --dataset {extra.summary['dataset']} --out "
+            "PATH`) and give that table with --extra-descriptors PATH"
+            if extra_descriptors is None
+            else f"{extra_descriptors} looks older than the extra pair table: rebuild it "
+            f"(`pairfactory solvation --dataset {extra.summary['dataset']}`; in the workflow "
+            "`snakemake --forcerun solvation`)"
+        )
         raise UserError(
             f"{absent} of the {len(extra.rows)} extra training pairs have no row in the descriptor "
             f"table(s) {searched}, so the model would read their "
-            f"{', '.join(input_summary['names'])} as missing; compute them (`pairfactory "
-            f"solvation --dataset {extra.summary['dataset']} --out PATH`) and give that table "
-            "with --extra-descriptors PATH"
+            f"{', '.join(input_summary['names'])} as missing; {remedy}"
         )
 
 

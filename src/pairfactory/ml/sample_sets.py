@@ -734,7 +734,8 @@ def read_descriptors(path: str | Path, *more: str | Path) -> pd.DataFrame:
                 raise UserError(
                     f"descriptor tables {path} and {other_path} give different values for "
                     f"{int(differ.sum())} of the {len(shared)} systems they share (e.g. "
-                    f"{first}): were they made with other QM engines or xtb versions? Build "
+                    f"{first}), or a value in one and none in the other: were they made with "
+                    "other QM engines or xtb versions, or did a run fail in one of them? Build "
                     "both with the same config (`pairfactory solvation --config ...`)"
                 )
         merged = pd.concat([merged, other.loc[other.index.difference(merged.index)]])
