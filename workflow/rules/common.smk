@@ -227,7 +227,11 @@ def qm_settings() -> Any:
     None when no dataset gets QM samples and no model reads a descriptor (whose geometries the
     engine makes), so that such a config loads no QM code."""
     readers = [m for m in config["evaluate"]["models"] if model_reads_descriptors(m)]
-    readers += [e["model"] for e in config["final_models"] if model_reads_descriptors(e["model"])]
+    readers += [
+        e["model"]
+        for e in config["final_models"]
+        if model_reads_descriptors(e["model"])
+    ]
     if not config["qm"]["datasets"] and not readers:
         return None
     from pairfactory.qm.settings import QmSettings
@@ -285,6 +289,31 @@ def shard_files(wildcards: Wildcards) -> list[str]:
     ]
 
 
+_SYSTEM_HASHES = {}
+
+
+def dataset_systems_sha256(wildcards: Wildcards) -> str:
+    """The dataset's systems (their ids, from all its pair tables), hashed: the param that
+    re-runs its descriptor table when curation adds or drops a system, and only then (values are
+    cached per molecule and solvent, so only the new systems are computed). Hashed once per
+    version of the tables, as pair_table_sha256."""
+    folder = Path(PAIRS_DIR) / wildcards.dataset
+    tables = sorted(
+        p
+        for p in folder.glob("*.parquet")
+        if p.name != "rejects.parquet" and not p.name.startswith(".")
+    )
+    if not tables:
+        return "not curated yet"
+    key = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in tables)
+    if key not in _SYSTEM_HASHES:
+        from pairfactory.qm.plan import load_systems
+
+        ids = sorted(load_systems(PAIRS_DIR, wildcards.dataset)["system_id"])
+        _SYSTEM_HASHES[key] = hashlib.sha256("\n".join(ids).encode()).hexdigest()
+    return _SYSTEM_HASHES[key]
+
+
 # ---------------------------------------------------------------------------------------------
 # evaluation
 
@@ -304,7 +333,8 @@ def evaluate_sample_inputs(wildcards: Wildcards) -> dict[str, str]:
     once every shard is done) and, when configured, the ALPB descriptor table; for a model that
     reads ALPB as an input, the descriptor table on every dataset, and with extra pairs the extra
     table's dataset's one too (its pairs need their values; a model that learns ALPB only as an
-    auxiliary target keeps that target for the table's own pairs, as before extra pairs)."""
+    auxiliary target keeps that target for the table's own pairs, as before extra pairs).
+    """
     descriptors = descriptor_table_path(wildcards.dataset)
     inputs = {}
     if (
@@ -320,7 +350,9 @@ def evaluate_sample_inputs(wildcards: Wildcards) -> dict[str, str]:
         inputs["descriptors"] = descriptors
         extra_table = config["evaluate"]["extra_pairs"].get("table")
         if extra_table:
-            inputs["extra_descriptors"] = descriptor_table_path(extra_table.split("/")[0])
+            inputs["extra_descriptors"] = descriptor_table_path(
+                extra_table.split("/")[0]
+            )
     return inputs
 
 

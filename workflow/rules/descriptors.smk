@@ -18,6 +18,9 @@ rule solvation:
     params:
         config_file=Path(CONFIG_FILE),
         pairs_dir=PAIRS_DIR,
+        # a re-curation that adds or drops a system rebuilds the table (else its new pairs would
+        # read as missing); one that leaves the systems as they were does not
+        systems_sha256=dataset_systems_sha256,
     shell:
         "pairfactory solvation --config {params.config_file} --dataset {wildcards.dataset} "
         "--pairs-dir {params.pairs_dir} --out {output} --no-progress > {log} 2>&1"
