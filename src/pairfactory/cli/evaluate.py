@@ -40,11 +40,11 @@ EPILOG = """examples:
       --model cigin --extra-pairs results/pairs/combisolv/dg_solv_kcal_mol.parquet \\
       --extra-solvent O --out-dir results/extra/freesolv_cgib/cigin/r0-f0
   # the same for the twin that reads ALPB: each dataset's descriptor table
-  pairfactory evaluate --pairs results/pairs/freesolv_cgib/dg_hydration_kcal_mol.parquet \
-      --model probpair_2d --hparams '{"alpb_input": true}' \
-      --descriptors results/descriptors/freesolv_cgib/xtb-1a2b3c4d/alpb.parquet \
-      --extra-pairs results/pairs/combisolv/dg_solv_kcal_mol.parquet --extra-solvent O \
-      --extra-descriptors results/descriptors/combisolv/xtb-1a2b3c4d/alpb.parquet \
+  pairfactory evaluate --pairs results/pairs/freesolv_cgib/dg_hydration_kcal_mol.parquet \\
+      --model probpair_2d --hparams '{"alpb_input": true}' \\
+      --descriptors results/descriptors/freesolv_cgib/xtb-1a2b3c4d/alpb.parquet \\
+      --extra-pairs results/pairs/combisolv/dg_solv_kcal_mol.parquet --extra-solvent O \\
+      --extra-descriptors results/descriptors/combisolv/xtb-1a2b3c4d/alpb.parquet \\
       --out-dir results/extra/freesolv_cgib/probpair_2d@alpb_input=true/r0-f0
 """
 
