@@ -334,8 +334,14 @@ def evaluate_sample_inputs(wildcards: Wildcards) -> dict[str, str]:
     reads ALPB as an input, the descriptor table on every dataset, and with extra pairs the extra
     table's dataset's one too (its pairs need their values; a model that learns ALPB only as an
     auxiliary target keeps that target for the table's own pairs, as before extra pairs).
+
+    The descriptor tables are `ancient`: built before the job when missing, but a table rebuilt
+    because its dataset gained systems (another target's, another table's) re-runs no fold by
+    itself. A fold whose own pairs change re-runs by its table_sha256 param, and one whose extra
+    pairs change by its protocol param; the values of the systems a fold already had are cached
+    and come back the same.
     """
-    descriptors = descriptor_table_path(wildcards.dataset)
+    descriptors = ancient(descriptor_table_path(wildcards.dataset))
     inputs = {}
     if (
         MODELS[wildcards.model].uses_samples
@@ -350,8 +356,8 @@ def evaluate_sample_inputs(wildcards: Wildcards) -> dict[str, str]:
         inputs["descriptors"] = descriptors
         extra_table = config["evaluate"]["extra_pairs"].get("table")
         if extra_table:
-            inputs["extra_descriptors"] = descriptor_table_path(
-                extra_table.split("/")[0]
+            inputs["extra_descriptors"] = ancient(
+                descriptor_table_path(extra_table.split("/")[0])
             )
     return inputs
 

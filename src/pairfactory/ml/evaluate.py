@@ -452,7 +452,7 @@ def require_extra_inputs(
             if extra_descriptors is None
             else f"{extra_descriptors} looks older than the extra pair table: rebuild it "
             f"(`pairfactory solvation --dataset {extra.summary['dataset']}`; in the workflow "
-            "`snakemake --forcerun solvation`)"
+            f"`snakemake --forcerun {extra_descriptors}`)"
         )
         raise UserError(
             f"{absent} of the {len(extra.rows)} extra training pairs have no row in the descriptor "
