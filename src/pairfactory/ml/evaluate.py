@@ -363,11 +363,13 @@ def model_inputs(
     hparams: Mapping[str, Any],
     table: pd.DataFrame,
     descriptors: Path | None,
+    extra: ExtraTraining | None = None,
     extra_descriptors: Path | None = None,
 ) -> tuple[np.ndarray | None, dict[str, Any] | None]:
     """The per-pair inputs the model reads (one row per table row) and, for metrics.json, their
-    names and source; (None, None) for a model that reads none. ``extra_descriptors``: the extra
-    training pairs' descriptor table, read together with ``descriptors``."""
+    names and source; (None, None) for a model that reads none. ``extra``: the fold's extra
+    training pairs (rows of ``table``), which must have a row in the descriptor tables;
+    ``extra_descriptors``: their dataset's descriptor table, read together with ``descriptors``."""
     names = model_input_names(model_name, hparams)
     if not names:
         return None, None
@@ -377,7 +379,10 @@ def model_inputs(
             "give the descriptor table (--descriptors, from `pairfactory solvation`)"
         )
     more = () if extra_descriptors is None else (extra_descriptors,)
-    inputs = descriptor_inputs(table, read_descriptors(descriptors, *more), names)
+    frame = read_descriptors(descriptors, *more)
+    if extra is not None:
+        _require_extra_rows(extra, frame.index, names, descriptors, extra_descriptors)
+    inputs = descriptor_inputs(table, frame, names)
     summary: dict[str, Any] = {"names": list(names), "descriptors": str(descriptors)}
     if extra_descriptors is not None:
         summary["extra_descriptors"] = str(extra_descriptors)
@@ -424,28 +429,27 @@ def fold_extra_training(
     return chosen
 
 
-def require_extra_inputs(
+def _require_extra_rows(
     extra: ExtraTraining,
-    input_summary: Mapping[str, Any] | None,
-    descriptors: Path | None,
-    extra_descriptors: Path | None = None,
+    known: pd.Index,
+    names: Sequence[str],
+    descriptors: Path,
+    extra_descriptors: Path | None,
 ) -> None:
     """A model that reads per-pair inputs must find the extra training pairs in its descriptor
-    tables: otherwise it would learn from hundreds of pairs whose value reads as missing while its
-    test pairs have one. A row without a value (an unparametrized solvent, a failed run) is read
-    as missing, as for the table's own pairs."""
-    if input_summary is None or descriptors is None or extra.rows.empty:
+    tables (their system ids ``known``): otherwise it would learn from hundreds of pairs whose
+    value reads as missing while its test pairs have one. A row without a value (an
+    unparametrized solvent, a failed run) is read as missing, as for the table's own pairs."""
+    if extra.rows.empty:
         return
     from pairfactory.qm.shards import system_id_for
 
-    more = () if extra_descriptors is None else (extra_descriptors,)
-    known = read_descriptors(descriptors, *more).index
     absent = sum(
         system_id_for(a, b) not in known
         for a, b in zip(extra.rows["solute_smiles"], extra.rows["solvent_smiles"], strict=True)
     )
     if absent:
-        searched = ", ".join(str(p) for p in (descriptors, *more))
+        searched = ", ".join(str(p) for p in (descriptors, extra_descriptors) if p is not None)
         remedy = (
             f"compute them (`pairfactory solvation --dataset {extra.summary['dataset']} --out "
             "PATH`) and give that table with --extra-descriptors PATH"
@@ -456,8 +460,8 @@ def require_extra_inputs(
         )
         raise UserError(
             f"{absent} of the {len(extra.rows)} extra training pairs have no row in the descriptor "
-            f"table(s) {searched}, so the model would read their "
-            f"{', '.join(input_summary['names'])} as missing; {remedy}"
+            f"table(s) {searched}, so the model would read their {', '.join(names)} as missing; "
+            f"{remedy}"
         )
 
 
@@ -552,10 +556,8 @@ def run_fold(
         )
         _warn_without_decoys(model_name, hparams, samples.summary)
     inputs, input_summary = model_inputs(
-        model_name, hparams, table, options.descriptors, options.extra_descriptors
+        model_name, hparams, table, options.descriptors, extra, options.extra_descriptors
     )
-    if extra is not None:
-        require_extra_inputs(extra, input_summary, options.descriptors, options.extra_descriptors)
     datasets, rejected = _datasets_for_fold(
         table, split, cache, None if samples is None else samples.supervision, inputs
     )

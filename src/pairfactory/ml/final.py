@@ -34,7 +34,6 @@ from pairfactory.ml.evaluate import (
     fold_extra_training,
     model_inputs,
     read_pairs,
-    require_extra_inputs,
 )
 from pairfactory.ml.extra_pairs import with_extra_training
 from pairfactory.ml.graph_cache import GraphCache
@@ -130,10 +129,8 @@ def train_final(
     cache = GraphCache(options.graph_cache)
     hparams = options.hparams_for(model_name)
     inputs, input_summary = model_inputs(
-        model_name, hparams, table, options.descriptors, options.extra_descriptors
+        model_name, hparams, table, options.descriptors, extra, options.extra_descriptors
     )
-    if extra is not None:
-        require_extra_inputs(extra, input_summary, options.descriptors, options.extra_descriptors)
     inputs_record = None
     if input_summary is not None:  # set exactly when inputs are
         inputs_record = _inputs_record(input_summary, input_source, table)
