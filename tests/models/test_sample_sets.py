@@ -290,6 +290,33 @@ def test_a_table_is_read_once_per_process_until_a_shard_changes(
     assert len(reads) == 1
 
 
+def test_a_descriptor_table_is_read_once_per_version_and_callers_get_their_own_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pairfactory.ml import sample_sets
+
+    path = tmp_path / "alpb.parquet"
+    ids = [system_id_for(s, "O") for s in SOLUTES]
+
+    def write(values: list[float]) -> None:
+        pd.DataFrame({"system_id": ids, "dg_solv_alpb_kcal_mol": values}).to_parquet(path)
+
+    write([-5.0, -6.0])
+    reads: list[Path] = []
+    real_read = pd.read_parquet
+    monkeypatch.setattr(
+        sample_sets.pd, "read_parquet", lambda p, *a, **k: reads.append(p) or real_read(p, *a, **k)
+    )
+    first = sample_sets.read_descriptors(path)
+    first.loc[ids[0], "dg_solv_alpb_kcal_mol"] = 99.0  # a caller's change stays its own
+    again = sample_sets.read_descriptors(path)
+    assert len(reads) == 1
+    assert list(again["dg_solv_alpb_kcal_mol"]) == [-5.0, -6.0]
+    write([-5.0, -7.25])  # a rebuilt table is read again
+    assert list(sample_sets.read_descriptors(path)["dg_solv_alpb_kcal_mol"]) == [-5.0, -7.25]
+    assert len(reads) == 2
+
+
 def test_schema_defaults_are_the_settings_defaults() -> None:
     from pairfactory.config import default_config
 

@@ -297,18 +297,13 @@ def dataset_systems_sha256(wildcards: Wildcards) -> str:
     re-runs its descriptor table when curation adds or drops a system, and only then (values are
     cached per molecule and solvent, so only the new systems are computed). Hashed once per
     version of the tables, as pair_table_sha256."""
-    folder = Path(PAIRS_DIR) / wildcards.dataset
-    tables = sorted(
-        p
-        for p in folder.glob("*.parquet")
-        if p.name != "rejects.parquet" and not p.name.startswith(".")
-    )
+    from pairfactory.qm.plan import load_systems, pair_table_paths
+
+    tables = pair_table_paths(PAIRS_DIR, wildcards.dataset)
     if not tables:
         return "not curated yet"
     key = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in tables)
     if key not in _SYSTEM_HASHES:
-        from pairfactory.qm.plan import load_systems
-
         ids = sorted(load_systems(PAIRS_DIR, wildcards.dataset)["system_id"])
         _SYSTEM_HASHES[key] = hashlib.sha256("\n".join(ids).encode()).hexdigest()
     return _SYSTEM_HASHES[key]

@@ -53,7 +53,7 @@ from pairfactory.ml.model_dir import (
 from pairfactory.ml.models import MODEL_NAMES, build_model
 from pairfactory.ml.models.registry import model_spec
 from pairfactory.ml.predictor import combine_members
-from pairfactory.ml.sample_sets import fold_samples
+from pairfactory.ml.sample_sets import fold_samples, read_descriptors
 from pairfactory.ml.splits import FoldSplit
 from pairfactory.ml.train import (
     Checkpointing,
@@ -334,7 +334,7 @@ def _inputs_record(
 
 def _engine_rows(path: Path, system_ids: set[str]) -> pd.DataFrame:
     """The rows of descriptor table ``path`` for ``system_ids``, which must say their engine."""
-    descriptors = pd.read_parquet(path)
+    descriptors = read_descriptors(path).reset_index()  # the file version the model read
     if "engine_tag" not in descriptors.columns:
         raise UserError(
             f"descriptor table {path} does not say which QM engine made its geometries (no "

@@ -716,7 +716,8 @@ def read_descriptors(path: str | Path, *more: str | Path) -> pd.DataFrame:
     indexed by system id. With ``more`` tables (an extra pair table's, beside the dataset's), their
     systems are added; a system two tables share must have the same values in both (they came from
     one QM engine and xtb version), else the tables cannot be read together."""
-    merged = _read_descriptor_table(Path(path))
+    # a copy: the frame read is shared by every reader of that file version in this process
+    merged = _read_descriptor_table(Path(path)).copy()
     for other_path in more:
         other = _read_descriptor_table(Path(other_path))
         shared = merged.index.intersection(other.index)
@@ -747,6 +748,14 @@ def _read_descriptor_table(path: Path) -> pd.DataFrame:
         raise UserError(
             f"descriptor table {path} not found; compute it with `pairfactory solvation`"
         )
+    stat = path.stat()  # the inode too: a table rewritten by atomic_write is a new file
+    return _read_table_version(path.resolve(), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_table_version(path: Path, inode: int, mtime_ns: int, size: int) -> pd.DataFrame:
+    """One version of a descriptor table, read once per process: a protocol run reads it for
+    every fold, and a final model for its inputs, its samples and its engine check."""
     frame = pd.read_parquet(path)
     if "system_id" not in frame.columns:
         raise UserError(

@@ -319,20 +319,26 @@ def plan_table(specs: Sequence[ShardSpec]) -> pd.DataFrame:
 # reading pair tables
 
 
+def pair_table_paths(pairs_dir: str | Path, dataset: str) -> list[Path]:
+    """The pair tables of ``dataset`` whose rows are its systems: every target's
+    ``{pairs_dir}/{dataset}/*.parquet``, not its rejects nor hidden files; sorted, possibly
+    empty."""
+    return sorted(
+        p
+        for p in (Path(pairs_dir) / dataset).glob("*.parquet")
+        if p.name != "rejects.parquet" and not p.name.startswith(".")
+    )
+
+
 def load_systems(pairs_dir: str | Path, dataset: str) -> pd.DataFrame:
-    """Systems of ``dataset`` from ``{pairs_dir}/{dataset}/*.parquet`` (all targets, not
-    rejects)."""
+    """Systems of ``dataset`` from its pair tables (``pair_table_paths``)."""
     folder = Path(pairs_dir) / dataset
     if not folder.is_dir():
         raise UserError(
             f"no pair tables for dataset {dataset!r}: folder {folder} does not exist "
             "(run 'pairfactory pairs' first, or check --pairs-dir / --dataset)"
         )
-    paths = sorted(
-        p
-        for p in folder.glob("*.parquet")
-        if p.name != "rejects.parquet" and not p.name.startswith(".")
-    )
+    paths = pair_table_paths(pairs_dir, dataset)
     if not paths:
         raise UserError(f"{folder} holds no pair tables (*.parquet other than rejects.parquet)")
     import pyarrow.parquet as pq
