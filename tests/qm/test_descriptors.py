@@ -3,6 +3,7 @@ the real xtb program; unparametrized solvents are missing values; a rerun runs n
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -78,6 +79,35 @@ def test_cli_writes_the_table(tmp_path: Path, xtb_program: str) -> None:
     args += ["--parts-cache", str(tmp_path / "parts"), "--solvation-cache", str(tmp_path / "s")]
     assert main([*args, "--out", str(out), "--no-progress"]) == 0
     assert len(pd.read_parquet(out)) == 3
+
+
+def test_only_the_systems_in_the_given_solvents(tmp_path: Path, xtb_program: str) -> None:
+    """A dataset read only for its water pairs (extra training pairs) needs no other system; the
+    solvents are compared as molecules, not as strings."""
+    pairs_dir = _pair_dir(tmp_path)
+    out = tmp_path / "alpb.parquet"
+    args = ["solvation", "--dataset", "freesolv", "--pairs-dir", str(pairs_dir)]
+    args += ["--parts-cache", str(tmp_path / "parts"), "--solvation-cache", str(tmp_path / "s")]
+    assert main([*args, "--out", str(out), "--no-progress", "--solvents", "[H]O[H]"]) == 0
+    table = pd.read_parquet(out)
+    assert sorted(table["solute_smiles"]) == ["CCO", "CO"] and set(table["solvent_smiles"]) == {"O"}
+    assert (table["status"] == "ok").all()
+
+    settings = QmSettings.from_config({"engine": {"xtb": {"timeout_s": 60}}})
+    for solvents, needle in (
+        (["O", "CCCCCC"], "no system in solvent(s) CCCCCC"),
+        (["C1"], "'C1' is not a SMILES"),
+    ):
+        with pytest.raises(UserError, match=re.escape(needle)):
+            solvation_descriptors(
+                settings,
+                pairs_dir,
+                "freesolv",
+                tmp_path / "parts",
+                tmp_path / "s",
+                progress=False,
+                solvents=solvents,
+            )
 
 
 def test_a_missing_program_is_a_clear_error(tmp_path: Path) -> None:

@@ -157,6 +157,19 @@ def test_a_model_reading_alpb_gets_the_extra_datasets_descriptor_table(
     assert card["training_table"]["extra_pairs"]["descriptors"] == extra_table
     assert card["inputs"]["missing"] == {"dg_solv_alpb_kcal_mol": 0}
 
+    # extra pairs narrowed to one solvent: the extra dataset's table holds only its systems
+    evaluate["extra_pairs"]["solvents"] = ["[H]O[H]"]
+    write_config(tmp_path, config)
+    planned = run_snakemake(tmp_path, "-n", "--cores", "1", "--printshellcmds").check()
+    built = {
+        line.split("--dataset ")[1].split()[0]: line
+        for line in planned.output.splitlines()
+        if "pairfactory solvation" in line
+    }
+    assert "--solvents '[H]O[H]'" in built["freesolv"], built
+    assert "--solvents" not in built.get("mine", "")  # the folds' own table: every system
+    del evaluate["extra_pairs"]["solvents"]
+
     # probpair learning from samples, ALPB an auxiliary target: no extra descriptor table
     evaluate |= {"models": ["probpair"], "descriptors": ["alpb"], "model_hparams": {}}
     config |= {"final_models": [], "qm": {"datasets": {"mine": {"max_systems": 2}}}}

@@ -4,6 +4,7 @@
 
 import hashlib
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -355,6 +356,18 @@ def evaluate_sample_inputs(wildcards: Wildcards) -> dict[str, str]:
                 descriptor_table_path(extra_table.split("/")[0])
             )
     return inputs
+
+
+def descriptor_solvents(wildcards: Wildcards) -> str:
+    """`--solvents` for the descriptor table of the extra pairs' dataset when
+    evaluate.extra_pairs.solvents narrows them: check_config keeps that dataset out of every
+    table trained on, so no model reads its other systems. Empty for any other dataset.
+    """
+    extra = config["evaluate"]["extra_pairs"]
+    table, solvents = extra.get("table"), extra.get("solvents") or []
+    if not table or table.split("/")[0] != wildcards.dataset or not solvents:
+        return ""
+    return "--solvents " + " ".join(shlex.quote(s) for s in solvents)
 
 
 def descriptor_table_path(dataset: str) -> str:

@@ -21,6 +21,9 @@ rule solvation:
         # a re-curation that adds or drops a system rebuilds the table (else its new pairs would
         # read as missing); one that leaves the systems as they were does not
         systems_sha256=dataset_systems_sha256,
+        # the extra pairs' dataset needs only the systems in their solvents
+        solvents=descriptor_solvents,
     shell:
         "pairfactory solvation --config {params.config_file} --dataset {wildcards.dataset} "
-        "--pairs-dir {params.pairs_dir} --out {output} --no-progress > {log} 2>&1"
+        "--pairs-dir {params.pairs_dir} --out {output} {params.solvents} --no-progress "
+        "> {log} 2>&1"

@@ -1,4 +1,5 @@
-"""Implicit-solvent ΔG_solv (GFN2-xTB/ALPB, the xtb program) of every system of a dataset.
+"""Implicit-solvent ΔG_solv (GFN2-xTB/ALPB, the xtb program) of every system of a dataset (or of
+those in the solvents of --solvents).
 
 Writes one Parquet row per system (system_id, solute and solvent SMILES, ALPB solvent name, status,
 dg_solv_alpb_kcal_mol and its four terms dg_{elec,sasa,hbond,shift}_alpb_kcal_mol, message, xtb
@@ -23,6 +24,9 @@ PARENTS = ("config", "log", "progress", "pairs_dir")
 EPILOG = """example:
   pairfactory solvation --config config.yaml --dataset freesolv \\
       --out results/descriptors/freesolv/xtb-1a2b3c4d/alpb.parquet
+  # a dataset whose water pairs are extra training pairs of another:
+  pairfactory solvation --config config.yaml --dataset combisolv --solvents O \
+      --out results/descriptors/combisolv/xtb-1a2b3c4d/alpb.parquet
 """
 
 
@@ -39,6 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--solvation-cache",
         default=DEFAULT_SOLVATION_CACHE,
         help="ΔG_solv cache, one folder per engine tag (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--solvents",
+        nargs="+",
+        default=(),
+        metavar="SMILES",
+        help="only the systems in these solvents (compared as molecules), e.g. O for a dataset "
+        "read only for its extra water pairs (default: every system)",
     )
     parser.add_argument("--xtb", default=None, help="the xtb program (default: xtb on PATH)")
     parser.add_argument("--threads", type=int, default=1, help="engine threads for missing parts")
@@ -58,8 +70,10 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         xtb_binary=args.xtb,
         progress=not args.no_progress,
+        solvents=args.solvents,
     )
     out = write_descriptors(table, args.out)
     counts = table["status"].value_counts().to_dict()
-    print(f"{args.dataset}: {len(table)} systems, by status {counts}; wrote {out}")
+    which = f" in solvent(s) {', '.join(args.solvents)}" if args.solvents else ""
+    print(f"{args.dataset}: {len(table)} systems{which}, by status {counts}; wrote {out}")
     return 0

@@ -22,7 +22,6 @@ as used or with its reason, and the counts reconcile.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import pandas as pd
 
 from pairfactory.errors import UserError
 from pairfactory.ml.splits import FoldSplit, murcko_scaffolds
+from pairfactory.pairs.smiles import molecule_key
 
 log = logging.getLogger(__name__)
 
@@ -92,21 +92,6 @@ class ExtraTraining:
     rows: pd.DataFrame  # the extra rows added to training, in the extra table's order
     decisions: pd.DataFrame  # every extra row: pair_id, solute/solvent SMILES, outcome
     summary: dict[str, Any]  # for metrics.json: settings, rows in, used, counts per reason
-
-
-@functools.cache
-def molecule_key(smiles: str) -> str | None:
-    """The InChIKey of a SMILES without its stereo (None if RDKit or InChI cannot make one)."""
-    from rdkit import Chem, rdBase
-
-    with rdBase.BlockLogs():
-        mol = Chem.MolFromSmiles(smiles)
-        if mol is None:
-            return None
-        # stereo-blind, but not isotope-blind: heavy water is another solvent than water
-        Chem.RemoveStereochemistry(mol)
-        key = Chem.MolToInchiKey(mol)
-    return key or None
 
 
 def _keys(smiles: pd.Series) -> np.ndarray:

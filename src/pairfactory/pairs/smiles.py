@@ -155,6 +155,22 @@ _MNSOL_FORMULA_TOKEN = re.compile(r"([A-Z]+)(\d+)")
 _HILL_TOKEN = re.compile(r"([A-Z][a-z]?)(\d*)")
 
 
+@functools.cache
+def molecule_key(smiles: str) -> str | None:
+    """The InChIKey of a SMILES without its stereo (None if RDKit or InChI cannot make one): what
+    "the same molecule" means where SMILES written by users meet curated ones."""
+    from rdkit import Chem, rdBase
+
+    with rdBase.BlockLogs():
+        mol = Chem.MolFromSmiles(smiles)
+        if mol is None:
+            return None
+        # stereo-blind, but not isotope-blind: heavy water is another solvent than water
+        Chem.RemoveStereochemistry(mol)
+        key = Chem.MolToInchiKey(mol)
+    return key or None
+
+
 def parse_mnsol_formula(formula: str) -> dict[str, int]:
     """Element counts of an MNSol-style formula (``H4C3O1F2CL2``: upper-case symbols, every count
     given)."""

@@ -25,6 +25,7 @@ import pandas as pd
 
 from pairfactory.errors import UserError
 from pairfactory.fileio import atomic_write
+from pairfactory.pairs.smiles import molecule_key
 from pairfactory.qm.parts import PartsCache
 from pairfactory.qm.plan import load_systems
 from pairfactory.qm.settings import QmSettings
@@ -276,9 +277,14 @@ def solvation_descriptors(
     threads: int = 1,
     xtb_binary: str | None = None,
     progress: bool = True,
+    solvents: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """One row per system of ``dataset`` (DESCRIPTOR_COLUMNS)."""
+    """One row per system of ``dataset`` (DESCRIPTOR_COLUMNS); with ``solvents`` (SMILES, compared
+    as molecules), only the systems in those solvents: a dataset read only for its extra training
+    pairs in one solvent needs no other."""
     systems = load_systems(pairs_dir, dataset)
+    if solvents:
+        systems = _in_solvents(systems, solvents, dataset)
     solvation = PairSolvation(
         settings, parts_cache, solvation_cache, threads=threads, xtb_binary=xtb_binary
     )
@@ -303,6 +309,34 @@ def solvation_descriptors(
         solvation.solvation.loaded,
     )
     return table
+
+
+def _in_solvents(systems: pd.DataFrame, solvents: Sequence[str], dataset: str) -> pd.DataFrame:
+    wanted = {}
+    for smiles in solvents:
+        key = molecule_key(smiles)
+        if key is None:
+            raise UserError(f"solvent {smiles!r} is not a SMILES RDKit can read")
+        wanted[key] = smiles
+    keys = systems["solvent_smiles"].map(molecule_key)
+    kept = systems[keys.isin(set(wanted))]
+    absent = [smiles for key, smiles in wanted.items() if key not in set(keys)]
+    if absent:
+        common = systems["solvent_smiles"].value_counts().index[:5].astype(str)
+        raise UserError(
+            f"dataset {dataset} has no system in solvent(s) {', '.join(absent)}; its most "
+            f"frequent solvents are {', '.join(common)} (check --solvents, or "
+            "evaluate.extra_pairs.solvents in the config)"
+        )
+    log.info(
+        "%s: %d of its %d systems are in solvent(s) %s; the other %d are left out",
+        dataset,
+        len(kept),
+        len(systems),
+        ", ".join(wanted.values()),
+        len(systems) - len(kept),
+    )
+    return kept
 
 
 def write_descriptors(table: pd.DataFrame, out: str | Path) -> Path:
