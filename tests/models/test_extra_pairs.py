@@ -293,6 +293,15 @@ def test_a_model_reading_alpb_needs_the_extra_pairs_in_its_descriptor_tables(
     descriptors.iloc[30:45].to_parquet(only_extra, index=False)  # made before the table grew
     assert main([*argv, "--out-dir", str(tmp_path / "e")]) != 0
     assert "looks older than the extra pair table" in capsys.readouterr().err
+    # a table built for the water pairs only (`solvation --solvent O`), the extra pairs not
+    # narrowed to water: the heavy-water pair is missing, and the message says why
+    solvents = [b for f in frames for b in f.solvent_smiles]
+    water = descriptors.iloc[30:][[s == "O" for s in solvents[30:]]]
+    water.attrs["selected_solvents"] = ["O"]
+    water.to_parquet(only_extra, index=False)
+    assert main([*argv, "--out-dir", str(tmp_path / "e2")]) != 0
+    err = capsys.readouterr().err
+    assert "holds only the systems in solvent(s) O" in err and "--extra-solvent" in err
     only_extra.unlink()
     assert main([*argv, "--out-dir", str(tmp_path / "f")]) != 0
     assert "descriptor table of the extra pairs not found" in capsys.readouterr().err
@@ -300,6 +309,13 @@ def test_a_model_reading_alpb_needs_the_extra_pairs_in_its_descriptor_tables(
     without_own.remove("--descriptors")
     assert main([*without_own, "--out-dir", str(tmp_path / "g")]) != 0
     assert "give --descriptors too" in capsys.readouterr().err
+
+
+def test_a_solvent_the_extra_table_lacks_is_named() -> None:
+    main_rows = freesolv_rows(30)
+    settings = ExtraPairSettings(Path("x.parquet"), solvents=("O", "CCCCCCCCCCCC"))
+    with pytest.raises(UserError, match=r"x.parquet has no pair in solvent\(s\) CCCCCCCCCCCC"):
+        select_extra_training(_extra_table(main_rows), main_rows, _split(), settings)
 
 
 def test_extra_descriptors_need_extra_pairs(tables, tmp_path, capsys):

@@ -15,6 +15,8 @@ import pytest
 import torch
 from real_shards import optimize_water_pairs, water_pairs
 
+from pairfactory.errors import UserError
+from pairfactory.fileio import atomic_write
 from pairfactory.ml.datasets import AUX_TARGETS, PairGraphDataset, collate_pairs
 from pairfactory.ml.graph_cache import GraphCache
 from pairfactory.ml.sample_sets import (
@@ -298,8 +300,9 @@ def test_a_descriptor_table_is_read_once_per_version_and_callers_get_their_own_c
     path = tmp_path / "alpb.parquet"
     ids = [system_id_for(s, "O") for s in SOLUTES]
 
-    def write(values: list[float]) -> None:
-        pd.DataFrame({"system_id": ids, "dg_solv_alpb_kcal_mol": values}).to_parquet(path)
+    def write(values: list[float]) -> None:  # as `pairfactory solvation` writes it: a new file
+        frame = pd.DataFrame({"system_id": ids, "dg_solv_alpb_kcal_mol": values})
+        atomic_write(path, lambda tmp: frame.to_parquet(tmp))
 
     write([-5.0, -6.0])
     reads: list[Path] = []
@@ -315,6 +318,31 @@ def test_a_descriptor_table_is_read_once_per_version_and_callers_get_their_own_c
     write([-5.0, -7.25])  # a rebuilt table is read again
     assert list(sample_sets.read_descriptors(path)["dg_solv_alpb_kcal_mol"]) == [-5.0, -7.25]
     assert len(reads) == 2
+
+
+def test_a_table_built_for_some_solvents_is_not_a_tables_own(tmp_path: Path) -> None:
+    from pairfactory.ml import sample_sets
+    from pairfactory.qm.descriptors import SELECTED_SOLVENTS_ATTR
+
+    assert sample_sets.SELECTED_SOLVENTS_ATTR == SELECTED_SOLVENTS_ATTR  # the copy ml keeps
+    pairs = water_pairs(SOLUTES)
+    frame = pd.DataFrame(
+        {
+            "system_id": [system_id_for(s, "O") for s in SOLUTES],
+            "dg_solv_alpb_kcal_mol": [-5.0, -6.0],
+        }
+    )
+    full, narrowed = tmp_path / "full.parquet", tmp_path / "water.parquet"
+    frame.to_parquet(full, index=False)
+    frame.attrs[SELECTED_SOLVENTS_ATTR] = ["[H]O[H]"]
+    frame.to_parquet(narrowed, index=False)
+    assert sample_sets.descriptor_table_solvents(full) == []
+    assert sample_sets.descriptor_table_solvents(narrowed) == ["[H]O[H]"]
+    sample_sets.require_every_solvent(narrowed, pairs)  # water pairs, compared as molecules
+    in_octanol = pairs.assign(solvent_smiles=["O", "CCCCCCCCO"])
+    sample_sets.require_every_solvent(full, in_octanol)
+    with pytest.raises(UserError, match=r"holds only the systems in solvent\(s\) \[H\]O\[H\]"):
+        sample_sets.require_every_solvent(narrowed, in_octanol)
 
 
 def test_schema_defaults_are_the_settings_defaults() -> None:

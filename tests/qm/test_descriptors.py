@@ -15,6 +15,7 @@ from pairfactory.qm import solvation
 from pairfactory.qm.descriptors import (
     ALPB_TERM_COLUMNS,
     DESCRIPTOR_COLUMNS,
+    SELECTED_SOLVENTS_ATTR,
     solvation_descriptors,
 )
 from pairfactory.qm.settings import QmSettings
@@ -88,15 +89,27 @@ def test_only_the_systems_in_the_given_solvents(tmp_path: Path, xtb_program: str
     out = tmp_path / "alpb.parquet"
     args = ["solvation", "--dataset", "freesolv", "--pairs-dir", str(pairs_dir)]
     args += ["--parts-cache", str(tmp_path / "parts"), "--solvation-cache", str(tmp_path / "s")]
-    assert main([*args, "--out", str(out), "--no-progress", "--solvents", "[H]O[H]"]) == 0
+    assert main([*args, "--out", str(out), "--no-progress", "--solvent", "[H]O[H]"]) == 0
     table = pd.read_parquet(out)
     assert sorted(table["solute_smiles"]) == ["CCO", "CO"] and set(table["solvent_smiles"]) == {"O"}
     assert (table["status"] == "ok").all()
+    assert table.attrs[SELECTED_SOLVENTS_ATTR] == ["[H]O[H]"]  # the table says what it holds
+    assert (
+        SELECTED_SOLVENTS_ATTR
+        not in solvation_descriptors(
+            QmSettings.from_config({}),
+            pairs_dir,
+            "freesolv",
+            tmp_path / "parts",
+            tmp_path / "s",
+            progress=False,
+        ).attrs
+    )
 
     settings = QmSettings.from_config({"engine": {"xtb": {"timeout_s": 60}}})
     for solvents, needle in (
         (["O", "CCCCCC"], "no system in solvent(s) CCCCCC"),
-        (["C1"], "'C1' is not a SMILES"),
+        (["C1"], "'C1' (--solvent, or evaluate.extra_pairs.solvents in the config) is not a"),
     ):
         with pytest.raises(UserError, match=re.escape(needle)):
             solvation_descriptors(

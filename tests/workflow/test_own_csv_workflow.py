@@ -166,8 +166,18 @@ def test_a_model_reading_alpb_gets_the_extra_datasets_descriptor_table(
         for line in planned.output.splitlines()
         if "pairfactory solvation" in line
     }
-    assert "--solvents '[H]O[H]'" in built["freesolv"], built
-    assert "--solvents" not in built.get("mine", "")  # the folds' own table: every system
+    assert "--solvent '[H]O[H]'" in built["freesolv"], built
+    # a config change that leaves the user's CSV entry alone re-curates nothing
+    assert "mine" not in built and "pairs" not in planned.job_counts(), planned.output[-3000:]
+    forced = run_snakemake(
+        tmp_path, "-n", "--cores", "1", "--printshellcmds", "--forcerun", "solvation"
+    ).check()
+    (own,) = [
+        line
+        for line in forced.output.splitlines()
+        if "pairfactory solvation" in line and "--dataset mine" in line
+    ]
+    assert "--solvent" not in own  # the folds' own table: every system
     del evaluate["extra_pairs"]["solvents"]
 
     # probpair learning from samples, ALPB an auxiliary target: no extra descriptor table

@@ -205,8 +205,8 @@ def raw_hashes(wildcards: Wildcards) -> dict[str, str]:
 def raw_file_args(wildcards: Wildcards) -> str:
     if (
         wildcards.dataset in CSV_SOURCES
-    ):  # the CLI reads the csv_datasets entry from the config
-        return f"--config {CONFIG_FILE}"
+    ):  # the CLI reads its csv_datasets entry (--config)
+        return ""
     return " ".join(
         f"{flag} {config['data'][key]}"
         for key, flag in RAW_FILES[wildcards.dataset].items()
@@ -359,7 +359,7 @@ def evaluate_sample_inputs(wildcards: Wildcards) -> dict[str, str]:
 
 
 def descriptor_solvents(wildcards: Wildcards) -> str:
-    """`--solvents` for the descriptor table of the extra pairs' dataset when
+    """`--solvent` flags for the descriptor table of the extra pairs' dataset when
     evaluate.extra_pairs.solvents narrows them: check_config keeps that dataset out of every
     table trained on, so no model reads its other systems. Empty for any other dataset.
     """
@@ -367,7 +367,7 @@ def descriptor_solvents(wildcards: Wildcards) -> str:
     table, solvents = extra.get("table"), extra.get("solvents") or []
     if not table or table.split("/")[0] != wildcards.dataset or not solvents:
         return ""
-    return "--solvents " + " ".join(shlex.quote(s) for s in solvents)
+    return " ".join(f"--solvent {shlex.quote(s)}" for s in solvents)
 
 
 def descriptor_table_path(dataset: str) -> str:

@@ -20,8 +20,11 @@ checkpoint pairs:
         raw_sha256=raw_hashes,
         files=raw_file_args,
         options=pairs_options,
+        # a user's CSV is read as its csv_datasets entry says (in raw_sha256); the rest of the
+        # config does not re-curate it (a Path param is no rerun trigger)
+        config_file=Path(CONFIG_FILE),
         # the CLI writes {out_dir}/{dataset}/
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
-        "pairfactory pairs --dataset {wildcards.dataset} {params.files} {params.options} "
-        "--out-dir {params.out_dir} > {log} 2>&1"
+        "pairfactory pairs --dataset {wildcards.dataset} --config {params.config_file} "
+        "{params.files} {params.options} --out-dir {params.out_dir} > {log} 2>&1"

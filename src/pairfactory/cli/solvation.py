@@ -1,5 +1,5 @@
 """Implicit-solvent ΔG_solv (GFN2-xTB/ALPB, the xtb program) of every system of a dataset (or of
-those in the solvents of --solvents).
+those in the solvents of --solvent).
 
 Writes one Parquet row per system (system_id, solute and solvent SMILES, ALPB solvent name, status,
 dg_solv_alpb_kcal_mol and its four terms dg_{elec,sasa,hbond,shift}_alpb_kcal_mol, message, xtb
@@ -25,7 +25,7 @@ EPILOG = """example:
   pairfactory solvation --config config.yaml --dataset freesolv \\
       --out results/descriptors/freesolv/xtb-1a2b3c4d/alpb.parquet
   # a dataset whose water pairs are extra training pairs of another:
-  pairfactory solvation --config config.yaml --dataset combisolv --solvents O \
+  pairfactory solvation --config config.yaml --dataset combisolv --solvent O \\
       --out results/descriptors/combisolv/xtb-1a2b3c4d/alpb.parquet
 """
 
@@ -45,12 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ΔG_solv cache, one folder per engine tag (default: %(default)s)",
     )
     parser.add_argument(
-        "--solvents",
-        nargs="+",
-        default=(),
+        "--solvent",
+        dest="solvents",
+        action="append",
+        default=[],
         metavar="SMILES",
-        help="only the systems in these solvents (compared as molecules), e.g. O for a dataset "
-        "read only for its extra water pairs (default: every system)",
+        help="only the systems in this solvent (compared as molecules; repeatable), e.g. O for a "
+        "dataset read only for its extra water pairs; the table records the choice "
+        "(default: every system)",
     )
     parser.add_argument("--xtb", default=None, help="the xtb program (default: xtb on PATH)")
     parser.add_argument("--threads", type=int, default=1, help="engine threads for missing parts")

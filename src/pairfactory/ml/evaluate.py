@@ -46,8 +46,10 @@ from pairfactory.ml.models.registry import model_input_names, model_spec
 from pairfactory.ml.sample_sets import (
     SampleSetSettings,
     descriptor_inputs,
+    descriptor_table_solvents,
     fold_samples,
     read_descriptors,
+    require_every_solvent,
 )
 from pairfactory.ml.splits import SPLIT_KINDS, FoldSplit, make_splits
 from pairfactory.ml.train import (
@@ -378,6 +380,8 @@ def model_inputs(
             f"{model_name} reads {', '.join(names)} per pair (hyper-parameters {dict(hparams)}); "
             "give the descriptor table (--descriptors, from `pairfactory solvation`)"
         )
+    own = table if extra is None else table[~table["pair_id"].isin(extra.rows["pair_id"])]
+    require_every_solvent(descriptors, own)
     more = () if extra_descriptors is None else (extra_descriptors,)
     frame = read_descriptors(descriptors, *more)
     if extra is not None:
@@ -390,7 +394,7 @@ def model_inputs(
 
 
 @functools.lru_cache(maxsize=2)
-def _extra_table(path: Path, mtime_ns: int) -> tuple[pd.DataFrame, str]:
+def _extra_table(path: Path, inode: int, mtime_ns: int, size: int) -> tuple[pd.DataFrame, str]:
     """The extra table and its sha256, read once per process and file version (a protocol runs
     many folds)."""
     return read_pairs(path), file_sha256(path)
@@ -404,7 +408,8 @@ def fold_extra_training(
     path = Path(settings.path)
     if not path.is_file():
         raise InputFileError(path, "extra pair table not found; build it with `pairfactory pairs`")
-    extra, sha256 = _extra_table(path, path.stat().st_mtime_ns)
+    stat = path.stat()
+    extra, sha256 = _extra_table(path, stat.st_ino, stat.st_mtime_ns, stat.st_size)
     chosen = select_extra_training(
         checked_extra_table(extra, table, path), table, split, settings, by_scaffold=by_scaffold
     )
@@ -450,14 +455,28 @@ def _require_extra_rows(
     )
     if absent:
         searched = ", ".join(str(p) for p in (descriptors, extra_descriptors) if p is not None)
-        remedy = (
-            f"compute them (`pairfactory solvation --dataset {extra.summary['dataset']} --out "
-            "PATH`) and give that table with --extra-descriptors PATH"
-            if extra_descriptors is None
-            else f"{extra_descriptors} looks older than the extra pair table: rebuild it "
-            f"(`pairfactory solvation --dataset {extra.summary['dataset']}`; in the workflow "
-            f"`snakemake --forcerun {extra_descriptors}`)"
+        dataset = extra.summary["dataset"]
+        built_for = (
+            [] if extra_descriptors is None else descriptor_table_solvents(extra_descriptors)
         )
+        if extra_descriptors is None:
+            remedy = (
+                f"compute them (`pairfactory solvation --dataset {dataset} --out PATH`) and give "
+                "that table with --extra-descriptors PATH"
+            )
+        elif built_for:
+            remedy = (
+                f"{extra_descriptors} holds only the systems in solvent(s) "
+                f"{', '.join(built_for)} (`pairfactory solvation --solvent`), and these extra "
+                f"pairs are in others: rebuild it for the extra pairs' solvents (`pairfactory "
+                f"solvation --dataset {dataset}` with one --solvent per --extra-solvent, or none)"
+            )
+        else:
+            remedy = (
+                f"{extra_descriptors} looks older than the extra pair table: rebuild it "
+                f"(`pairfactory solvation --dataset {dataset}`; in the workflow "
+                f"`snakemake --forcerun {extra_descriptors}`)"
+            )
         raise UserError(
             f"{absent} of the {len(extra.rows)} extra training pairs have no row in the descriptor "
             f"table(s) {searched}, so the model would read their {', '.join(names)} as missing; "

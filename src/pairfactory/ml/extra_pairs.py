@@ -145,6 +145,13 @@ def select_extra_training(
     held_out_pairs = set(zip(table_solute[held_out], table_solvent[held_out], strict=True))
     training_pairs = set(zip(table_solute[train], table_solvent[train], strict=True))
     wanted_solvents = {molecule_key(s) for s in settings.solvents}
+    absent = [s for s in settings.solvents if molecule_key(s) not in set(solvent_keys)]
+    if absent:  # a typo would otherwise train on no extra pair at all, silently
+        raise UserError(
+            f"extra pair table {settings.path} has no pair in solvent(s) {', '.join(absent)}; "
+            "check evaluate.extra_pairs.solvents (--extra-solvent), written as SMILES, e.g. O "
+            "for water"
+        )
     scaffolds = held_out_scaffolds = None
     if by_scaffold:
         scaffolds = murcko_scaffolds(extra["solute_smiles"].astype(str).tolist())

@@ -334,7 +334,7 @@ def _inputs_record(
 
 def _engine_rows(path: Path, system_ids: set[str]) -> pd.DataFrame:
     """The rows of descriptor table ``path`` for ``system_ids``, which must say their engine."""
-    descriptors = read_descriptors(path).reset_index()  # the file version the model read
+    descriptors = read_descriptors(path).reset_index()  # read once per process and version
     if "engine_tag" not in descriptors.columns:
         raise UserError(
             f"descriptor table {path} does not say which QM engine made its geometries (no "

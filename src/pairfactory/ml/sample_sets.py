@@ -51,6 +51,7 @@ from pairfactory.ml.sample_features import (
     flag_outliers,
     quality_counts,
 )
+from pairfactory.pairs.smiles import molecule_key
 from pairfactory.qm.shards import open_dataset, system_id_for
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -59,6 +60,10 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from pairfactory.ml.graph_cache import GraphCache
 
 log = logging.getLogger(__name__)
+
+# Parquet metadata of a descriptor table built for some solvents only (a copy of
+# qm.descriptors.SELECTED_SOLVENTS_ATTR: ml reads no qm module but the shard reader)
+SELECTED_SOLVENTS_ATTR = "selected_solvents"
 DECOY_MAX_TRIES = 50  # random rotations tried per decoy before it is given up
 
 # Single-bond covalent radii (Å), Cordero et al., Dalton Trans. 2008, 2832; carbon sp3.
@@ -658,6 +663,7 @@ def fold_samples(
         chosen = train.iloc[np.sort(rng.choice(len(train), size=n, replace=False))]
     descriptors = None
     if descriptors_path is not None:
+        require_every_solvent(descriptors_path, table)
         more = () if extra_descriptors_path is None else (extra_descriptors_path,)
         descriptors = read_descriptors(descriptors_path, *more)
     supervision = supervision_for(chosen, sets, settings, descriptors) if with_supervision else {}
@@ -743,26 +749,53 @@ def read_descriptors(path: str | Path, *more: str | Path) -> pd.DataFrame:
     return merged
 
 
+def descriptor_table_solvents(path: str | Path) -> list[str]:
+    """The solvents a descriptor table was built for (`pairfactory solvation --solvent`: the
+    table of a dataset read only for its extra pairs in those solvents); empty: every system."""
+    return list(_read_descriptor_table(Path(path)).attrs.get(SELECTED_SOLVENTS_ATTR, []))
+
+
+def require_every_solvent(path: str | Path, table: pd.DataFrame) -> None:
+    """A table's own descriptor table must hold every solvent of its pairs: one built for some
+    solvents only would leave the others' values missing, with no error."""
+    solvents = descriptor_table_solvents(path)
+    if not solvents:
+        return
+    wanted = {molecule_key(s) for s in solvents}
+    outside = table["solvent_smiles"].map(lambda s: molecule_key(str(s)) not in wanted)
+    if outside.any():
+        raise UserError(
+            f"descriptor table {path} holds only the systems in solvent(s) {', '.join(solvents)} "
+            f"(built with `pairfactory solvation --solvent`, as for extra pairs), but "
+            f"{int(outside.sum())} of the {len(table)} pairs are in other solvents; build the "
+            "table's own descriptors without --solvent"
+        )
+
+
 def _read_descriptor_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise UserError(
             f"descriptor table {path} not found; compute it with `pairfactory solvation`"
         )
     stat = path.stat()  # the inode too: a table rewritten by atomic_write is a new file
-    return _read_table_version(path.resolve(), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    key = (path.resolve(), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    return _read_table_version(key, path)
 
 
 @functools.lru_cache(maxsize=4)
-def _read_table_version(path: Path, inode: int, mtime_ns: int, size: int) -> pd.DataFrame:
-    """One version of a descriptor table, read once per process: a protocol run reads it for
-    every fold, and a final model for its inputs, its samples and its engine check."""
+def _read_table_version(key: tuple[Path, int, int, int], path: Path) -> pd.DataFrame:
+    """One version of a descriptor table (``key``: resolved path, inode, mtime, size), read once
+    per process: a protocol run reads it for every fold, and a final model for its inputs, its
+    samples and its engine check. ``path``: as the user gave it, for messages."""
     frame = pd.read_parquet(path)
     if "system_id" not in frame.columns:
         raise UserError(
             f"descriptor table {path} has no system_id column (columns: "
             f"{', '.join(map(str, frame.columns))}); rebuild it with `pairfactory solvation`"
         )
-    return frame.drop_duplicates("system_id").set_index("system_id")
+    indexed = frame.drop_duplicates("system_id").set_index("system_id")
+    indexed.attrs = dict(frame.attrs)  # which solvents it holds (SELECTED_SOLVENTS_ATTR)
+    return indexed
 
 
 def descriptor_inputs(

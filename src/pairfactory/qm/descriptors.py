@@ -50,6 +50,10 @@ DESCRIPTOR_COLUMNS = (
     "geometry_sha256",
     "engine_tag",
 )
+# Parquet metadata (DataFrame.attrs) of a table built for some solvents only: their SMILES. Readers
+# name it when a pair they need is missing (ml.sample_sets keeps a copy of this name).
+SELECTED_SOLVENTS_ATTR = "selected_solvents"
+
 # The columns of one (solute, solvent) pair's ΔG_solv: DESCRIPTOR_COLUMNS less the system's keys.
 PAIR_COLUMNS = DESCRIPTOR_COLUMNS[3:]
 
@@ -298,6 +302,8 @@ def solvation_descriptors(
     table = pd.concat([keys, values], axis=1)[list(DESCRIPTOR_COLUMNS)]
     if len(table) != len(systems):  # systems in = rows out
         raise AssertionError(f"{len(systems)} systems in, {len(table)} descriptor rows out")
+    if solvents:
+        table.attrs[SELECTED_SOLVENTS_ATTR] = list(solvents)
     counts = table["status"].value_counts().to_dict()
     log.info(
         "%s: ΔG_solv(ALPB) for %d of %d systems; by status %s; xtb runs %d, cached %d",
@@ -316,7 +322,10 @@ def _in_solvents(systems: pd.DataFrame, solvents: Sequence[str], dataset: str) -
     for smiles in solvents:
         key = molecule_key(smiles)
         if key is None:
-            raise UserError(f"solvent {smiles!r} is not a SMILES RDKit can read")
+            raise UserError(
+                f"solvent {smiles!r} (--solvent, or evaluate.extra_pairs.solvents in the config) "
+                "is not a SMILES RDKit can read; write it as in the pair table, e.g. O for water"
+            )
         wanted[key] = smiles
     keys = systems["solvent_smiles"].map(molecule_key)
     kept = systems[keys.isin(set(wanted))]
@@ -325,7 +334,7 @@ def _in_solvents(systems: pd.DataFrame, solvents: Sequence[str], dataset: str) -
         common = systems["solvent_smiles"].value_counts().index[:5].astype(str)
         raise UserError(
             f"dataset {dataset} has no system in solvent(s) {', '.join(absent)}; its most "
-            f"frequent solvents are {', '.join(common)} (check --solvents, or "
+            f"frequent solvents are {', '.join(common)} (check --solvent, or "
             "evaluate.extra_pairs.solvents in the config)"
         )
     log.info(
