@@ -226,3 +226,13 @@ def test_an_extra_table_of_the_dataset_a_fold_trains_on_is_named(workdir: Path) 
     _assert_failed_before_any_job(
         workdir, run.output, run.returncode, "extra pairs come from another dataset"
     )
+
+
+def test_an_extra_pairs_solvent_that_is_no_smiles_is_named(workdir: Path) -> None:
+    evaluate = {"tables": [], "models": ["cigin"]}
+    evaluate["extra_pairs"] = {"table": "freesolv/dg_hydration_kcal_mol", "solvents": ["water"]}
+    write_config(workdir, small_qm_config(evaluate=evaluate))
+    run = run_snakemake(workdir, "-n", "--cores", "1")
+    _assert_failed_before_any_job(
+        workdir, run.output, run.returncode, "evaluate.extra_pairs.solvents lists 'water'"
+    )

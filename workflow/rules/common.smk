@@ -136,6 +136,15 @@ def check_config(config: dict[str, Any]) -> None:
                 f"{', '.join(_DATASET_SPECS[dataset].target_names)}"
             )
     if extra_table:
+        from pairfactory.pairs.smiles import molecule_key
+
+        for smiles in config["evaluate"]["extra_pairs"].get("solvents") or []:
+            if molecule_key(smiles) is None:
+                raise WorkflowError(
+                    f"config: evaluate.extra_pairs.solvents lists {smiles!r}, which is not a "
+                    "SMILES RDKit can read; write each solvent as in the pair table, e.g. O for "
+                    "water"
+                )
         extra_dataset = extra_table.split("/")[0]
         for where, table in trained_on:
             if table.split("/")[0] == extra_dataset:
