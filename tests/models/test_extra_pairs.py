@@ -301,7 +301,25 @@ def test_a_model_reading_alpb_needs_the_extra_pairs_in_its_descriptor_tables(
     water.to_parquet(only_extra, index=False)
     assert main([*argv, "--out-dir", str(tmp_path / "e2")]) != 0
     err = capsys.readouterr().err
-    assert "holds only the systems in solvent(s) O" in err and "--extra-solvent" in err
+    assert "holds only the systems in solvent(s) O" in err and "[2H]O[2H]" in err
+    # ... and narrowed to the extra pairs' solvent but out of date: it is named as such
+    water.iloc[1:].to_parquet(only_extra, index=False)
+    assert main([*argv, "--extra-solvent", "O", "--out-dir", str(tmp_path / "e3")]) != 0
+    assert "looks older than the extra pair table" in capsys.readouterr().err
+    water.to_parquet(only_extra, index=False)
+    assert main([*argv, "--extra-solvent", "O", "--out-dir", str(tmp_path / "e4")]) == 0
+    # the fold's own table built for another solvent than its pairs': refused; built for its
+    # pairs' solvent it serves, whatever the extra pairs' solvents
+    own = descriptors.iloc[:30].copy()
+    own.attrs["selected_solvents"] = ["CCO"]
+    own.to_parquet(only_main, index=False)
+    assert main([*argv, "--extra-solvent", "O", "--out-dir", str(tmp_path / "e5")]) != 0
+    assert "holds only the systems in solvent(s) CCO" in capsys.readouterr().err
+    own.attrs["selected_solvents"] = ["O"]  # every pair of the fold's own table is in water
+    own.to_parquet(only_main, index=False)
+    descriptors.iloc[30:].to_parquet(only_extra, index=False)  # octanol, heavy water: theirs
+    assert main([*argv, "--out-dir", str(tmp_path / "e6")]) == 0, capsys.readouterr().err
+    descriptors.iloc[:30].to_parquet(only_main, index=False)
     only_extra.unlink()
     assert main([*argv, "--out-dir", str(tmp_path / "f")]) != 0
     assert "descriptor table of the extra pairs not found" in capsys.readouterr().err

@@ -115,9 +115,12 @@ def test_train_refuses_a_table_of_another_engine_or_unknown_provenance(table, tm
         train_final(
             table_path, "probpair_2d", tmp_path / "b", options, progress=False, input_source=other
         )
-    broken = {  # a table of another dataset, and one an older pairfactory wrote
+    narrowed = descriptors.copy()  # built for extra pairs in another solvent
+    narrowed.attrs["selected_solvents"] = ["CCCCCCCCO"]
+    broken = {  # a table of another dataset, one an older pairfactory wrote, one narrowed
         "no row for any of the 60 pairs": descriptors.assign(system_id="x" + descriptors.system_id),
         "no engine_tag column": descriptors.drop(columns="engine_tag"),
+        r"holds only the systems in solvent\(s\) CCCCCCCCO": narrowed,
     }
     for k, (message, frame) in enumerate(broken.items()):
         path = tmp_path / f"broken{k}.parquet"

@@ -63,6 +63,7 @@ from pairfactory.ml.train import (
 )
 from pairfactory.ml.tune import read_fold_metrics
 from pairfactory.ml.uncertainty import calibrate_predictions
+from pairfactory.pairs.smiles import molecule_key
 
 log = logging.getLogger(__name__)
 METRICS_FILE, PREDICTIONS_FILE, HISTORY_FILE, WEIGHTS_FILE = (
@@ -380,8 +381,6 @@ def model_inputs(
             f"{model_name} reads {', '.join(names)} per pair (hyper-parameters {dict(hparams)}); "
             "give the descriptor table (--descriptors, from `pairfactory solvation`)"
         )
-    own = table if extra is None else table[~table["pair_id"].isin(extra.rows["pair_id"])]
-    require_every_solvent(descriptors, own)
     more = () if extra_descriptors is None else (extra_descriptors,)
     frame = read_descriptors(descriptors, *more)
     if extra is not None:
@@ -449,27 +448,32 @@ def _require_extra_rows(
         return
     from pairfactory.qm.shards import system_id_for
 
-    absent = sum(
-        system_id_for(a, b) not in known
+    missing = [
+        (a, b)
         for a, b in zip(extra.rows["solute_smiles"], extra.rows["solvent_smiles"], strict=True)
-    )
+        if system_id_for(a, b) not in known
+    ]
+    absent = len(missing)
     if absent:
         searched = ", ".join(str(p) for p in (descriptors, extra_descriptors) if p is not None)
         dataset = extra.summary["dataset"]
         built_for = (
             [] if extra_descriptors is None else descriptor_table_solvents(extra_descriptors)
         )
+        kept = {molecule_key(s) for s in built_for}
+        outside = sorted({b for _, b in missing if molecule_key(b) not in kept}) if kept else []
         if extra_descriptors is None:
             remedy = (
                 f"compute them (`pairfactory solvation --dataset {dataset} --out PATH`) and give "
                 "that table with --extra-descriptors PATH"
             )
-        elif built_for:
+        elif outside:
             remedy = (
                 f"{extra_descriptors} holds only the systems in solvent(s) "
-                f"{', '.join(built_for)} (`pairfactory solvation --solvent`), and these extra "
-                f"pairs are in others: rebuild it for the extra pairs' solvents (`pairfactory "
-                f"solvation --dataset {dataset}` with one --solvent per --extra-solvent, or none)"
+                f"{', '.join(built_for)} (`pairfactory solvation --solvent`), and extra pairs "
+                f"are in {', '.join(outside[:5])}: rebuild it for the extra pairs' solvents "
+                f"(`pairfactory solvation --dataset {dataset}` with one --solvent per "
+                "--extra-solvent, or none)"
             )
         else:
             remedy = (
@@ -545,6 +549,8 @@ def run_fold(
         n_folds=options.n_folds,
         seed=options.split_seed(repeat),
     )[fold]
+    if options.descriptors is not None:
+        require_every_solvent(options.descriptors, table)
     extra = None
     if options.extra_pairs is not None:
         extra = fold_extra_training(

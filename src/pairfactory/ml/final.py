@@ -53,7 +53,7 @@ from pairfactory.ml.model_dir import (
 from pairfactory.ml.models import MODEL_NAMES, build_model
 from pairfactory.ml.models.registry import model_spec
 from pairfactory.ml.predictor import combine_members
-from pairfactory.ml.sample_sets import fold_samples, read_descriptors
+from pairfactory.ml.sample_sets import fold_samples, read_descriptors, require_every_solvent
 from pairfactory.ml.splits import FoldSplit
 from pairfactory.ml.train import (
     Checkpointing,
@@ -119,6 +119,8 @@ def train_final(
     dataset, target, unit = (str(table[c].iloc[0]) for c in ("dataset", "target", "unit"))
     table_rows = len(table)
     train_rows, valid_rows = holdout_rows(len(table), final.holdout_fraction, options.seed)
+    if options.descriptors is not None:
+        require_every_solvent(options.descriptors, table)
     extra = None
     if options.extra_pairs is not None:  # training rows only; the holdout's solutes left out
         split = FoldSplit(0, train_rows, valid_rows, np.empty(0, dtype=np.int64))

@@ -663,7 +663,6 @@ def fold_samples(
         chosen = train.iloc[np.sort(rng.choice(len(train), size=n, replace=False))]
     descriptors = None
     if descriptors_path is not None:
-        require_every_solvent(descriptors_path, table)
         more = () if extra_descriptors_path is None else (extra_descriptors_path,)
         descriptors = read_descriptors(descriptors_path, *more)
     supervision = supervision_for(chosen, sets, settings, descriptors) if with_supervision else {}
