@@ -33,7 +33,7 @@ import pandas as pd
 
 from pairfactory.errors import UserError
 from pairfactory.ml.splits import FoldSplit, murcko_scaffolds
-from pairfactory.pairs.smiles import molecule_key
+from pairfactory.pairs.smiles import molecule_key, readable_molecule_keys
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +71,9 @@ class ExtraPairSettings:
                 f"extra-pairs holdout must be one of {', '.join(HOLDOUT_LEVELS)} "
                 f"(got {self.holdout!r})"
             )
-        for smiles in self.solvents:
-            if molecule_key(smiles) is None:
-                raise UserError(
-                    f"extra-pairs solvent {smiles!r} is not a SMILES RDKit can read; write it as "
-                    "in the pair table, e.g. O for water"
-                )
+        readable_molecule_keys(
+            self.solvents, "--extra-solvent, or evaluate.extra_pairs.solvents in the config"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         record = {"path": str(self.path), "holdout": self.holdout, "solvents": list(self.solvents)}
@@ -144,8 +141,10 @@ def select_extra_training(
     held_out_solutes = set(table_solute[held_out])
     held_out_pairs = set(zip(table_solute[held_out], table_solvent[held_out], strict=True))
     training_pairs = set(zip(table_solute[train], table_solvent[train], strict=True))
-    wanted_solvents = {molecule_key(s) for s in settings.solvents}
-    absent = [s for s in settings.solvents if molecule_key(s) not in set(solvent_keys)]
+    wanted = readable_molecule_keys(settings.solvents, "extra-pairs solvents")
+    wanted_solvents = set(wanted)
+    present = set(solvent_keys)
+    absent = [smiles for key, smiles in wanted.items() if key not in present]
     if absent:  # a typo would otherwise train on no extra pair at all, silently
         raise UserError(
             f"extra pair table {settings.path} has no pair in solvent(s) {', '.join(absent)}; "

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pairfactory.errors import UserError
 from pairfactory.pairs import schema
 
 # RDKit prefixes each log line with a "[hh:mm:ss] " timestamp; it carries no information here.
@@ -169,6 +170,21 @@ def molecule_key(smiles: str) -> str | None:
         Chem.RemoveStereochemistry(mol)
         key = Chem.MolToInchiKey(mol)
     return key or None
+
+
+def readable_molecule_keys(smiles: Iterable[str], named: str) -> dict[str, str]:
+    """``molecule_key`` of each SMILES written by a user (key -> the SMILES as written); one that
+    RDKit cannot read is an error naming where it was given (``named``, e.g. a flag)."""
+    keys: dict[str, str] = {}
+    for written in smiles:
+        key = molecule_key(written)
+        if key is None:
+            raise UserError(
+                f"solvent {written!r} ({named}) is not a SMILES RDKit can read; write it as in "
+                "the pair table, e.g. O for water"
+            )
+        keys[key] = written
+    return keys
 
 
 def parse_mnsol_formula(formula: str) -> dict[str, int]:

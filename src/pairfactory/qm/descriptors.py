@@ -25,7 +25,7 @@ import pandas as pd
 
 from pairfactory.errors import UserError
 from pairfactory.fileio import atomic_write
-from pairfactory.pairs.smiles import molecule_key
+from pairfactory.pairs.smiles import molecule_key, readable_molecule_keys
 from pairfactory.qm.parts import PartsCache
 from pairfactory.qm.plan import load_systems
 from pairfactory.qm.settings import QmSettings
@@ -318,18 +318,13 @@ def solvation_descriptors(
 
 
 def _in_solvents(systems: pd.DataFrame, solvents: Sequence[str], dataset: str) -> pd.DataFrame:
-    wanted = {}
-    for smiles in solvents:
-        key = molecule_key(smiles)
-        if key is None:
-            raise UserError(
-                f"solvent {smiles!r} (--solvent, or evaluate.extra_pairs.solvents in the config) "
-                "is not a SMILES RDKit can read; write it as in the pair table, e.g. O for water"
-            )
-        wanted[key] = smiles
+    wanted = readable_molecule_keys(
+        solvents, "--solvent, or evaluate.extra_pairs.solvents in the config"
+    )
     keys = systems["solvent_smiles"].map(molecule_key)
     kept = systems[keys.isin(set(wanted))]
-    absent = [smiles for key, smiles in wanted.items() if key not in set(keys)]
+    present = set(keys)
+    absent = [smiles for key, smiles in wanted.items() if key not in present]
     if absent:
         common = systems["solvent_smiles"].value_counts().index[:5].astype(str)
         raise UserError(
