@@ -315,6 +315,9 @@ def test_a_model_reading_alpb_needs_the_extra_pairs_in_its_descriptor_tables(
     own.to_parquet(only_main, index=False)
     assert main([*argv, "--extra-solvent", "O", "--out-dir", str(tmp_path / "e5")]) != 0
     assert "holds only the systems in solvent(s) CCO" in capsys.readouterr().err
+    # ... unless the model reads nothing from it (the twin without the input)
+    no_input = ["{}" if a == '{"alpb_input": true}' else a for a in argv]
+    assert main([*no_input, "--extra-solvent", "O", "--out-dir", str(tmp_path / "e5b")]) == 0
     own.attrs["selected_solvents"] = ["O"]  # every pair of the fold's own table is in water
     own.to_parquet(only_main, index=False)
     descriptors.iloc[30:].to_parquet(only_extra, index=False)  # octanol, heavy water: theirs

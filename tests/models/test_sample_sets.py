@@ -237,11 +237,18 @@ def test_only_training_pairs_get_supervision(real_shards: dict[str, Any]) -> Non
         SampleSetSettings(train_pair_fraction=0.5, seed=1),
     )
     assert len(half.supervision) == round(0.5 * len(folds[0].train))
-    # a model that does not learn from samples gets coverage only
+    # a model that does not learn from samples gets coverage only, and reads no descriptor table
     coverage_only = fold_samples(
-        pairs, folds[0].train, real_shards["shards_dir"], cache, SETTINGS, with_supervision=False
+        pairs,
+        folds[0].train,
+        real_shards["shards_dir"],
+        cache,
+        SETTINGS,
+        descriptors_path=real_shards["shards_dir"] / "no_such_descriptors.parquet",
+        with_supervision=False,
     )
     assert coverage_only.supervision == {} and coverage_only.covered.sum() == 2
+    assert coverage_only.summary["descriptors"] is None
     assert set(half.supervision) <= set(pairs["pair_id"].iloc[folds[0].train])
 
 

@@ -126,6 +126,16 @@ class ProtocolOptions:
         )
         return given
 
+    def reads_descriptors(self, model_name: str) -> bool:
+        """Whether a fold of ``model_name`` reads the descriptor table: as an input, or as the
+        auxiliary targets of a model that learns from the samples (given shards)."""
+        if self.descriptors is None:
+            return False
+        learns_from_samples = self.shards_dir is not None and model_spec(model_name).uses_samples
+        return learns_from_samples or bool(
+            model_input_names(model_name, self.hparams_for(model_name))
+        )
+
     def settings_for(self, model_name: str) -> TrainSettings:
         """The training settings of ``model_name``: the shared ones, with the training keys of its
         ``model_hparams`` over them (``{probpair: {lr: 0.0003}}``: batch size and learning rate
@@ -549,7 +559,7 @@ def run_fold(
         n_folds=options.n_folds,
         seed=options.split_seed(repeat),
     )[fold]
-    if options.descriptors is not None:
+    if options.reads_descriptors(model_name):
         require_every_solvent(options.descriptors, table)
     extra = None
     if options.extra_pairs is not None:

@@ -119,7 +119,7 @@ def train_final(
     dataset, target, unit = (str(table[c].iloc[0]) for c in ("dataset", "target", "unit"))
     table_rows = len(table)
     train_rows, valid_rows = holdout_rows(len(table), final.holdout_fraction, options.seed)
-    if options.descriptors is not None:
+    if options.reads_descriptors(model_name):
         require_every_solvent(options.descriptors, table)
     extra = None
     if options.extra_pairs is not None:  # training rows only; the holdout's solutes left out

@@ -662,6 +662,9 @@ def fold_samples(
         n = int(round(settings.train_pair_fraction * len(train)))
         chosen = train.iloc[np.sort(rng.choice(len(train), size=n, replace=False))]
     descriptors = None
+    # a model that learns nothing from the samples reads no auxiliary target either
+    if not with_supervision:
+        descriptors_path = None
     if descriptors_path is not None:
         more = () if extra_descriptors_path is None else (extra_descriptors_path,)
         descriptors = read_descriptors(descriptors_path, *more)
