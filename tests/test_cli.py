@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import re
+import shlex
 import subprocess
 import sys
 
@@ -39,6 +41,29 @@ def test_every_subcommand_has_help_with_an_example(command):
     help_text = subparsers.choices[command].format_help()
     assert "example" in help_text.lower(), f"`pairfactory {command} --help` shows no example"
     assert f"pairfactory {command}" in help_text
+
+
+def _help_examples(help_text: str) -> list[list[str]]:
+    """The ``pairfactory ...`` command lines of a help text, continuation lines joined."""
+    joined = re.sub(r"\\\n\s*", " ", help_text)
+    lines = (line.strip().removeprefix("then:").strip() for line in joined.splitlines())
+    return [shlex.split(line)[1:] for line in lines if line.startswith("pairfactory ")]
+
+
+@pytest.mark.parametrize("command", sorted(SUBCOMMANDS))
+def test_every_help_example_parses(command, capsys):
+    """A user copies the examples: each must be a valid command line (flags that exist, values
+    of the right type)."""
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    examples = _help_examples(subparsers.choices[command].format_help())
+    assert examples
+    for argv in examples:
+        try:
+            build_parser().parse_args(argv)
+        except SystemExit as exit_info:
+            assert not exit_info.code, (
+                f"`pairfactory {shlex.join(argv)}`: {capsys.readouterr().err}"
+            )
 
 
 def test_help_does_not_import_torch():

@@ -154,6 +154,24 @@ def test_supervision_contact_maps_graphs_and_decoys(real_shards: dict[str, Any])
     assert sup.aux_mask.shape == (2, len(AUX_TARGETS))
 
 
+def test_hydrogens_are_nodes_of_the_3d_graphs_only_when_asked(real_shards: dict[str, Any]) -> None:
+    cache = GraphCache(None)
+    pairs = water_pairs(SOLUTES[:1])
+    sid = system_id_for(SOLUTES[0], "O")
+    by_setting = {}
+    for hydrogens in (False, True):
+        settings = SampleSetSettings(decoys_per_sample=1, seed=5, complex_hydrogens=hydrogens)
+        table = build_sample_sets(pairs, real_shards["shards_dir"], cache, settings)
+        by_setting[hydrogens] = supervision_for(pairs, table, settings)["p00"]
+        numbers = table.sets[sid].atomic_numbers
+        expected = numbers if hydrogens else numbers[numbers != 1]
+        for graph in by_setting[hydrogens].complexes + by_setting[hydrogens].decoys:
+            assert sorted(graph.ndata["z"].tolist()) == sorted(expected.tolist())
+    assert len(table.sets[sid].atomic_numbers) == 12  # ethanol and one water: 9 + 3 atoms
+    # the contact map is over the 2D graphs' heavy atoms either way
+    assert np.array_equal(by_setting[False].contact_map, by_setting[True].contact_map)
+
+
 def test_a_decoy_touches_at_the_samples_own_closest_contact() -> None:
     rng = np.random.default_rng(0)
     # a 3-atom "solute" and a 2-atom "solvent" 3.1 Å away

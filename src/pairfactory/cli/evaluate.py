@@ -31,6 +31,11 @@ EPILOG = """examples:
   pairfactory evaluate --config config.yaml --pairs results/pairs/mnsol/dg_solv_kcal_mol.parquet \\
       --model cgib --split scaffold --fold 2 \\
       --out-dir results/evaluate/mnsol/dg_solv_kcal_mol/cgib/scaffold/r0-f2 --epochs 50 --force
+  # our model, learning from the workflow's QM samples, ALPB ΔG_solv as auxiliary target
+  pairfactory evaluate --pairs results/pairs/freesolv/dg_hydration_kcal_mol.parquet \\
+      --model probpair --shards-dir results/shards/freesolv/xtb-1a2b3c4d \\
+      --descriptors results/descriptors/freesolv/xtb-1a2b3c4d/alpb.parquet \\
+      --out-dir results/evaluate/freesolv/dg_hydration_kcal_mol/probpair/random/r0-f0
   # CGIB with a smaller bottleneck weight (published default: beta 1.0)
   pairfactory evaluate --pairs results/pairs/freesolv_cgib/dg_hydration_kcal_mol.parquet \\
       --model cgib --hparams '{"beta": 0.0001}' \\
@@ -323,8 +328,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--descriptors",
         metavar="PATH",
         help="per-system descriptors (Parquet from `pairfactory solvation`: the ALPB ΔG_solv), "
-        "auxiliary targets of the training pairs (and, in `evaluate`, an input of every pair for "
-        "a model that reads it: probpair with alpb_input: true)",
+        "auxiliary targets of the training pairs for a model that learns from the samples "
+        "(probpair, with --shards-dir), and an input of every pair for a model that reads it "
+        "(probpair or probpair_2d with alpb_input: true); other models ignore it",
     )
 
 

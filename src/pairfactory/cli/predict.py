@@ -52,9 +52,10 @@ EPILOG = """examples:
   # a semicolon-separated file, CSV out
   pairfactory predict --model-dir DIR --input pairs.csv --delimiter ';' \\
       --solute-column SMILES --solvent-column Solvent --out predictions.csv
-  # a model that reads ALPB ΔG_solv: computed with xtb, in the workflow's own caches
-  pairfactory predict --model-dir results/models/freesolv/dg_hydration_kcal_mol/probpair_2d \\
-      --solute CCO --solvent O --parts-cache results/parts --solvation-cache results/solvation
+  # a model that reads ALPB ΔG_solv: computed with xtb, cached where the workflow caches it
+  # (--parts-cache, --solvation-cache: another place)
+  pairfactory predict --model-dir results/models/freesolv/dg_hydration_kcal_mol/probpair_2d_alpb \\
+      --solute CCO --solvent O
   # ... a screen of new molecules: their inputs computed in 8 processes
   pairfactory predict --model-dir DIR --input screen.csv --out screen.parquet --qm-jobs 8
 """
