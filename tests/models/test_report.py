@@ -191,7 +191,9 @@ def test_ablation_compares_folds_trained_alike_whatever_they_recorded():
     assert _training_key(recorded) == _training_key(
         recorded | {"max_epochs": TrainSettings().max_epochs}
     )
-    assert _training_key(recorded) != _training_key(recorded | {"lr": 0.0003})
+    # each model at its own batch size and learning rate (chosen on validation) is compared
+    assert _training_key(recorded) == _training_key(recorded | {"lr": 0.0003, "batch_size": 64})
+    assert _training_key(recorded) != _training_key(recorded | {"max_epochs": 50})
     # recorded as 0 by one version and as 0.0 by another: the same setting
     assert _training_key(recorded | {"weight_decay": 0}) == _training_key(
         recorded | {"weight_decay": 0.0}
@@ -282,6 +284,85 @@ def test_ablation_pairs_folds_of_the_same_splits_only():
     with pytest.raises(UserError, match="more than one fold 0 of repeat 0") as refused:
         ablation_table(pd.DataFrame(twin + ours + folds("probpair", 0, 0.9, "c")))
     assert "(b/r0-f0, c/r0-f0)" in str(refused.value)  # the copies themselves, nothing else
+
+
+def _ablation_folds(
+    model: str, rmse: float, repeats: int = 3, hparams: dict | None = None, **settings
+) -> list[dict]:
+    """Folds of a 3 x 3 protocol as evaluate records them (split seed = seed + repeat)."""
+    ensemble = settings.pop("ensemble", 1)
+    return [
+        {
+            "dataset": "d",
+            "target": "t",
+            "unit": "kcal/mol",
+            "split": "random",
+            "model": model,
+            "base_model": model,
+            "hparams": dict(hparams or {}),
+            "repeat": r,
+            "fold": k,
+            "n_folds": 3,
+            "split_seed": r,
+            "n_train": 80,
+            "n_valid": 10,
+            "n_test": 10,
+            "rmse": rmse + 0.1 * k + 0.01 * r + 0.003 * (k * r % 2),
+            "mae": 0.5,
+            "r2": 0.9,
+            "settings": {"seed": r, "lr": 0.001} | settings,
+            "ensemble": ensemble,
+            "samples": {"settings": {}},
+            "path": f"{model}{hparams}{settings}/r{r}-f{k}",
+        }
+        for r in range(repeats)
+        for k in range(3)
+    ]
+
+
+def test_ablation_pairs_every_repeat_and_the_twin_trained_alike():
+    from pairfactory.ml.report import _label_variants, ablation_table
+
+    records = (
+        _ablation_folds("probpair_2d", 1.0)
+        + _ablation_folds("probpair", 0.9, lr=0.0003)  # at its own learning rate
+        + _ablation_folds("probpair", 0.95, hparams={"contact_weight": 0.0})
+        + _ablation_folds("probpair_2d", 0.8, hparams={"alpb_input": True})
+        + _ablation_folds("probpair", 0.7, hparams={"alpb_input": True})
+        + _ablation_folds("probpair", 0.6, ensemble=5)  # no twin ensemble: not compared
+    )
+    _label_variants(records)
+    table = ablation_table(pd.DataFrame(records)).set_index("variant")
+    # one contrast over the 9 folds of the 3 repeats, not one per repeat
+    assert table.loc["probpair", "folds"] == 9 and len(table) == 4
+    assert table.loc["probpair", "reference"] == "probpair_2d"
+    assert table.loc["probpair", "training_differs"] == "lr 0.0003 / 0.001"
+    assert table.loc["probpair", "difference"] == pytest.approx(-0.1)
+    # a part switched off: against the plain twin, trained alike
+    assert table.loc["probpair@contact_weight=0.0", "reference"] == "probpair_2d"
+    assert table.loc["probpair@contact_weight=0.0", "training_differs"] == ""
+    # the samples with the ALPB input: against the twin with the same input
+    assert table.loc["probpair@alpb_input=true", "reference"] == "probpair_2d@alpb_input=true"
+    assert table.loc["probpair@alpb_input=true", "difference"] == pytest.approx(-0.1)
+    # and what the input does to the twin: against the plain twin
+    assert table.loc["probpair_2d@alpb_input=true", "reference"] == "probpair_2d"
+    assert table.attrs["unmatched"] == ["d/t random: probpair@ensemble=5"]
+
+
+def test_report_shows_uncertainty_and_coverage(tmp_path):
+    from pairfactory.ml.report import aggregate, quality_markdown
+
+    folds = _ablation_folds("probpair", 0.9, repeats=1) + _ablation_folds("cigin", 1.0, repeats=1)
+    for k, fold in enumerate(folds[:3]):
+        fold |= {"nll": 1.0 + k, "coverage_68": 0.7, "rmse_test_covered": 0.8, "n_test_covered": 4}
+        fold |= {"rmse_test_uncovered": None if k == 0 else 1.2}
+    summary = aggregate(pd.DataFrame(folds)).set_index("model")
+    assert summary.loc["probpair", "nll_mean"] == pytest.approx(2.0)
+    assert summary.loc["probpair", "rmse_test_uncovered_mean"] == pytest.approx(1.2)  # 2 folds
+    assert np.isnan(summary.loc["cigin", "nll_mean"])
+    table = quality_markdown(summary.reset_index())
+    assert "| probpair | 3 | 2.000 | – | 0.70 / – | – | 0.800 (4) | 1.200 |" in table
+    assert "cigin" not in table  # nothing of it to show
 
 
 def test_out_is_the_old_name_of_out_dir():

@@ -128,9 +128,9 @@ def test_missing_binary_is_one_user_error_naming_the_key(
 ) -> None:
     monkeypatch.delenv(ORCA_BINARY_ENV, raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))  # no orca here
-    with pytest.raises(UserError, match=r"engine\.orca\.binary"):
+    with pytest.raises(UserError, match=r"engine\.orca\.executable"):
         build_engine({"name": "orca"})
-    with pytest.raises(UserError, match=r"engine\.orca\.binary"):
+    with pytest.raises(UserError, match=r"engine\.orca\.executable"):
         build_engine({"name": "orca", "orca": {"binary": str(tmp_path / "nope" / "orca")}})
     not_executable = tmp_path / "orca"
     not_executable.write_text("")

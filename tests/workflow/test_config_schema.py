@@ -137,6 +137,16 @@ def test_workflow_and_cli_fill_the_same_defaults(workdir: Path) -> None:
     assert from_workflow["evaluate"]["folds"] == 5
 
 
+def test_the_full_config_is_the_same_run_merged_or_replaced() -> None:
+    """Snakemake merges --configfile into the embedded default unless told to replace it: every
+    key the default sets must be in config/full.yaml, so both ways run the same."""
+    from pairfactory.config import deep_merge, validate_config
+
+    default = yaml.safe_load((REPO_ROOT / "config.yaml").read_text())
+    full = yaml.safe_load((REPO_ROOT / "config" / "full.yaml").read_text())
+    assert validate_config(deep_merge(default, full)) == validate_config(full)
+
+
 @pytest.mark.parametrize("path", ["config.yaml", "config/full.yaml"])
 def test_shipped_configs_are_valid(path: str) -> None:
     config = load_config(REPO_ROOT / path)

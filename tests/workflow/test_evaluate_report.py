@@ -4,6 +4,7 @@ report."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from workflow_helpers import (
@@ -101,6 +102,18 @@ def test_evaluate_and_report_run_through_the_workflow(tmp_path: Path) -> None:
         tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), "-n"
     ).check()
     assert again.job_counts() == {"evaluate": 2, "report": 1, "all": 1}
+    # more repeats add their folds and re-run none; run_folds runs the first folds of each
+    config["evaluate"]["model_hparams"] = {}
+    config["evaluate"]["repeats"] = 2
+    write_config(tmp_path, config)
+    dry = run_snakemake(tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), "-n")
+    assert dry.check().job_counts() == {"evaluate": 2, "report": 1, "all": 1}
+    planned = re.findall(r"output: [^\n]*attentivefp/random/(r\d-f\d)/metrics.json", dry.output)
+    assert set(planned) == {"r1-f0", "r1-f1"}
+    config["evaluate"]["run_folds"] = 1
+    write_config(tmp_path, config)
+    dry = run_snakemake(tmp_path, "--profile", str(REPO_ROOT / "profiles" / "local"), "-n")
+    assert dry.check().job_counts() == {"evaluate": 1, "report": 1, "all": 1}
 
 
 def test_probpair_learns_from_the_workflows_samples(tmp_path: Path) -> None:

@@ -55,6 +55,7 @@ def test_full_scale_dry_run_schedules_the_whole_plan(full_scale: Path) -> None:
         "optimize": expected_optimize,
         "collect": len(config["qm"]["datasets"]),
         "evaluate": expected_evaluate,
+        "final_model": len(config["final_models"]),
         "report": 1,
         "all": 1,
     }

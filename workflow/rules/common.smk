@@ -427,12 +427,14 @@ def extra_pairs_ready(wildcards: Wildcards) -> list[str]:
 
 
 def evaluate_protocol(model: str) -> dict[str, Any]:
-    """The evaluate keys a fold of `model` depends on (not which tables/models run, nor resources,
-    nor another model's hyper-parameters)."""
+    """The evaluate keys a fold of `model` depends on (not which tables/models/folds run, nor
+    resources, nor another model's hyper-parameters): more repeats add folds, and re-run none."""
     skip = {
         "tables",
         "models",
         "splits",
+        "repeats",
+        "run_folds",
         "device",
         "threads",
         "mem_mb",
@@ -455,15 +457,17 @@ def evaluate_protocol(model: str) -> dict[str, Any]:
 
 
 def evaluate_dirs() -> list[str]:
-    """One folder per fold, the layout `pairfactory evaluate` and `report` use."""
+    """One folder per fold, the layout `pairfactory evaluate` and `report` use; with
+    evaluate.run_folds, only the first folds of each repeat (the splits stay k-fold)."""
     ev = config["evaluate"]
+    n_run = min(ev["folds"], ev["run_folds"] or ev["folds"])
     return [
         f"{EVALUATE_DIR}/{table}/{model}/{split}/r{repeat}-f{fold}"
         for table in ev["tables"]
         for model in ev["models"]
         for split in ev["splits"]
         for repeat in range(ev["repeats"])
-        for fold in range(ev["folds"])
+        for fold in range(n_run)
     ]
 
 

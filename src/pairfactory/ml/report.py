@@ -234,6 +234,28 @@ def _non_default_sample_settings(samples: Any) -> dict[str, Any]:
     return changed
 
 
+# per-fold numbers beside the RMSE, averaged over the folds that have them: a probabilistic model's
+# uncertainty on its test set (σ calibrated on validation), and with shards the test RMSE of the
+# pairs with and without QM samples
+FOLD_QUALITY_METRICS = (
+    "nll",
+    "miscalibration_area",
+    "coverage_68",
+    "coverage_95",
+    "spearman_abs_error_std",
+    "rmse_test_covered",
+    "rmse_test_uncovered",
+    "n_test_covered",
+)
+
+
+def _fold_mean(group: pd.DataFrame, name: str) -> float:
+    if name not in group:
+        return math.nan
+    values = pd.to_numeric(group[name], errors="coerce").dropna()
+    return float(values.mean()) if len(values) else math.nan
+
+
 def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per (dataset, target, split, model) with mean (std) over folds × repeats."""
     out = []
@@ -270,6 +292,7 @@ def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
             if "settings" in group
             else 0,
             "n_test_mean": float(group["n_test"].mean()) if "n_test" in group else math.nan,
+            **{f"{name}_mean": _fold_mean(group, name) for name in FOLD_QUALITY_METRICS},
             "seconds_total": float(group["seconds"].sum()) if "seconds" in group else math.nan,
             "published_rmse": pub,
             "published_note": note,
@@ -317,6 +340,35 @@ def markdown_table(summary: pd.DataFrame) -> str:
             f"| {row.dataset} / {row.target} [{row.unit}] | {row.split} | {row.model} "
             f"| {row.n_folds} ({row.n_repeats} rep.) | {rmse} | {row.mae_mean:.{digits}f} "
             f"| {row.r2_mean:.3f} | {epochs} | {pub} | {delta} | {tgt} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def quality_markdown(summary: pd.DataFrame) -> str:
+    """Uncertainty and sample coverage of the rows that have them (mean over folds); empty if
+    none does."""
+    shown = summary[summary[[f"{name}_mean" for name in FOLD_QUALITY_METRICS]].notna().any(axis=1)]
+    if shown.empty:
+        return ""
+    lines = [
+        "| dataset / target | split | model | folds | test NLL | miscalibration area "
+        "| 68 % / 95 % coverage | ρ(\\|error\\|, σ) | RMSE with samples (pairs) | RMSE without |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def number(value: float, digits: int = 3) -> str:
+        return "–" if value != value else f"{value:.{digits}f}"
+
+    for row in shown.itertuples(index=False):
+        covered = number(row.rmse_test_covered_mean)
+        if row.n_test_covered_mean == row.n_test_covered_mean:
+            covered += f" ({row.n_test_covered_mean:.0f})"
+        lines.append(
+            f"| {row.dataset} / {row.target} [{row.unit}] | {row.split} | {row.model} "
+            f"| {row.n_folds} | {number(row.nll_mean)} | {number(row.miscalibration_area_mean)} "
+            f"| {number(row.coverage_68_mean, 2)} / {number(row.coverage_95_mean, 2)} "
+            f"| {number(row.spearman_abs_error_std_mean, 2)} | {covered} "
+            f"| {number(row.rmse_test_uncovered_mean)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -454,89 +506,151 @@ def calibration_plot(preds: pd.DataFrame, title: str, path: Path) -> Path | None
 # architecture), against which every other variant of our model is compared fold by fold.
 ABLATION_REFERENCE = "probpair_2d"
 ABLATION_MODELS = ("probpair", "probpair_2d")
+# chosen per model on validation (`evaluate.model_hparams`), one budget for every model: a variant
+# and its twin are compared each at its own choice, and the table says where they differ
+PER_MODEL_TRAINING = ("batch_size", "lr")
+# what a fold was trained in besides the model's own hyper-parameters: a variant is compared with
+# the twin trained in the same context
+CONTEXT_SETTINGS = ("standardize_targets", "ensemble", "extra", "extra_solvents", "extra_holdout")
+ABLATION_COLUMNS = (
+    "dataset",
+    "target",
+    "unit",
+    "split",
+    "variant",
+    "reference",
+    "training_differs",
+    "folds",
+    "rmse_variant",
+    "rmse_reference",
+    "difference",
+    "ci95_half_width",
+    "p",
+    "folds_won",
+)
+
+
+UNMATCHED_NOTE = (
+    "Without a 2D twin trained alike on the same folds (same epochs, target scaling, ensemble and "
+    "extra pairs; the twin's own hyper-parameters), so not compared: "
+)
 
 
 def ablation_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Every variant of our model against its 2D twin on the folds both finished: mean test RMSE
-    of each, the mean paired difference with its 95 % interval and p (corrected resampled
-    t-test), and how many folds the variant won."""
+    """Every variant of our model against the 2D twin trained alike, on the folds both finished
+    (every repeat): mean test RMSE of each, the mean paired difference with its 95 % interval and
+    p (corrected resampled t-test), and how many folds the variant won.
+
+    The twin of a ``probpair`` variant has the same twin-applicable hyper-parameters and context
+    (``probpair@alpb_input=true`` against ``probpair_2d@alpb_input=true``: what the samples add);
+    the twin of a ``probpair_2d`` variant is the plain twin in the same context (what that
+    hyper-parameter does). Batch size and learning rate may differ (each model at its choice):
+    ``training_differs`` names them."""
     from pairfactory.ml.statistics import corrected_resampled_t
 
     rows = []
     ours = metrics[metrics["base_model"].isin(ABLATION_MODELS)].copy()
-    # only folds trained alike are compared (batch size, epochs, target scaling, ...), on the
-    # same test sets (the same k and seed of the k-fold splits)
+    # only folds trained alike are compared (epochs, target scaling, ...), on the same test sets
+    # (the same k and seed of the k-fold splits)
     ours["training"] = ours["settings"].map(_training_key) if "settings" in ours else ""
     ours["protocol"] = [_split_key(record) for record in ours.to_dict("records")]
-    # folds trained with extra pairs are compared with the twin trained with the same ones
-    ours["extra"] = [
-        json.dumps(_extra_pair_settings(record.get("extra_pairs")), sort_keys=True)
-        for record in ours.to_dict("records")
+    ours["twin_settings"] = [
+        json.dumps(_twin_settings(record), sort_keys=True) for record in ours.to_dict("records")
     ]
-    for (dataset, target, split, _, _, _), group in ours.groupby(
-        ["dataset", "target", "split", "training", "protocol", "extra"]
+    unmatched = []
+    for (dataset, target, split, _, _), group in ours.groupby(
+        ["dataset", "target", "split", "training", "protocol"]
     ):
         _refuse_repeated_folds(group)
-        twins = sorted(set(group.loc[group["base_model"] == ABLATION_REFERENCE, "model"]))
-        if not twins:
-            continue
-        # the twin at the most default settings (the shortest label) is the reference
-        reference = group[group["model"] == min(twins, key=lambda label: (len(label), label))]
-        ref = reference.set_index(["repeat", "fold"])
-        for model, variant in group[group["model"] != reference["model"].iloc[0]].groupby("model"):
-            var = variant.set_index(["repeat", "fold"])
-            keys = sorted(set(ref.index) & set(var.index))
-            if not keys:
-                continue
-            a = ref.loc[keys, "rmse"].to_numpy(float)
-            b = var.loc[keys, "rmse"].to_numpy(float)
-            n_train = float(ref.loc[keys, "n_train"].mean())
-            n_test = float((ref.loc[keys, "n_valid"] + ref.loc[keys, "n_test"]).mean())
-            half, _, p = corrected_resampled_t(b - a, n_train, n_test)
-            rows.append(
-                {
-                    "dataset": dataset,
-                    "target": target,
-                    "split": split,
-                    "variant": model,
-                    "reference": str(reference["model"].iloc[0]),
-                    "folds": len(keys),
-                    "rmse_variant": float(b.mean()),
-                    "rmse_reference": float(a.mean()),
-                    "difference": float((b - a).mean()),
-                    "ci95_half_width": half,
-                    "p": p,
-                    "folds_won": int((b < a).sum()),
-                }
-            )
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "dataset",
-            "target",
-            "split",
-            "variant",
-            "reference",
-            "folds",
-            "rmse_variant",
-            "rmse_reference",
-            "difference",
-            "ci95_half_width",
-            "p",
-            "folds_won",
-        ],
+        twins = group[group["base_model"] == ABLATION_REFERENCE]
+        for model, variant in group.groupby("model"):
+            wanted = _reference_settings(variant.iloc[0])
+            if wanted == variant["twin_settings"].iloc[0] and model in set(twins["model"]):
+                continue  # a twin that is the reference of its context
+            matching = twins[(twins["twin_settings"] == wanted) & (twins["model"] != model)]
+            compared = False
+            for reference_model, reference in matching.groupby("model"):
+                ref = reference.set_index(["repeat", "fold"])
+                var = variant.set_index(["repeat", "fold"])
+                keys = sorted(set(ref.index) & set(var.index))
+                if not keys:
+                    continue
+                compared = True
+                a = ref.loc[keys, "rmse"].to_numpy(float)
+                b = var.loc[keys, "rmse"].to_numpy(float)
+                n_train = float(ref.loc[keys, "n_train"].mean())
+                n_test = float((ref.loc[keys, "n_valid"] + ref.loc[keys, "n_test"]).mean())
+                half, _, p = corrected_resampled_t(b - a, n_train, n_test)
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "target": target,
+                        "unit": str(variant["unit"].iloc[0]) if "unit" in variant else "",
+                        "split": split,
+                        "variant": model,
+                        "reference": str(reference_model),
+                        "training_differs": _training_difference(
+                            variant.iloc[0].get("settings"), reference.iloc[0].get("settings")
+                        ),
+                        "folds": len(keys),
+                        "rmse_variant": float(b.mean()),
+                        "rmse_reference": float(a.mean()),
+                        "difference": float((b - a).mean()),
+                        "ci95_half_width": half,
+                        "p": p,
+                        "folds_won": int((b < a).sum()),
+                    }
+                )
+            if not compared:
+                unmatched.append(f"{dataset}/{target} {split}: {model}")
+    table = pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
+    # named in the report: a variant left out for want of a twin trained alike on its folds
+    table.attrs["unmatched"] = unmatched
+    return table
+
+
+def _twin_settings(record: dict[str, Any]) -> dict[str, Any]:
+    """What of a fold of our model its 2D twin can share: the hyper-parameters that would change
+    the twin (not the sample terms' own, which the twin switches off) and the context
+    (``CONTEXT_SETTINGS``)."""
+    settings = _variant_settings({**record, "model": record["base_model"]}) or {}
+    context = {name: value for name, value in settings.items() if name in CONTEXT_SETTINGS}
+    hparams = record.get("hparams")
+    own = non_default_hparams(ABLATION_REFERENCE, hparams) if isinstance(hparams, dict) else {}
+    return own | context
+
+
+def _reference_settings(fold: pd.Series) -> str:
+    """The ``twin_settings`` of the twin a variant is compared with."""
+    own = json.loads(fold["twin_settings"])
+    if fold["base_model"] == ABLATION_REFERENCE:  # a twin variant: against the plain twin
+        own = {name: value for name, value in own.items() if name in CONTEXT_SETTINGS}
+    return json.dumps(own, sort_keys=True)
+
+
+def _training_difference(variant: Any, reference: Any) -> str:
+    """``lr 0.0003 / 0.001`` where the variant's per-model training settings differ from the
+    twin's; empty where they agree."""
+    a, b = _train_settings_with_defaults(variant), _train_settings_with_defaults(reference)
+    return ", ".join(
+        f"{name} {a.get(name)} / {b.get(name)}"
+        for name in PER_MODEL_TRAINING
+        if a.get(name) != b.get(name)
     )
 
 
 def _split_key(record: dict[str, Any]) -> str:
-    """k and seed of the k-fold splits a fold's test set came from (the protocol's split seed is
-    its model seed less the repeat: ``ProtocolOptions``)."""
+    """k and seed of the k-fold splits a fold's test set came from, the same for every repeat
+    (repeat r splits with seed + r: ``ProtocolOptions.split_seed``), so that the folds of all
+    repeats pair up."""
+    repeat = int(record["repeat"])
     if "split_seed" in record:  # None for splits that do not depend on the seed (scaffold)
-        seed = record["split_seed"]
-    else:  # folds written before the split seed was recorded
+        split_seed = record["split_seed"]
+        seed = None if split_seed is None or split_seed != split_seed else int(split_seed) - repeat
+    else:  # folds written before the split seed was recorded (the model seed is seed + repeat)
         settings = record.get("settings")
         model_seed = settings.get("seed") if isinstance(settings, dict) else None
-        seed = None if model_seed is None else int(model_seed) - int(record["repeat"])
+        seed = None if model_seed is None else int(model_seed) - repeat
     return json.dumps({"n_folds": record.get("n_folds"), "seed": seed})
 
 
@@ -557,23 +671,28 @@ def _refuse_repeated_folds(group: pd.DataFrame) -> None:
 
 
 def _training_key(settings: Any) -> str:
+    """What a fold was trained with that a compared twin must share: the learning settings but
+    the ones each model may choose for itself (``PER_MODEL_TRAINING``)."""
     if not isinstance(settings, dict):
         return ""
     own = _train_settings_with_defaults(settings)
-    return json.dumps({name: own.get(name) for name in sorted(_learning_settings())})
+    names = sorted(_learning_settings() - set(PER_MODEL_TRAINING))
+    return json.dumps({name: own.get(name) for name in names})
 
 
 def ablation_markdown(table: pd.DataFrame) -> str:
     lines = [
-        "| dataset / target | split | variant | folds | RMSE variant | RMSE 2D twin "
-        "| Δ (95 % CI) | p | folds won |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| dataset / target | split | variant | 2D twin | trained differently | folds "
+        "| RMSE variant | RMSE twin | Δ (95 % CI) | p | folds won |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in table.itertuples(index=False):
         ci = f" ± {row.ci95_half_width:.3f}" if row.ci95_half_width == row.ci95_half_width else ""
-        p = f"{row.p:.2f}" if row.p == row.p else "–"
+        # no p without a spread of the differences (a single fold, or identical folds)
+        p = f"{row.p:.2f}" if row.p == row.p else "– (no spread)"
         lines.append(
-            f"| {row.dataset} / {row.target} | {row.split} | {row.variant} | {row.folds} "
+            f"| {row.dataset} / {row.target} [{row.unit}] | {row.split} | {row.variant} "
+            f"| {row.reference} | {row.training_differs or '–'} | {row.folds} "
             f"| {row.rmse_variant:.3f} | {row.rmse_reference:.3f} | {row.difference:+.3f}{ci} "
             f"| {p} | {row.folds_won} |"
         )
@@ -636,12 +755,24 @@ def write_report(
         "",
         markdown_table(summary),
     ]
-    if not ablation.empty:
+    quality = quality_markdown(summary)
+    if quality:
         lines += [
-            "## Ablation: our model against its 2D twin (same folds)",
+            "## Uncertainty and QM-sample coverage (mean over folds)",
             "",
-            ablation_markdown(ablation),
+            "σ calibrated on each fold's validation pairs; NLL of the test targets in the table's "
+            "unit; the RMSE of the test pairs with and without QM samples (mean pairs with "
+            "samples per fold). – where a fold does not report it (a model without σ, a run "
+            "without shards).",
+            "",
+            quality,
         ]
+    if not ablation.empty or ablation.attrs.get("unmatched"):
+        lines += ["## Ablation: our model against its 2D twin (same folds)", ""]
+        if not ablation.empty:
+            lines.append(ablation_markdown(ablation))
+        if ablation.attrs.get("unmatched"):
+            lines += [UNMATCHED_NOTE + ", ".join(ablation.attrs["unmatched"]) + ".", ""]
     if written_plots:
         lines += ["## Plots", ""]
         lines += [f"- [{p.relative_to(out)}]({p.relative_to(out)})" for p in written_plots]

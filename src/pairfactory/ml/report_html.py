@@ -22,6 +22,7 @@ from pairfactory import __version__
 from pairfactory.errors import UserError
 from pairfactory.fileio import atomic_write_text
 from pairfactory.ml.complex_views import ComplexViews
+from pairfactory.ml.report import UNMATCHED_NOTE
 
 HTML_FILE = "report.html"
 
@@ -95,12 +96,32 @@ RESULT_COLUMNS = {
 }
 
 
+QUALITY_COLUMNS = {
+    "dataset": "dataset",
+    "target": "target",
+    "unit": "unit",
+    "split": "split",
+    "model": "model",
+    "n_folds": "folds",
+    "nll_mean": "test NLL",
+    "miscalibration_area_mean": "miscalibration area",
+    "coverage_68_mean": "68 % coverage",
+    "coverage_95_mean": "95 % coverage",
+    "spearman_abs_error_std_mean": "ρ(|error|, σ)",
+    "rmse_test_covered_mean": "RMSE with samples",
+    "n_test_covered_mean": "pairs with samples",
+    "rmse_test_uncovered_mean": "RMSE without",
+}
+
+
 ABLATION_COLUMNS = {
     "dataset": "dataset",
     "target": "target",
+    "unit": "unit",
     "split": "split",
     "variant": "variant",
     "reference": "2D twin",
+    "training_differs": "trained differently (variant / twin)",
     "folds": "folds",
     "rmse_variant": "RMSE variant",
     "rmse_reference": "RMSE twin",
@@ -139,21 +160,39 @@ def write_html_report(
         "5-fold CV × 5 repeats), claims until this harness reproduces them.</p>",
         "<h2>Results</h2>",
         _table(summary[list(RESULT_COLUMNS)].rename(columns=RESULT_COLUMNS)),
+    ]
+    metrics = [name for name in QUALITY_COLUMNS if name.endswith("_mean")]
+    quality = summary[summary[metrics].notna().any(axis=1)]
+    if not quality.empty:
+        parts += [
+            "<h2>Uncertainty and QM-sample coverage</h2>",
+            "<p class='note'>Mean over folds. σ calibrated on each fold's validation pairs; test "
+            "NLL in the table's unit; the test RMSE of the pairs with and without QM samples "
+            "(pairs with samples: mean per fold). – where a fold does not report it (a model "
+            "without σ, a run without shards).</p>",
+            _table(quality[list(QUALITY_COLUMNS)].rename(columns=QUALITY_COLUMNS)),
+        ]
+    parts += [
         "<h2>Ablation: our model against its 2D twin</h2>",
     ]
     if ablation.empty:
         parts.append(
-            "<p class='note'>No ablation: run probpair_2d and another variant of our model "
-            "(probpair, or probpair with a part switched off) on the same folds.</p>"
+            "<p class='note'>No ablation: no variant of our model has a 2D twin trained alike "
+            "on the same folds. Run probpair_2d beside probpair, or beside a variant with a part "
+            "switched off.</p>"
         )
     else:
         parts.append(
-            "<p class='note'>Same folds, paired: Δ = variant − twin (negative: the variant is "
-            "better), 95 % interval and p from the corrected resampled t-test.</p>"
+            "<p class='note'>Same folds of every repeat, paired: Δ = variant − twin (negative: "
+            "the variant is better), 95 % interval and p from the corrected resampled t-test. "
+            "Batch size and learning rate may differ (each model at its own choice).</p>"
         )
         parts.append(
             _table(ablation.rename(columns=ABLATION_COLUMNS)[list(ABLATION_COLUMNS.values())])
         )
+    if ablation.attrs.get("unmatched"):
+        unmatched = UNMATCHED_NOTE + ", ".join(ablation.attrs["unmatched"]) + "."
+        parts.append(f"<p class='note'>{html.escape(unmatched)}</p>")
     for section in dict.fromkeys(name for name, _ in plots):
         parts.append(f"<h2>{html.escape(section)}</h2>")
         parts += [_image(path, path.stem) for name, path in plots if name == section]

@@ -7,7 +7,7 @@ group so that a wall-clock timeout can kill ORCA and the MPI ranks it started (A
 ``profile.run`` has no timeout). The ``.out`` file is parsed by ``parse_orca_output``.
 
 ORCA needs to be called with its full path for parallel (``%pal``) runs, so the binary is resolved
-to an absolute path: ``engine.orca.binary`` in the config, else the ``ORCA_BINARY`` environment
+to an absolute path: ``engine.orca.executable`` in the config, else the ``ORCA_BINARY`` environment
 variable, else ``orca`` on PATH.
 """
 
@@ -155,7 +155,7 @@ def _last_coordinates_block(text: str) -> tuple[list[str], np.ndarray | None]:
 
 def resolve_orca_binary(configured: str | None) -> str:
     """Absolute path of the ORCA binary, or one UserError that says how to configure it."""
-    source = "engine.orca.binary"
+    source = "engine.orca.executable"
     candidate = configured
     if not candidate and os.environ.get(ORCA_BINARY_ENV):
         candidate, source = os.environ[ORCA_BINARY_ENV], f"${ORCA_BINARY_ENV}"
@@ -164,14 +164,14 @@ def resolve_orca_binary(configured: str | None) -> str:
         if found:
             candidate, source = found, "PATH"
     how = (
-        "set config key engine.orca.binary (also accepted as engine.orca.executable) to the full "
+        "set config key engine.orca.executable to the full "
         f"path of the orca executable, or the environment variable {ORCA_BINARY_ENV}, or put orca "
         "on PATH"
     )
     if not candidate:
         raise UserError(
-            f"ORCA binary not found: engine.orca.binary is not set, ${ORCA_BINARY_ENV} is empty "
-            f"and no `orca` on PATH; {how}"
+            f"ORCA binary not found: engine.orca.executable is not set, ${ORCA_BINARY_ENV} is "
+            f"empty and no `orca` on PATH; {how}"
         )
     resolved = shutil.which(candidate) if os.sep not in candidate else candidate
     if not resolved or not os.path.isfile(resolved) or not os.access(resolved, os.X_OK):
