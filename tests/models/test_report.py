@@ -365,6 +365,16 @@ def test_report_shows_uncertainty_and_coverage(tmp_path):
     assert "cigin" not in table  # nothing of it to show
 
 
+def test_a_repeat_still_running_is_flagged():
+    from pairfactory.ml.report import aggregate, markdown_table
+
+    folds = _ablation_folds("cigin", 1.0, repeats=2)[:4]  # repeat 1 has 1 of its 3 folds
+    assert "| 4 of 6 (2 rep.) |" in markdown_table(aggregate(pd.DataFrame(folds)))
+    assert "| 6 (2 rep.) |" in markdown_table(
+        aggregate(pd.DataFrame(_ablation_folds("cigin", 1.0, repeats=2)))
+    )
+
+
 def test_out_is_the_old_name_of_out_dir():
     import argparse
 

@@ -276,6 +276,8 @@ def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
             "unit": group["unit"].iloc[0] if "unit" in group else "",
             "n_folds": len(group),
             "n_repeats": group["repeat"].nunique(),
+            # k of the k-fold splits: fewer than n_repeats × k folds means repeats still running
+            "folds_per_repeat": int(group["n_folds"].max()) if "n_folds" in group else 0,
             "rmse_mean": float(rmse.mean()),
             "rmse_std": float(rmse.std(ddof=0)) if len(rmse) > 1 else math.nan,
             # CGIB reports the std over repeats of the 5-fold mean; NaN with a single repeat.
@@ -336,9 +338,11 @@ def markdown_table(summary: pd.DataFrame) -> str:
             else f"{row.project_target_rmse:.2f}"
         )
         epochs = f"{row.best_epoch_mean:.0f} ({row.max_epochs})"
+        expected = row.n_repeats * row.folds_per_repeat
+        folds = f"{row.n_folds} of {expected}" if row.n_folds < expected else f"{row.n_folds}"
         lines.append(
             f"| {row.dataset} / {row.target} [{row.unit}] | {row.split} | {row.model} "
-            f"| {row.n_folds} ({row.n_repeats} rep.) | {rmse} | {row.mae_mean:.{digits}f} "
+            f"| {folds} ({row.n_repeats} rep.) | {rmse} | {row.mae_mean:.{digits}f} "
             f"| {row.r2_mean:.3f} | {epochs} | {pub} | {delta} | {tgt} |"
         )
     return "\n".join(lines) + "\n"

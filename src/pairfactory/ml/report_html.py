@@ -87,6 +87,8 @@ RESULT_COLUMNS = {
     "split": "split",
     "model": "model",
     "n_folds": "folds",
+    "n_repeats": "repeats",
+    "folds_per_repeat": "folds per repeat",
     "rmse_mean": "test RMSE mean",
     "rmse_std": "std",
     "mae_mean": "MAE",
