@@ -278,7 +278,9 @@ def test_ablation_pairs_folds_of_the_same_splits_only():
     # other split seeds mean other test sets: nothing to pair
     assert ablation_table(pd.DataFrame(twin + folds("probpair", 7, 0.9, "b"))).empty
     # a split that does not depend on the seed (scaffold: split_seed None) pairs across seeds
-    unseeded = [dict(r, split_seed=None) for r in twin + folds("probpair", 7, 0.9, "b")]
+    unseeded = [
+        dict(r, split_seed=None, split="scaffold") for r in twin + folds("probpair", 7, 0.9, "b")
+    ]
     assert len(ablation_table(pd.DataFrame(unseeded))) == 1
     # the same run read twice is refused, not paired fold by fold with itself
     with pytest.raises(UserError, match="more than one fold 0 of repeat 0") as refused:
@@ -347,6 +349,28 @@ def test_ablation_pairs_every_repeat_and_the_twin_trained_alike():
     # and what the input does to the twin: against the plain twin
     assert table.loc["probpair_2d@alpb_input=true", "reference"] == "probpair_2d"
     assert table.attrs["unmatched"] == ["d/t random: probpair@ensemble=5"]
+
+
+def test_ablation_reads_folds_of_older_versions_beside_new_ones():
+    """Keys an older fold did not record are NaN in a frame with newer folds: read as unrecorded
+    (no ensemble: 1; no split seed: the model seed less the repeat), never as a value."""
+    from pairfactory.ml.report import _label_variants, ablation_table
+
+    def old(model: str, rmse: float, seed: int) -> list[dict]:
+        folds = _ablation_folds(model, rmse, repeats=1)
+        for fold in folds:
+            del fold["ensemble"], fold["split_seed"]
+            fold["settings"]["seed"] = seed
+        return folds
+
+    records = old("probpair_2d", 1.0, 0) + old("probpair", 0.9, 5) + _ablation_folds("cigin", 1.0)
+    _label_variants(records)
+    table = ablation_table(pd.DataFrame(records))
+    # split with other seeds: other test sets, nothing to pair
+    assert table.empty and table.attrs["unmatched"] == ["d/t random: probpair"]
+    records = old("probpair_2d", 1.0, 0) + old("probpair", 0.9, 0) + _ablation_folds("cigin", 1.0)
+    _label_variants(records)
+    assert list(ablation_table(pd.DataFrame(records))["folds"]) == [3]
 
 
 def test_report_shows_uncertainty_and_coverage(tmp_path):

@@ -256,6 +256,19 @@ def _fold_mean(group: pd.DataFrame, name: str) -> float:
     return float(values.mean()) if len(values) else math.nan
 
 
+def _fold_max(group: pd.DataFrame, name: str) -> float:
+    if name not in group:
+        return 0.0
+    values = pd.to_numeric(group[name], errors="coerce").dropna()
+    return float(values.max()) if len(values) else 0.0
+
+
+def _recorded(value: Any) -> Any:
+    """A fold's value, None where the fold did not record it (a DataFrame of folds from several
+    versions holds NaN there)."""
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
 def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per (dataset, target, split, model) with mean (std) over folds × repeats."""
     out = []
@@ -276,8 +289,9 @@ def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
             "unit": group["unit"].iloc[0] if "unit" in group else "",
             "n_folds": len(group),
             "n_repeats": group["repeat"].nunique(),
-            # k of the k-fold splits: fewer than n_repeats × k folds means repeats still running
-            "folds_per_repeat": int(group["n_folds"].max()) if "n_folds" in group else 0,
+            # k of the k-fold splits (0 if unrecorded): fewer than n_repeats × k folds means
+            # repeats still running, or only the first folds run (evaluate.run_folds)
+            "folds_per_repeat": int(_fold_max(group, "n_folds")),
             "rmse_mean": float(rmse.mean()),
             "rmse_std": float(rmse.std(ddof=0)) if len(rmse) > 1 else math.nan,
             # CGIB reports the std over repeats of the 5-fold mean; NaN with a single repeat.
@@ -617,6 +631,7 @@ def _twin_settings(record: dict[str, Any]) -> dict[str, Any]:
     """What of a fold of our model its 2D twin can share: the hyper-parameters that would change
     the twin (not the sample terms' own, which the twin switches off) and the context
     (``CONTEXT_SETTINGS``)."""
+    record = {name: _recorded(value) for name, value in record.items()}
     settings = _variant_settings({**record, "model": record["base_model"]}) or {}
     context = {name: value for name, value in settings.items() if name in CONTEXT_SETTINGS}
     hparams = record.get("hparams")
@@ -648,14 +663,18 @@ def _split_key(record: dict[str, Any]) -> str:
     (repeat r splits with seed + r: ``ProtocolOptions.split_seed``), so that the folds of all
     repeats pair up."""
     repeat = int(record["repeat"])
-    if "split_seed" in record:  # None for splits that do not depend on the seed (scaffold)
-        split_seed = record["split_seed"]
-        seed = None if split_seed is None or split_seed != split_seed else int(split_seed) - repeat
-    else:  # folds written before the split seed was recorded (the model seed is seed + repeat)
-        settings = record.get("settings")
-        model_seed = settings.get("seed") if isinstance(settings, dict) else None
-        seed = None if model_seed is None else int(model_seed) - repeat
-    return json.dumps({"n_folds": record.get("n_folds"), "seed": seed})
+    split_seed = _recorded(record.get("split_seed"))
+    settings = _recorded(record.get("settings"))
+    model_seed = settings.get("seed") if isinstance(settings, dict) else None
+    if record.get("split") == "scaffold":  # seed-free: evaluate records split_seed None
+        seed = None
+    elif split_seed is not None:
+        seed = int(split_seed) - repeat
+    elif model_seed is not None:  # folds written before the split seed was recorded
+        seed = int(model_seed) - repeat  # (the model seed is seed + repeat too)
+    else:
+        seed = None
+    return json.dumps({"n_folds": _recorded(record.get("n_folds")), "seed": seed})
 
 
 def _refuse_repeated_folds(group: pd.DataFrame) -> None:
