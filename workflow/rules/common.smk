@@ -428,7 +428,8 @@ def extra_pairs_ready(wildcards: Wildcards) -> list[str]:
 
 def evaluate_protocol(model: str) -> dict[str, Any]:
     """The evaluate keys a fold of `model` depends on (not which tables/models/folds run, nor
-    resources, nor another model's hyper-parameters): more repeats add folds, and re-run none."""
+    resources, nor another model's hyper-parameters): more repeats add folds, and re-run none.
+    """
     skip = {
         "tables",
         "models",

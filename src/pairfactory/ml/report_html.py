@@ -80,13 +80,19 @@ def _json_for_script(value: object) -> str:
     return json.dumps(value).replace("</", "<\\/")
 
 
-RESULT_COLUMNS = {
+# what a row of the results is: the same first columns in every table of a model's numbers
+ROW_COLUMNS = {
     "dataset": "dataset",
     "target": "target",
     "unit": "unit",
     "split": "split",
     "model": "model",
     "n_folds": "folds",
+}
+
+
+RESULT_COLUMNS = {
+    **ROW_COLUMNS,
     "n_repeats": "repeats",
     "folds_per_repeat": "folds per repeat",
     "rmse_mean": "test RMSE mean",
@@ -99,12 +105,7 @@ RESULT_COLUMNS = {
 
 
 QUALITY_COLUMNS = {
-    "dataset": "dataset",
-    "target": "target",
-    "unit": "unit",
-    "split": "split",
-    "model": "model",
-    "n_folds": "folds",
+    **ROW_COLUMNS,
     "nll_mean": "test NLL",
     "miscalibration_area_mean": "miscalibration area",
     "coverage_68_mean": "68 % coverage",
@@ -163,7 +164,7 @@ def write_html_report(
         "<h2>Results</h2>",
         _table(summary[list(RESULT_COLUMNS)].rename(columns=RESULT_COLUMNS)),
     ]
-    metrics = [name for name in QUALITY_COLUMNS if name.endswith("_mean")]
+    metrics = [name for name in QUALITY_COLUMNS if name not in ROW_COLUMNS]
     quality = summary[summary[metrics].notna().any(axis=1)]
     if not quality.empty:
         parts += [
