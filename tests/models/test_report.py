@@ -394,6 +394,12 @@ def test_a_repeat_still_running_is_flagged():
 
     folds = _ablation_folds("cigin", 1.0, repeats=2)[:4]  # repeat 1 has 1 of its 3 folds
     assert "| 4 of 6 (2 rep.) |" in markdown_table(aggregate(pd.DataFrame(folds)))
+    # an ensemble fold's best epoch is its first member's, and says so
+    ensemble = [
+        dict(fold, ensemble=5, best_epoch=6, settings=fold["settings"] | {"max_epochs": 9})
+        for fold in folds
+    ]
+    assert "| 6 (9), member 0 |" in markdown_table(aggregate(pd.DataFrame(ensemble)))
     assert "| 6 (2 rep.) |" in markdown_table(
         aggregate(pd.DataFrame(_ablation_folds("cigin", 1.0, repeats=2)))
     )

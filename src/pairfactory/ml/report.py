@@ -292,6 +292,7 @@ def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
             # k of the k-fold splits (0 if unrecorded): fewer than n_repeats × k folds means
             # repeats still running, or only the first folds run (evaluate.run_folds)
             "folds_per_repeat": int(_fold_max(group, "n_folds")),
+            "ensemble": int(_fold_max(group, "ensemble")) or 1,
             "rmse_mean": float(rmse.mean()),
             "rmse_std": float(rmse.std(ddof=0)) if len(rmse) > 1 else math.nan,
             # CGIB reports the std over repeats of the 5-fold mean; NaN with a single repeat.
@@ -352,6 +353,8 @@ def markdown_table(summary: pd.DataFrame) -> str:
             else f"{row.project_target_rmse:.2f}"
         )
         epochs = f"{row.best_epoch_mean:.0f} ({row.max_epochs})"
+        if row.ensemble > 1:  # an ensemble fold records its first member's best epoch
+            epochs += ", member 0"
         expected = row.n_repeats * row.folds_per_repeat
         folds = f"{row.n_folds} of {expected}" if row.n_folds < expected else f"{row.n_folds}"
         lines.append(
@@ -748,6 +751,9 @@ def write_report(
             unit = str(group["unit"].iloc[0]) if "unit" in group else ""
             base = out / "plots" / dataset / target / split
             title = f"{model} on {dataset}/{target}\n{split} split, {len(group)} folds"
+            learning_title = title
+            if _fold_max(group, "ensemble") > 1:  # the history a fold keeps is its first member's
+                learning_title += ", member 0 of each ensemble"
             preds = read_test_predictions(group["path"].tolist())  # once for both plots
             for made, section in (
                 (
@@ -755,7 +761,7 @@ def write_report(
                     "Parity plots (test sets)",
                 ),
                 (
-                    learning_plot(group, title, unit, base / f"{model}_learning.png"),
+                    learning_plot(group, learning_title, unit, base / f"{model}_learning.png"),
                     "Learning curves",
                 ),
                 (
