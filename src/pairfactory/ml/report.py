@@ -249,17 +249,20 @@ FOLD_QUALITY_METRICS = (
 )
 
 
-def _fold_mean(group: pd.DataFrame, name: str) -> float:
+def _fold_numbers(group: pd.DataFrame, name: str) -> pd.Series:
+    """The folds' values of ``name`` that they recorded (folds of older versions lack some)."""
     if name not in group:
-        return math.nan
-    values = pd.to_numeric(group[name], errors="coerce").dropna()
+        return pd.Series(dtype=float)
+    return pd.to_numeric(group[name], errors="coerce").dropna()
+
+
+def _fold_mean(group: pd.DataFrame, name: str) -> float:
+    values = _fold_numbers(group, name)
     return float(values.mean()) if len(values) else math.nan
 
 
 def _fold_max(group: pd.DataFrame, name: str) -> float:
-    if name not in group:
-        return 0.0
-    values = pd.to_numeric(group[name], errors="coerce").dropna()
+    values = _fold_numbers(group, name)
     return float(values.max()) if len(values) else 0.0
 
 
