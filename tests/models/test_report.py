@@ -332,11 +332,12 @@ def test_ablation_pairs_every_repeat_and_the_twin_trained_alike():
         + _ablation_folds("probpair_2d", 0.8, hparams={"alpb_input": True})
         + _ablation_folds("probpair", 0.7, hparams={"alpb_input": True})
         + _ablation_folds("probpair", 0.6, ensemble=5)  # no twin ensemble: not compared
+        + _ablation_folds("probpair", 0.85, hparams={"beta": 0.0})  # no twin at beta 0
     )
     _label_variants(records)
     table = ablation_table(pd.DataFrame(records)).set_index("variant")
     # one contrast over the 9 folds of the 3 repeats, not one per repeat
-    assert table.loc["probpair", "folds"] == 9 and len(table) == 4
+    assert table.loc["probpair", "folds"] == 9 and len(table) == 5
     assert table.loc["probpair", "reference"] == "probpair_2d"
     assert table.loc["probpair", "training_differs"] == "lr 0.0003 / 0.001"
     assert table.loc["probpair", "difference"] == pytest.approx(-0.1)
@@ -348,6 +349,8 @@ def test_ablation_pairs_every_repeat_and_the_twin_trained_alike():
     assert table.loc["probpair@alpb_input=true", "difference"] == pytest.approx(-0.1)
     # and what the input does to the twin: against the plain twin
     assert table.loc["probpair_2d@alpb_input=true", "reference"] == "probpair_2d"
+    # a part the twin shares, switched, with no such twin run: against the plain twin
+    assert table.loc["probpair@beta=0.0", "reference"] == "probpair_2d"
     assert table.attrs["unmatched"] == ["d/t random: probpair@ensemble=5"]
 
 

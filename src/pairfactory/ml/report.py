@@ -556,7 +556,7 @@ ABLATION_COLUMNS = (
 
 UNMATCHED_NOTE = (
     "Without a 2D twin trained alike on the same folds (same epochs, target scaling, ensemble and "
-    "extra pairs; the twin's own hyper-parameters), so not compared: "
+    "extra pairs), so not compared: "
 )
 
 
@@ -566,10 +566,12 @@ def ablation_table(metrics: pd.DataFrame) -> pd.DataFrame:
     p (corrected resampled t-test), and how many folds the variant won.
 
     The twin of a ``probpair`` variant has the same twin-applicable hyper-parameters and context
-    (``probpair@alpb_input=true`` against ``probpair_2d@alpb_input=true``: what the samples add);
-    the twin of a ``probpair_2d`` variant is the plain twin in the same context (what that
-    hyper-parameter does). Batch size and learning rate may differ (each model at its choice):
-    ``training_differs`` names them."""
+    (``probpair@alpb_input=true`` against ``probpair_2d@alpb_input=true``: what the samples add)
+    where that twin ran, else it is the plain twin in the same context (``probpair@beta=0.0``
+    against ``probpair_2d``: the labels say what differs); the twin of a ``probpair_2d`` variant is
+    the plain twin in the same context (what that hyper-parameter does). A context (target
+    scaling, ensemble, extra pairs) is never mixed. Batch size and learning rate may differ (each
+    model at its choice): ``training_differs`` names them."""
     from pairfactory.ml.statistics import corrected_resampled_t
 
     rows = []
@@ -592,6 +594,9 @@ def ablation_table(metrics: pd.DataFrame) -> pd.DataFrame:
             if wanted == variant["twin_settings"].iloc[0] and model in set(twins["model"]):
                 continue  # a twin that is the reference of its context
             matching = twins[(twins["twin_settings"] == wanted) & (twins["model"] != model)]
+            if matching.empty:  # a part the twin shares, switched: against the plain twin
+                plain = _reference_settings(variant.iloc[0], plain=True)
+                matching = twins[(twins["twin_settings"] == plain) & (twins["model"] != model)]
             compared = False
             for reference_model, reference in matching.groupby("model"):
                 ref = reference.set_index(["repeat", "fold"])
@@ -645,10 +650,12 @@ def _twin_settings(record: dict[str, Any]) -> dict[str, Any]:
     return own | context
 
 
-def _reference_settings(fold: pd.Series) -> str:
-    """The ``twin_settings`` of the twin a variant is compared with."""
+def _reference_settings(fold: pd.Series, plain: bool = False) -> str:
+    """The ``twin_settings`` of the twin a variant is compared with: the twin with the same
+    hyper-parameters, or (``plain``, and always for a twin variant) the twin at its defaults, in
+    the same context."""
     own = json.loads(fold["twin_settings"])
-    if fold["base_model"] == ABLATION_REFERENCE:  # a twin variant: against the plain twin
+    if plain or fold["base_model"] == ABLATION_REFERENCE:
         own = {name: value for name, value in own.items() if name in CONTEXT_SETTINGS}
     return json.dumps(own, sort_keys=True)
 
