@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pairfactory.ml.report import ablation_markdown, ablation_table, collect_metrics
+from pairfactory.ml.report import UNMATCHED_NOTE, ablation_markdown, ablation_table, collect_metrics
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,11 +31,17 @@ def main(argv: list[str] | None = None) -> int:
         subset=["dataset", "target", "split", "model", "repeat", "fold"]
     )
     table = ablation_table(metrics)
+    if table.attrs.get("unmatched"):
+        print(UNMATCHED_NOTE + ", ".join(table.attrs["unmatched"]) + ".\n")
     if table.empty:
-        raise SystemExit("no variant of probpair shares folds with probpair_2d in these folders")
+        raise SystemExit(
+            "no variant of probpair shares folds with a probpair_2d trained alike in these folders"
+        )
     print(ablation_markdown(table))
-    ours = metrics[metrics["base_model"].isin(["probpair", "probpair_2d"])]
-    folds = ours.pivot_table(index="model", columns="fold", values="rmse", aggfunc="mean")
+    ours = metrics[metrics["base_model"].isin(["probpair", "probpair_2d"])].copy()
+    # one column per fold of every repeat (a fold number alone would average the repeats)
+    ours["fold_of_repeat"] = [f"r{r}-f{k}" for r, k in zip(ours["repeat"], ours["fold"])]
+    folds = ours.pivot_table(index="model", columns="fold_of_repeat", values="rmse")
     folds["mean"] = folds.mean(axis=1)
     print(folds.round(3).to_markdown())
     return 0
