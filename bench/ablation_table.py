@@ -16,7 +16,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pairfactory.ml.report import UNMATCHED_NOTE, ablation_markdown, ablation_table, collect_metrics
+from pairfactory.ml.report import (
+    ablation_markdown,
+    ablation_table,
+    collect_metrics,
+    unmatched_note,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,8 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         subset=["dataset", "target", "split", "model", "repeat", "fold"]
     )
     table = ablation_table(metrics)
-    if table.attrs.get("unmatched"):
-        print(UNMATCHED_NOTE + ", ".join(table.attrs["unmatched"]) + ".\n")
+    unmatched = unmatched_note(table)
+    if unmatched:
+        print(unmatched + "\n")
     if table.empty:
         raise SystemExit(
             "no variant of probpair shares folds with a probpair_2d trained alike in these folders"

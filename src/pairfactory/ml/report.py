@@ -368,10 +368,23 @@ def markdown_table(summary: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+QUALITY_NOTE = (
+    "Mean over folds. σ calibrated on each fold's validation pairs; NLL of the test targets in "
+    "the table's unit; the RMSE of the test pairs with and without QM samples (pairs with "
+    "samples: mean per fold). – where a fold does not report it (a model without σ, a run "
+    "without shards)."
+)
+
+
+def quality_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``aggregate`` with an uncertainty or sample-coverage number."""
+    return summary[summary[[f"{name}_mean" for name in FOLD_QUALITY_METRICS]].notna().any(axis=1)]
+
+
 def quality_markdown(summary: pd.DataFrame) -> str:
     """Uncertainty and sample coverage of the rows that have them (mean over folds); empty if
     none does."""
-    shown = summary[summary[[f"{name}_mean" for name in FOLD_QUALITY_METRICS]].notna().any(axis=1)]
+    shown = quality_rows(summary)
     if shown.empty:
         return ""
     lines = [
@@ -554,10 +567,15 @@ ABLATION_COLUMNS = (
 )
 
 
-UNMATCHED_NOTE = (
-    "Without a 2D twin trained alike on the same folds (same epochs, target scaling, ensemble and "
-    "extra pairs), so not compared: "
-)
+def unmatched_note(ablation: pd.DataFrame) -> str:
+    """The sentence naming the variants ``ablation_table`` left out; empty if none was."""
+    unmatched = ablation.attrs.get("unmatched")
+    if not unmatched:
+        return ""
+    return (
+        "Without a 2D twin trained alike on the same folds (same epochs, target scaling, "
+        f"ensemble and extra pairs), so not compared: {', '.join(unmatched)}."
+    )
 
 
 def ablation_table(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -797,21 +815,19 @@ def write_report(
     quality = quality_markdown(summary)
     if quality:
         lines += [
-            "## Uncertainty and QM-sample coverage (mean over folds)",
+            "## Uncertainty and QM-sample coverage",
             "",
-            "σ calibrated on each fold's validation pairs; NLL of the test targets in the table's "
-            "unit; the RMSE of the test pairs with and without QM samples (mean pairs with "
-            "samples per fold). – where a fold does not report it (a model without σ, a run "
-            "without shards).",
+            QUALITY_NOTE,
             "",
             quality,
         ]
-    if not ablation.empty or ablation.attrs.get("unmatched"):
+    unmatched = unmatched_note(ablation)
+    if not ablation.empty or unmatched:
         lines += ["## Ablation: our model against its 2D twin (same folds)", ""]
         if not ablation.empty:
             lines.append(ablation_markdown(ablation))
-        if ablation.attrs.get("unmatched"):
-            lines += [UNMATCHED_NOTE + ", ".join(ablation.attrs["unmatched"]) + ".", ""]
+        if unmatched:
+            lines += [unmatched, ""]
     if written_plots:
         lines += ["## Plots", ""]
         lines += [f"- [{p.relative_to(out)}]({p.relative_to(out)})" for p in written_plots]

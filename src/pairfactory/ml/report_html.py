@@ -22,7 +22,7 @@ from pairfactory import __version__
 from pairfactory.errors import UserError
 from pairfactory.fileio import atomic_write_text
 from pairfactory.ml.complex_views import ComplexViews
-from pairfactory.ml.report import UNMATCHED_NOTE
+from pairfactory.ml.report import QUALITY_NOTE, quality_rows, unmatched_note
 
 HTML_FILE = "report.html"
 
@@ -164,15 +164,11 @@ def write_html_report(
         "<h2>Results</h2>",
         _table(summary[list(RESULT_COLUMNS)].rename(columns=RESULT_COLUMNS)),
     ]
-    metrics = [name for name in QUALITY_COLUMNS if name not in ROW_COLUMNS]
-    quality = summary[summary[metrics].notna().any(axis=1)]
+    quality = quality_rows(summary)
     if not quality.empty:
         parts += [
             "<h2>Uncertainty and QM-sample coverage</h2>",
-            "<p class='note'>Mean over folds. σ calibrated on each fold's validation pairs; test "
-            "NLL in the table's unit; the test RMSE of the pairs with and without QM samples "
-            "(pairs with samples: mean per fold). – where a fold does not report it (a model "
-            "without σ, a run without shards).</p>",
+            f"<p class='note'>{html.escape(QUALITY_NOTE)}</p>",
             _table(quality[list(QUALITY_COLUMNS)].rename(columns=QUALITY_COLUMNS)),
         ]
     parts += [
@@ -193,8 +189,8 @@ def write_html_report(
         parts.append(
             _table(ablation.rename(columns=ABLATION_COLUMNS)[list(ABLATION_COLUMNS.values())])
         )
-    if ablation.attrs.get("unmatched"):
-        unmatched = UNMATCHED_NOTE + ", ".join(ablation.attrs["unmatched"]) + "."
+    unmatched = unmatched_note(ablation)
+    if unmatched:
         parts.append(f"<p class='note'>{html.escape(unmatched)}</p>")
     for section in dict.fromkeys(name for name, _ in plots):
         parts.append(f"<h2>{html.escape(section)}</h2>")
