@@ -25,8 +25,17 @@ from curated_tables import freesolv_rows, write_pair_table  # noqa: E402
 from pairfactory.cli import main  # noqa: E402
 from pairfactory.errors import UserError  # noqa: E402
 from pairfactory.ml.featurize import FEATURE_SPEC_HASH  # noqa: E402
-from pairfactory.ml.model_dir import CARD_FILE, CHECKPOINT_FILE, member_dir  # noqa: E402
-from pairfactory.ml.predictor import combine_members, load_model  # noqa: E402
+from pairfactory.ml.model_dir import (  # noqa: E402
+    CARD_FILE,
+    CHECKPOINT_FILE,
+    HOLDOUT_FILE,
+    member_dir,
+)
+from pairfactory.ml.predictor import (  # noqa: E402
+    combine_members,
+    load_model,
+    predictive_sigma,
+)
 
 TARGET = "dg_hydration_kcal_mol"
 TRAIN_FLAGS = ["--epochs", "4", "--batch-size", "16", "--hidden-dim", "16", "--threads", "1"]
@@ -62,6 +71,7 @@ def test_the_model_folder_holds_what_a_user_needs(model_dir: Path, table_path: P
     assert {"torch", "dgl", "rdkit", "pairfactory"} <= set(card["versions"])
     assert [m["seed"] for m in card["members"]] == [0, 1]
     assert all(m["sigma_scale"] > 0 for m in card["members"])
+    assert card["sigma_scale"] > 0  # the whole ensemble's σ, calibrated on the holdout
     assert np.isfinite(card["metrics"]["holdout_rmse"])
     for member in (0, 1):
         folder = member_dir(model_dir, member)
@@ -100,7 +110,7 @@ def test_predict_one_pair_prints_value_unit_and_both_sigmas(
     )
     out = capsys.readouterr().out
     assert f"{TARGET} = " in out and "kcal/mol" in out
-    assert "model σ" in out and "spread of 2 ensemble members" in out
+    assert "(σ, calibrated on the holdout)" in out and "2 ensemble members' spread" in out
     assert (
         main(
             [
@@ -168,6 +178,51 @@ def test_molecules_encoded_once_give_the_plain_forward_numbers(model_dir: Path) 
     np.testing.assert_allclose(fast[TARGET].to_numpy(), np.mean(means, axis=0), atol=1e-5)
 
 
+def test_sigma_is_the_ensembles_own_sigma_and_spread_calibrated_as_a_whole(
+    model_dir: Path,
+) -> None:
+    """The σ that predict gives is the one evaluate scores: the members' own σ and their spread
+    together, with one factor fitted on the holdout (not each member calibrated alone, the
+    spread left out)."""
+    model = load_model(model_dir)
+    holdout = pd.read_parquet(model_dir / HOLDOUT_FILE)
+    pairs = freesolv_rows(60).set_index("pair_id").loc[holdout["pair_id"]]
+    predicted = model.predict(list(pairs.solute_smiles), list(pairs.solvent_smiles))
+    np.testing.assert_allclose(predicted[TARGET], holdout["y_pred"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(predicted[f"{TARGET}_sigma"], holdout["y_std"], rtol=1e-5)
+    # calibrated on the holdout as a whole: mean z² there is 1
+    z = (holdout["y_true"] - holdout["y_pred"]) / holdout["y_std"]
+    assert np.mean(z**2) == pytest.approx(1.0, rel=1e-6)
+    # and it is the members' σ and spread together, times the card's one factor
+    members = [pd.read_parquet(member_dir(model_dir, m) / "holdout.parquet") for m in (0, 1)]
+    own = [
+        frame["y_std"] / record.sigma_scale
+        for frame, record in zip(members, model.card.members, strict=True)
+    ]
+    spread = np.std([frame["y_pred"] for frame in members], axis=0)
+    np.testing.assert_allclose(spread, holdout["y_std_ensemble"], rtol=1e-6, atol=1e-9)
+    expected = np.sqrt(np.mean(np.square(own), axis=0) + spread**2) * model.card.sigma_scale
+    np.testing.assert_allclose(holdout["y_std"], expected, rtol=1e-6)
+
+
+def test_an_ensemble_of_point_models_has_its_calibrated_spread_as_sigma(
+    table_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "cigin"
+    argv = ["train", "--pairs", str(table_path), "--model", "cigin", "--ensemble", "2"]
+    argv += ["--out-dir", str(out), "--graph-cache", str(tmp_path / "g.pt"), "--no-progress"]
+    assert main([*argv, *TRAIN_FLAGS]) == 0
+    model = load_model(out)
+    assert all(record.sigma_scale is None for record in model.card.members)
+    frame = model.predict(["CCO", "CCCO"], ["O", "O"])
+    sigma, spread = frame[f"{TARGET}_sigma"], frame[f"{TARGET}_ensemble_sigma"]
+    assert (spread > 0).all()
+    np.testing.assert_allclose(sigma, spread * model.card.sigma_scale, rtol=1e-6)
+    holdout = pd.read_parquet(out / HOLDOUT_FILE)
+    z = (holdout["y_true"] - holdout["y_pred"]) / holdout["y_std"]
+    assert np.mean(z**2) == pytest.approx(1.0, rel=1e-6)
+
+
 def test_ensemble_combination() -> None:
     means = np.array([[1.0, 2.0], [3.0, 2.0]])
     stds = np.array([[1.0, 0.5], [1.0, 0.5]])
@@ -175,7 +230,12 @@ def test_ensemble_combination() -> None:
     np.testing.assert_allclose(combined["y_pred"], [2.0, 2.0])
     np.testing.assert_allclose(combined["y_std"], [1.0, 0.5])
     np.testing.assert_allclose(combined["y_std_ensemble"], [1.0, 0.0])
+    np.testing.assert_allclose(predictive_sigma(combined), [np.sqrt(2.0), 0.5])
+    point = combine_members(means, None)
+    np.testing.assert_allclose(predictive_sigma(point), [1.0, 0.0])  # the spread alone
     assert set(combine_members(means[:1], None)) == {"y_pred"}
+    assert predictive_sigma(combine_members(means[:1], None)) is None
+    np.testing.assert_allclose(predictive_sigma(combine_members(means[:1], stds[:1])), [1.0, 0.5])
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
@@ -225,6 +285,10 @@ def test_an_incompatible_model_folder_is_refused(model_dir: Path, tmp_path: Path
     card["featurization"]["spec_hash"] = "0123456789abcdef"
     (copy / CARD_FILE).write_text(json.dumps(card))
     with pytest.raises(UserError, match="featurization '0123456789abcdef'.*retrain"):
+        load_model(copy)
+    card["format"] = 1  # before the ensemble's σ was calibrated as a whole
+    (copy / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(UserError, match="format 1.*finished members are reused"):
         load_model(copy)
     (copy / CARD_FILE).unlink()
     with pytest.raises(UserError, match="training has not finished"):

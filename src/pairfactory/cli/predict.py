@@ -262,10 +262,11 @@ def describe(row: dict[str, Any], model: Any) -> str:
     t, unit = model.target, model.unit
     parts = [f"{t} = {row[t]:.3f} {unit}"]
     if not math.isnan(row[f"{t}_sigma"]):
-        parts.append(f"± {row[f'{t}_sigma']:.3f} (model σ, calibrated on the holdout)")
+        parts.append(f"± {row[f'{t}_sigma']:.3f} (σ, calibrated on the holdout)")
     if not math.isnan(row[f"{t}_ensemble_sigma"]):
         parts.append(
-            f"± {row[f'{t}_ensemble_sigma']:.3f} (spread of {len(model.members)} ensemble members)"
+            f"(of which the {len(model.members)} ensemble members' spread: "
+            f"{row[f'{t}_ensemble_sigma']:.3f})"
         )
     if len(parts) == 1:
         parts.append("(no uncertainty: a single point-prediction model; train with --ensemble)")

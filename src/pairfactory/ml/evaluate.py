@@ -741,7 +741,7 @@ ENSEMBLE_SEED_STEP = 1000  # member i's model seed: seed + repeat + i * 1000 (no
 def _ensemble_result(members: list[TrainResult]) -> TrainResult:
     """Members' best-epoch predictions combined like a final model's (mean; σ from the members'
     own σ and their spread), as one TrainResult whose test RMSE is the ensemble's."""
-    from pairfactory.ml.predictor import combine_members
+    from pairfactory.ml.predictor import combine_members, predictive_sigma
 
     first = members[0].predictions
     for other in members[1:]:
@@ -755,12 +755,9 @@ def _ensemble_result(members: list[TrainResult]) -> TrainResult:
         else None
     )
     combined = combine_members(means, stds)
-    # total predictive σ: the members' own variance plus their disagreement
-    spread = combined["y_std_ensemble"]
-    total = np.sqrt(combined["y_std"] ** 2 + spread**2) if "y_std" in combined else spread
     predictions = first[["role", "index", "y_true"]].copy()
     predictions["y_pred"] = combined["y_pred"]
-    predictions["y_std"] = total
+    predictions["y_std"] = predictive_sigma(combined)
     test = predictions[predictions["role"] == "test"]
     valid = predictions[predictions["role"] == "valid"]
     test_m = regression_metrics(test["y_true"].to_numpy(), test["y_pred"].to_numpy())

@@ -52,7 +52,7 @@ from pairfactory.ml.model_dir import (
 )
 from pairfactory.ml.models import MODEL_NAMES, build_model
 from pairfactory.ml.models.registry import model_spec
-from pairfactory.ml.predictor import combine_members
+from pairfactory.ml.predictor import combine_members, predictive_sigma
 from pairfactory.ml.sample_sets import fold_samples, read_descriptors, require_every_solvent
 from pairfactory.ml.splits import FoldSplit
 from pairfactory.ml.train import (
@@ -236,7 +236,7 @@ def train_final(
         records.append(record)
         holdout.append(predictions)
 
-    ensemble = _ensemble_holdout(holdout, valid_ds)
+    ensemble, sigma_scale = _ensemble_holdout(holdout, records, valid_ds)
     atomic_write(out_dir / HOLDOUT_FILE, lambda tmp: ensemble.to_parquet(tmp, index=False))
     molecules = _training_molecules(table.iloc[np.concatenate([train_rows, valid_rows])], cache)
     atomic_write(out_dir / MOLECULES_FILE, lambda tmp: molecules.to_parquet(tmp, index=False))
@@ -271,6 +271,7 @@ def train_final(
         settings=options.settings_for(model_name).to_dict(),
         samples=samples_summary,
         inputs=inputs_record,
+        sigma_scale=sigma_scale,
         versions=software_versions(),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         code_commit=commit,
@@ -433,20 +434,35 @@ def _train_member(
     return record, predictions, built
 
 
-def _ensemble_holdout(members: list[pd.DataFrame], valid_ds: PairGraphDataset) -> pd.DataFrame:
-    """The members' holdout predictions combined the way ``Predictor`` combines them."""
+def _ensemble_holdout(
+    members: list[pd.DataFrame], records: list[MemberRecord], valid_ds: PairGraphDataset
+) -> tuple[pd.DataFrame, float | None]:
+    """The members' holdout predictions combined the way ``Predictor`` combines them, and the
+    factor that calibrates their predictive σ (members' σ and spread together) on the holdout:
+    the σ a fold of ``pairfactory evaluate`` scores, calibrated the same way."""
     index = members[0]["index"].to_numpy()
     for frame in members[1:]:
         if not np.array_equal(frame["index"].to_numpy(), index):
             raise AssertionError("ensemble members predicted the holdout in different orders")
+    own_sigma = all(record.sigma_scale is not None for record in records)
     combined = combine_members(
         np.stack([m["y_pred"].to_numpy() for m in members]),
-        np.stack([m["y_std"].to_numpy() for m in members]) if "y_std" in members[0] else None,
+        # each member's holdout σ was saved calibrated alone: back to what the model gave
+        np.stack(
+            [m["y_std"].to_numpy() / r.sigma_scale for m, r in zip(members, records, strict=True)]
+        )
+        if own_sigma
+        else None,
     )
+    y_true = members[0]["y_true"].to_numpy()
+    sigma = predictive_sigma(combined)
+    combined.pop("y_std", None)
+    sigma_scale = None
+    if sigma is not None:
+        sigma_scale = fit_sigma_scale(y_true, combined["y_pred"], sigma)
+        combined["y_std"] = sigma * sigma_scale
     pair_ids = valid_ds.pairs_df["pair_id"].to_numpy(dtype=object)[index.astype(np.int64)]
-    return pd.DataFrame(
-        {"pair_id": pair_ids, "y_true": members[0]["y_true"].to_numpy(), **combined}
-    )
+    return pd.DataFrame({"pair_id": pair_ids, "y_true": y_true, **combined}), sigma_scale
 
 
 def _training_molecules(table: pd.DataFrame, cache: GraphCache) -> pd.DataFrame:

@@ -31,8 +31,10 @@ MEMBER_FILE = "member.json"
 WEIGHTS_FILE = "weights.pt"
 HISTORY_FILE = "history.csv"
 CHECKPOINT_FILE = "checkpoint.pt"
-# Bump when the folder layout or the card's meaning changes.
-MODEL_DIR_FORMAT = 1
+# Bump when the folder layout or the card's meaning changes. 2: the card's sigma_scale calibrates
+# the whole ensemble's σ (members' σ and spread together), as evaluate scores it; before, each
+# member was calibrated alone and the spread was left out.
+MODEL_DIR_FORMAT = 2
 
 
 def featurization_spec() -> dict[str, Any]:
@@ -62,7 +64,9 @@ class MemberRecord:
     holdout_rmse: float
     target_mean: float  # the model outputs (y - mean) / std
     target_std: float
-    sigma_scale: float | None  # calibrates the model's σ on the holdout (None: no σ)
+    # calibrates this member's own σ on the holdout (None: no σ); the card's sigma_scale is
+    # the one predictions use
+    sigma_scale: float | None
     seconds: float
 
 
@@ -89,12 +93,11 @@ class ModelCard:
     # per-pair inputs besides the graphs (alpb_input): names, descriptor table, QM engine;
     # None for a model that reads none
     inputs: dict[str, Any] | None = None
+    # calibrates the predictive σ on the holdout (ml.predictor.predictive_sigma: the members' own
+    # σ and their spread together); None: a single point-prediction model, which has no σ
+    sigma_scale: float | None = None
     format: int = MODEL_DIR_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def probabilistic(self) -> bool:
-        return all(m.sigma_scale is not None for m in self.members)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -125,7 +128,9 @@ def read_card(model_dir: str | Path) -> ModelCard:
     if raw.get("format") != MODEL_DIR_FORMAT:
         raise UserError(
             f"{model_dir}: model folder format {raw.get('format')!r}, this pairfactory reads "
-            f"format {MODEL_DIR_FORMAT}; retrain it with this version (`pairfactory train`)"
+            f"format {MODEL_DIR_FORMAT}; retrain it with this version (`pairfactory train` with "
+            "the same settings and --out-dir: finished members are reused, only the card is "
+            "rebuilt)"
         )
     spec = raw.get("featurization", {})
     if spec.get("spec_hash") != FEATURE_SPEC_HASH:

@@ -2,16 +2,18 @@
 
 Every input pair gets one output row, in input order: a pair whose SMILES cannot be parsed or
 featurized gets ``status`` ``rejected`` and a ``reason`` instead of a prediction, never an
-exception that loses the batch. A prediction carries its uncertainty — the model's own σ
-(calibrated on the holdout) for probabilistic models, the spread of the ensemble members when
-there are several, both when both exist — and an ``extrapolation`` flag with the reasons
-(:mod:`pairfactory.ml.applicability`).
+exception that loses the batch. A prediction carries its uncertainty, σ, and an
+``extrapolation`` flag with the reasons (:mod:`pairfactory.ml.applicability`). σ is the one that
+``pairfactory evaluate`` scores (NLL, coverage): the members' own σ and their spread together
+(:func:`predictive_sigma`), calibrated as a whole on the holdout; an ensemble of point-prediction
+models has its calibrated spread, a single point-prediction model none.
 
 Columns of a prediction frame (``<target>`` is the model's target, e.g. ``dg_hydration_kcal_mol``,
 whose name carries its unit): ``solute_smiles``, ``solvent_smiles`` (as given), ``status``,
-``reason``, ``<target>``, ``<target>_sigma`` (model σ), ``<target>_ensemble_sigma`` (member
-spread), ``unit``, ``solute_similarity`` (Tanimoto to the nearest training solute),
-``extrapolation``, ``applicability`` (the reasons, "; "-joined; empty inside the domain). A model
+``reason``, ``<target>``, ``<target>_sigma`` (σ, calibrated), ``<target>_ensemble_sigma`` (the
+members' spread, uncalibrated: the part of σ that is their disagreement), ``unit``,
+``solute_similarity`` (Tanimoto to the nearest training solute), ``extrapolation``,
+``applicability`` (the reasons, "; "-joined; empty inside the domain). A model
 that reads per-pair inputs besides the graphs (``alpb_input``: ``dg_solv_alpb_kcal_mol``) adds a
 column per input, the value it was given (NaN where there is none), and ``input_note`` (why one is
 missing); the values come from the ``inputs`` provider given to :func:`load_model`
@@ -25,7 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,16 @@ def combine_members(means: np.ndarray, stds: np.ndarray | None) -> dict[str, np.
     if means.shape[0] > 1:
         out["y_std_ensemble"] = means.std(axis=0)
     return out
+
+
+def predictive_sigma(combined: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """The uncalibrated predictive σ of members combined by :func:`combine_members`: their own
+    variance plus their disagreement; their spread alone for point-prediction members; None for a
+    single point-prediction model."""
+    own, spread = combined.get("y_std"), combined.get("y_std_ensemble")
+    if own is None:
+        return spread
+    return own if spread is None else np.sqrt(own**2 + spread**2)
 
 
 @dataclass
@@ -307,15 +319,18 @@ class Predictor:
                         * record.target_std
                         + record.target_mean
                     )
-                    if record.sigma_scale is not None:
+                    if record.sigma_scale is not None:  # the member has a σ of its own
                         variance = out.variance.reshape(-1).to("cpu", torch.float64).numpy()
-                        member_stds.append(
-                            np.sqrt(variance) * record.target_std * record.sigma_scale
-                        )
+                        member_stds.append(np.sqrt(variance) * record.target_std)
                 means.append(np.concatenate(member_means))
                 if member_stds:
                     stds.append(np.concatenate(member_stds))
-        return combine_members(np.stack(means), np.stack(stds) if stds else None)
+        combined = combine_members(np.stack(means), np.stack(stds) if stds else None)
+        sigma = predictive_sigma(combined)
+        combined.pop("y_std", None)  # the members' own σ alone is not what the card calibrated
+        if sigma is not None and self.card.sigma_scale is not None:
+            combined["y_std"] = sigma * self.card.sigma_scale
+        return combined
 
     def _encode_unique(self, model: Any, graphs: list[Any], role: str) -> None:
         """Message passing once per unique molecule of ``graphs`` (this member's encoder), its
