@@ -61,7 +61,7 @@ class PairSupervision:
     - ``aux_targets`` [len(AUX_TARGETS)] float32, raw units, NaN where missing (no samples, an
       unparametrized solvent); standardized with training-fold statistics by ``AuxScale``;
     - ``contact_map`` [n_solute_nodes, n_solvent_nodes] float32: the fraction of the pair's kept
-      samples in which graph atom i of the solute and j of the (first) solvent copy are in contact;
+      samples in which graph atom i of the solute is in contact with atom j of any solvent copy;
       rows and columns follow the graphs' node order (proven atom by atom, see sample_sets);
     - ``complexes``: one DGL graph per kept sample (the optimized complex), and ``decoys``: graphs
       with exactly the same nodes (same composition) in arrangements the optimizer did not reach.
