@@ -216,6 +216,32 @@ def test_model_hparams_go_to_their_model_and_the_flag_wins_for_the_model_it_runs
     assert options.hparams_for("cgib_contrastive") == {"hidden_dim": 24}
 
 
+def test_a_training_flag_wins_over_the_models_own_config_setting():
+    """config/full.yaml gives probpair its own lr and batch size: `--lr` on the command line
+    must still be what trains (for the model the call runs; other models keep theirs)."""
+    import argparse
+
+    config = {
+        "evaluate": {
+            "learning_rate": 0.001,
+            "model_hparams": {
+                "probpair": {"lr": 0.0003, "batch_size": 32, "hidden_dim": 40, "beta": 0.1},
+                "cgib": {"lr": 0.0003},
+            },
+        }
+    }
+    assert options_from_config(config).settings_for("probpair").lr == 0.0003
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    argv = ["--pairs", "x", "--model", "probpair", "--out", "y", "--lr", "0.002"]
+    options = options_from_config(config, parser.parse_args([*argv, "--hidden-dim", "16"]))
+    settings = options.settings_for("probpair")
+    assert (settings.lr, settings.batch_size) == (0.002, 32)  # batch size not given: its own
+    assert options.hparams_for("probpair")["hidden_dim"] == 16
+    assert options.hparams_for("probpair")["beta"] == 0.1
+    assert options.settings_for("cgib").lr == 0.0003
+
+
 def test_training_keys_of_model_hparams_set_that_models_training_only():
     config = {
         "evaluate": {

@@ -110,7 +110,9 @@ def test_predict_one_pair_prints_value_unit_and_both_sigmas(
     )
     out = capsys.readouterr().out
     assert f"{TARGET} = " in out and "kcal/mol" in out
-    assert "(σ, calibrated on the holdout)" in out and "2 ensemble members' spread" in out
+    assert (
+        "(σ, calibrated on the holdout)" in out and "spread of the 2 ensemble members alone" in out
+    )
     assert (
         main(
             [

@@ -125,6 +125,13 @@ def options_from_config(
                 values[name] = getattr(args, flag)
         if args.hidden_dim is not None:
             hparams["hidden_dim"] = args.hidden_dim
+        # a flag is about the model this call runs: it wins over that model's own setting in
+        # the config's model_hparams (e.g. full.yaml's probpair lr), which would else win over
+        # the shared value the flag sets
+        own = model_hparams.get(getattr(args, "model", None), {})
+        for flag, name in (*_FLAG_SETTINGS, ("hidden_dim", "hidden_dim")):
+            if getattr(args, flag, None) is not None:
+                own.pop(name, None)
         if args.hparams:
             try:
                 extra = json.loads(args.hparams)

@@ -1,7 +1,8 @@
 """Predict a property from two SMILES, or for every row of a CSV, with a final model.
 
-One pair (--solute, --solvent): prints the prediction with its unit, its uncertainty (the model's
-σ calibrated on the holdout, the ensemble spread, or both) and whether it is an extrapolation
+One pair (--solute, --solvent): prints the prediction with its unit, its uncertainty (σ: the
+members' own σ and their spread together, calibrated on the holdout; the members' spread alone
+beside it) and whether it is an extrapolation
 (elements or sizes not seen in training, a solute unlike every training solute); --json prints
 the row as JSON instead. A file (--input): streams it in chunks into --out (.parquet or .csv), one
 output row per input row in input order; a row whose SMILES cannot be used gets status
@@ -265,7 +266,7 @@ def describe(row: dict[str, Any], model: Any) -> str:
         parts.append(f"± {row[f'{t}_sigma']:.3f} (σ, calibrated on the holdout)")
     if not math.isnan(row[f"{t}_ensemble_sigma"]):
         parts.append(
-            f"(of which the {len(model.members)} ensemble members' spread: "
+            f"(spread of the {len(model.members)} ensemble members alone, uncalibrated: "
             f"{row[f'{t}_ensemble_sigma']:.3f})"
         )
     if len(parts) == 1:

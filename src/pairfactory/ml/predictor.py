@@ -11,7 +11,8 @@ models has its calibrated spread, a single point-prediction model none.
 Columns of a prediction frame (``<target>`` is the model's target, e.g. ``dg_hydration_kcal_mol``,
 whose name carries its unit): ``solute_smiles``, ``solvent_smiles`` (as given), ``status``,
 ``reason``, ``<target>``, ``<target>_sigma`` (σ, calibrated), ``<target>_ensemble_sigma`` (the
-members' spread, uncalibrated: the part of σ that is their disagreement), ``unit``,
+members' spread alone, uncalibrated; σ before calibration is √(members' mean variance +
+spread²)), ``unit``,
 ``solute_similarity`` (Tanimoto to the nearest training solute), ``extrapolation``,
 ``applicability`` (the reasons, "; "-joined; empty inside the domain). A model
 that reads per-pair inputs besides the graphs (``alpb_input``: ``dg_solv_alpb_kcal_mol``) adds a
