@@ -16,11 +16,11 @@ pytest.importorskip("dgl")
 
 from curated_tables import freesolv_rows, write_pair_table  # noqa: E402
 from headless_browser import file_url, open_page  # noqa: E402
-from real_shards import optimize_water_pairs  # noqa: E402
 
 from pairfactory.ml.evaluate import ProtocolOptions, run_protocol  # noqa: E402
 from pairfactory.ml.report import write_report  # noqa: E402
 from pairfactory.ml.train import TrainSettings  # noqa: E402
+from real_shards import optimize_water_pairs  # noqa: E402
 
 
 def _real_shards(root: Path) -> Path:

@@ -13,7 +13,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from real_shards import optimize_water_pairs, water_pairs
 
 from pairfactory.errors import UserError
 from pairfactory.fileio import atomic_write
@@ -29,6 +28,7 @@ from pairfactory.ml.sample_sets import (
 )
 from pairfactory.qm.plan import system_id_for
 from pairfactory.qm.shards import SHARD_SCHEMA, read_shard
+from real_shards import optimize_water_pairs, water_pairs
 
 SOLUTES = ["CCO", "CC(=O)O"]  # ethanol, acetic acid: in water, 2 samples each
 UNCOVERED = "CCCl"  # in the pair table, never sampled
