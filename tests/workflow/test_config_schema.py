@@ -103,6 +103,26 @@ def test_a_model_that_reads_alpb_gets_the_descriptor_table_in_its_folds_and_fina
     assert len(train) == 1 and "--descriptors results/descriptors/freesolv/" in train[0]
 
 
+def test_a_final_models_own_hparams_reach_its_job_and_its_inputs(workdir: Path) -> None:
+    """An entry's hparams (here alpb_input, which the evaluate folds of the model do not set)
+    go to its `pairfactory train` call, and its descriptor table becomes an input."""
+    table = "freesolv/dg_hydration_kcal_mol"
+    own = {"alpb_input": True, "contact_head": "bilinear"}
+    config = small_qm_config(
+        evaluate={"tables": [table], "models": ["probpair_2d"]},
+        final_models=[{"table": table, "model": "probpair_2d", "hparams": own}],
+    )
+    write_config(workdir, config)
+    planned = run_snakemake(workdir, "-n", "--cores", "1", "--printshellcmds").check()
+    counts = planned.job_counts()
+    assert counts.get("solvation") == 1 and counts.get("final_model") == 1, planned.output[-3000:]
+    train = [line for line in planned.output.splitlines() if "pairfactory train" in line]
+    assert len(train) == 1 and "--descriptors results/descriptors/freesolv/" in train[0]
+    assert """--hparams '{"alpb_input": true, "contact_head": "bilinear"}'""" in train[0]
+    evaluate = [line for line in planned.output.splitlines() if "pairfactory evaluate" in line]
+    assert evaluate and not any("--descriptors" in line for line in evaluate)
+
+
 def test_an_unknown_dataset_name_is_named(workdir: Path) -> None:
     write_config(workdir, small_qm_config(datasets=["freesolv", "qm9"]))
     run = run_snakemake(workdir, "-n", "--cores", "1")

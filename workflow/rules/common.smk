@@ -3,6 +3,7 @@
 # `pairfactory` CLI, and the plan comes from the light `pairfactory.qm.plan` module.
 
 import hashlib
+import json
 import os
 import shlex
 import sys
@@ -70,11 +71,12 @@ MODELS_DIR = "results/models"
 DESCRIPTORS_DIR = "results/descriptors"
 
 
-def model_reads_descriptors(model: str) -> bool:
-    """Whether `model`, built with its evaluate.model_hparams, reads a descriptor of every pair
-    as an input (probpair with alpb_input: true)."""
+def model_reads_descriptors(model: str, own: dict[str, Any] | None = None) -> bool:
+    """Whether `model`, built with its evaluate.model_hparams (and a final_models entry's own
+    `hparams` over them), reads a descriptor of every pair as an input (probpair with
+    alpb_input: true)."""
     hparams = config["evaluate"].get("model_hparams", {}).get(model, {})
-    return bool(model_input_names(model, hparams))
+    return bool(model_input_names(model, {**hparams, **(own or {})}))
 
 
 def check_config(config: dict[str, Any]) -> None:
@@ -240,7 +242,7 @@ def qm_settings() -> Any:
     readers += [
         e["model"]
         for e in config["final_models"]
-        if model_reads_descriptors(e["model"])
+        if model_reads_descriptors(e["model"], e.get("hparams"))
     ]
     if not config["qm"]["datasets"] and not readers:
         return None
@@ -333,7 +335,9 @@ def pairs_ready(wildcards: Wildcards) -> list[str]:
     return []
 
 
-def evaluate_sample_inputs(wildcards: Wildcards) -> dict[str, str]:
+def evaluate_sample_inputs(
+    wildcards: Wildcards, own_hparams: dict[str, Any] | None = None
+) -> dict[str, str]:
     """For a model that learns from QM samples, on a dataset that gets them: the manifest (written
     once every shard is done) and, when configured, the ALPB descriptor table; for a model that
     reads ALPB as an input, the descriptor table on every dataset, and with extra pairs the extra
@@ -357,7 +361,7 @@ def evaluate_sample_inputs(wildcards: Wildcards) -> dict[str, str]:
         )
         if "alpb" in config["evaluate"]["descriptors"]:
             inputs["descriptors"] = descriptors
-    if model_reads_descriptors(wildcards.model):
+    if model_reads_descriptors(wildcards.model, own_hparams):
         inputs["descriptors"] = descriptors
         extra_table = config["evaluate"]["extra_pairs"].get("table")
         if extra_table:
@@ -506,13 +510,30 @@ def final_model_entry(wildcards: Wildcards) -> dict[str, Any]:
 
 
 def final_model_settings(wildcards: Wildcards) -> dict[str, Any]:
-    """What a final model depends on: its protocol settings, ensemble size and holdout (not the
-    checkpoint interval nor resources)."""
-    return {
+    """What a final model depends on: its protocol settings, ensemble size, holdout and the
+    entry's own hyper-parameters (not the checkpoint interval nor resources)."""
+    entry = final_model_entry(wildcards)
+    settings = {
         "protocol": evaluate_protocol(wildcards.model),
-        "ensemble": final_model_entry(wildcards).get("ensemble", 1),
+        "ensemble": entry.get("ensemble", 1),
         "holdout_fraction": config["train"]["holdout_fraction"],
     }
+    if entry.get("hparams"):  # only when given: models without keep their params
+        settings["hparams"] = entry["hparams"]
+    return settings
+
+
+def final_model_sample_inputs(wildcards: Wildcards) -> dict[str, str]:
+    """evaluate_sample_inputs for a final model, with its entry's own hyper-parameters."""
+    return evaluate_sample_inputs(
+        wildcards, final_model_entry(wildcards).get("hparams")
+    )
+
+
+def final_model_hparams_flag(wildcards: Wildcards) -> str:
+    """`--hparams` with the entry's own hyper-parameters (over evaluate.model_hparams)."""
+    own = final_model_entry(wildcards).get("hparams")
+    return f"--hparams {shlex.quote(json.dumps(own, sort_keys=True))}" if own else ""
 
 
 def final_model_outputs() -> list[str]:

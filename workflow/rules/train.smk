@@ -6,7 +6,7 @@ rule final_model:
         # as evaluate: waits for the curation; the table's content hash (a param) decides reruns
         pairs_ready,
         extra_pairs_ready,
-        unpack(evaluate_sample_inputs),
+        unpack(final_model_sample_inputs),
     output:
         # the card is written last; the member folders (weights, checkpoints) are not outputs, so
         # Snakemake never deletes a checkpoint a rerun after a time limit resumes from
@@ -27,7 +27,9 @@ rule final_model:
         ensemble=lambda wildcards: final_model_entry(wildcards).get("ensemble", 1),
         out_dir=lambda wildcards, output: os.path.dirname(output.card),
         samples=evaluate_sample_flags,
+        hparams=final_model_hparams_flag,
     shell:
         "pairfactory train --config {params.config_file} --pairs {params.table} "
         "--model {wildcards.model} --ensemble {params.ensemble} --threads {threads} "
-        "--out-dir {params.out_dir} {params.samples} --no-progress > {log} 2>&1"
+        "--out-dir {params.out_dir} {params.samples} {params.hparams} --no-progress "
+        "> {log} 2>&1"
