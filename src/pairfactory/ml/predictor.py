@@ -12,9 +12,8 @@ Columns of a prediction frame (``<target>`` is the model's target, e.g. ``dg_hyd
 whose name carries its unit): ``solute_smiles``, ``solvent_smiles`` (as given), ``status``,
 ``reason``, ``<target>``, ``<target>_sigma`` (σ, calibrated), ``<target>_ensemble_sigma`` (the
 members' spread alone, uncalibrated; σ before calibration is √(members' mean variance +
-spread²)), ``unit``,
-``solute_similarity`` (Tanimoto to the nearest training solute), ``extrapolation``,
-``applicability`` (the reasons, "; "-joined; empty inside the domain). A model
+spread²)), ``unit``, ``solute_similarity`` (Tanimoto to the nearest training solute),
+``extrapolation``, ``applicability`` (the reasons, "; "-joined; empty inside the domain). A model
 that reads per-pair inputs besides the graphs (``alpb_input``: ``dg_solv_alpb_kcal_mol``) adds a
 column per input, the value it was given (NaN where there is none), and ``input_note`` (why one is
 missing); the values come from the ``inputs`` provider given to :func:`load_model`
