@@ -85,42 +85,31 @@ def test_a_wrong_final_model_is_named(workdir: Path, final_models: list, needle:
     _assert_failed_before_any_job(workdir, run.output, run.returncode, needle)
 
 
-def test_a_model_that_reads_alpb_gets_the_descriptor_table_in_its_folds_and_final_model(
-    workdir: Path,
-) -> None:
-    table = "freesolv/dg_hydration_kcal_mol"
-    hparams = {"probpair_2d": {"alpb_input": True}}
-    evaluate = {"tables": [table], "models": ["probpair_2d"], "model_hparams": hparams}
-    config = small_qm_config(
-        evaluate=evaluate, final_models=[{"table": table, "model": "probpair_2d"}]
-    )
-    write_config(workdir, config)
-    planned = run_snakemake(workdir, "-n", "--cores", "1", "--printshellcmds").check()
-    counts = planned.job_counts()
-    # one descriptor table, read by the folds and the final model (a model without samples)
-    assert counts.get("solvation") == 1 and counts.get("final_model") == 1, planned.output[-3000:]
-    train = [line for line in planned.output.splitlines() if "pairfactory train" in line]
-    assert len(train) == 1 and "--descriptors results/descriptors/freesolv/" in train[0]
-
-
-def test_a_final_models_own_hparams_reach_its_job_and_its_inputs(workdir: Path) -> None:
-    """An entry's hparams (here alpb_input, which the evaluate folds of the model do not set)
-    go to its `pairfactory train` call, and its descriptor table becomes an input."""
+@pytest.mark.parametrize("where", ["evaluate", "final_model"])
+def test_a_model_that_reads_alpb_gets_the_descriptor_table(workdir: Path, where: str) -> None:
+    """alpb_input set for the model (evaluate.model_hparams: its folds and its final model read
+    the table) or for one final model only (its entry's hparams: passed to its `pairfactory
+    train` call, which alone reads the table)."""
     table = "freesolv/dg_hydration_kcal_mol"
     own = {"alpb_input": True, "contact_head": "bilinear"}
-    config = small_qm_config(
-        evaluate={"tables": [table], "models": ["probpair_2d"]},
-        final_models=[{"table": table, "model": "probpair_2d", "hparams": own}],
-    )
-    write_config(workdir, config)
+    evaluate: dict = {"tables": [table], "models": ["probpair_2d"]}
+    entry: dict = {"table": table, "model": "probpair_2d"}
+    if where == "evaluate":
+        evaluate["model_hparams"] = {"probpair_2d": own}
+    else:
+        entry["hparams"] = own
+    write_config(workdir, small_qm_config(evaluate=evaluate, final_models=[entry]))
     planned = run_snakemake(workdir, "-n", "--cores", "1", "--printshellcmds").check()
     counts = planned.job_counts()
+    # one descriptor table (a model without samples)
     assert counts.get("solvation") == 1 and counts.get("final_model") == 1, planned.output[-3000:]
-    train = [line for line in planned.output.splitlines() if "pairfactory train" in line]
+    lines = planned.output.splitlines()
+    train = [line for line in lines if "pairfactory train" in line]
     assert len(train) == 1 and "--descriptors results/descriptors/freesolv/" in train[0]
-    assert """--hparams '{"alpb_input": true, "contact_head": "bilinear"}'""" in train[0]
-    evaluate = [line for line in planned.output.splitlines() if "pairfactory evaluate" in line]
-    assert evaluate and not any("--descriptors" in line for line in evaluate)
+    flag = """--hparams '{"alpb_input": true, "contact_head": "bilinear"}'"""
+    assert (flag in train[0]) == (where == "final_model")
+    folds = [line for line in lines if "pairfactory evaluate" in line]
+    assert folds and all(("--descriptors" in line) == (where == "evaluate") for line in folds)
 
 
 def test_an_unknown_dataset_name_is_named(workdir: Path) -> None:
