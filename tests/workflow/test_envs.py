@@ -37,6 +37,8 @@ def test_cpu_env_mirrors_constraints() -> None:
     expected["torch"] = expected["torch"] + "+cpu"
     assert pins == expected
     assert options == ["--extra-index-url https://download.pytorch.org/whl/cpu"]
+    # the solvation rule runs the xtb program, which no pip wheel provides
+    assert "xtb=6.5.1" in env["dependencies"]
 
 
 def test_gpu_env_mirrors_constraints_with_dgls_cuda_build() -> None:
