@@ -51,6 +51,7 @@ from pairfactory.ml.models.registry import model_input_names
 from pairfactory.ml.report import write_report
 from pairfactory.ml.sample_sets import SampleSetSettings
 from pairfactory.ml.splits import SPLIT_KINDS
+from pairfactory.pairs.registry import samples_dataset
 from protocol_args import add_protocol_arguments, train_settings
 
 # named, not __name__: run as a script, this module is "__main__"
@@ -222,11 +223,6 @@ def _curate(dataset: str, data_dir: str, pairs_dir: str) -> None:
     write_curated(curate(dataset, data_dir=data_dir), pairs_dir)
 
 
-# Tables whose systems were sampled under another dataset's name (samples match pairs by system id,
-# a hash of the two canonical SMILES): CGIB's FreeSolv-560 rows are FreeSolv v0.52 molecules.
-SAMPLES_OF = {"freesolv_cgib": "freesolv"}
-
-
 def _with_samples(
     options: ProtocolOptions, args: argparse.Namespace, dataset: str, model: str
 ) -> Any:
@@ -238,7 +234,7 @@ def _with_samples(
         return options
     if args.engine_tag is None:
         raise UserError("--shards-root needs --engine-tag")
-    source = SAMPLES_OF.get(dataset, dataset)
+    source = samples_dataset(dataset)
     shards = Path(args.shards_root) / source / args.engine_tag
     if not shards.is_dir():
         return options
@@ -250,7 +246,7 @@ def _with_samples(
         reads_inputs = bool(model_input_names(model, options.hparams_for(model)))
         if extra_pairs is not None and descriptors is not None and reads_inputs:
             extra_name = Path(extra_pairs.path).parent.name
-            extra_source = SAMPLES_OF.get(extra_name, extra_name)
+            extra_source = samples_dataset(extra_name)
             extra = Path(args.descriptors_root) / extra_source / args.engine_tag / "alpb.parquet"
             if extra.is_file():
                 extra_pairs = replace(extra_pairs, descriptors=extra)

@@ -59,6 +59,28 @@ def test_full_scale_dry_run_schedules_the_whole_plan(full_scale: Path) -> None:
         "report": 1,
         "all": 1,
     }
-    # the real sizes: ~20,000 Chromophore systems x 8 samples in shards of 32 x 8, and 2,100 folds
+    # the real sizes: ~20,000 Chromophore systems x 8 samples in shards of 32 x 8, and 3,150 folds
+    # (7 tables, 4 baselines + our model and its twin, 3 split kinds, 5 x 5)
     assert 900 <= expected_optimize <= 1100
-    assert expected_evaluate == 7 * 4 * 3 * 5 * 5
+    assert expected_evaluate == 7 * 6 * 3 * 5 * 5
+
+
+def test_freesolv_560_learns_from_freesolvs_samples(full_scale: Path) -> None:
+    """FreeSolv-560 gets no QM of its own (its molecules are FreeSolv's): our model's folds on
+    it read FreeSolv's shards and wait for their manifest; the twin's read none."""
+    fold = "results/evaluate/freesolv_cgib/dg_hydration_kcal_mol/{}/random/r0-f0/metrics.json"
+    dry = run_snakemake(
+        full_scale,
+        "--cores",
+        "2",
+        "-n",
+        "--printshellcmds",
+        fold.format("probpair"),
+        fold.format("probpair_2d"),
+    ).check()
+    commands = [line for line in dry.output.splitlines() if "pairfactory evaluate" in line]
+    (ours,) = [c for c in commands if "--model probpair " in c]
+    (twin,) = [c for c in commands if "--model probpair_2d " in c]
+    assert "--shards-dir results/shards/freesolv/xtb-" in ours
+    assert "--shards-dir" not in twin
+    assert dry.job_counts()["collect"] == 1  # FreeSolv's manifest

@@ -30,7 +30,7 @@ from pairfactory.fileio import atomic_write_text, file_sha256
 from pairfactory.pairs.overrides import DEFAULT_OVERRIDES_PATH
 from pairfactory.pairs.csv_dataset import csv_sources
 from pairfactory.pairs.registry import DATASETS as _BUILT_IN
-from pairfactory.pairs.registry import all_datasets
+from pairfactory.pairs.registry import all_datasets, samples_dataset
 
 # the built-in datasets and the config's own CSV datasets (csv_datasets): one list for the
 # wildcards and the checks below
@@ -338,8 +338,9 @@ def pairs_ready(wildcards: Wildcards) -> list[str]:
 def evaluate_sample_inputs(
     wildcards: Wildcards, own_hparams: dict[str, Any] | None = None
 ) -> dict[str, str]:
-    """For a model that learns from QM samples, on a dataset that gets them: the manifest (written
-    once every shard is done) and, when configured, the ALPB descriptor table; for a model that
+    """For a model that learns from QM samples, on a dataset whose samples the run makes (its own,
+    or those of the dataset it shares them with: samples_source): the manifest (written once every
+    shard is done) and, when configured, the ALPB descriptor table; for a model that
     reads ALPB as an input, the descriptor table on every dataset, and with extra pairs the extra
     table's dataset's one too (its pairs need their values; a model that learns ALPB only as an
     auxiliary target keeps that target for the table's own pairs, as before extra pairs).
@@ -352,13 +353,9 @@ def evaluate_sample_inputs(
     """
     descriptors = ancient(descriptor_table_path(wildcards.dataset))
     inputs = {}
-    if (
-        MODELS[wildcards.model].uses_samples
-        and wildcards.dataset in config["qm"]["datasets"]
-    ):
-        inputs["manifest"] = (
-            f"{MANIFEST_DIR}/{wildcards.dataset}/{ENGINE_TAG}/manifest.parquet"
-        )
+    source = samples_source(wildcards.dataset)
+    if MODELS[wildcards.model].uses_samples and source:
+        inputs["manifest"] = f"{MANIFEST_DIR}/{source}/{ENGINE_TAG}/manifest.parquet"
         if "alpb" in config["evaluate"]["descriptors"]:
             inputs["descriptors"] = descriptors
     if model_reads_descriptors(wildcards.model, own_hparams):
@@ -383,6 +380,16 @@ def descriptor_solvents(wildcards: Wildcards) -> str:
     return " ".join(f"--solvent {shlex.quote(s)}" for s in solvents)
 
 
+def samples_source(dataset: str) -> str | None:
+    """The dataset whose shards hold `dataset`'s samples: itself when it gets QM samples, else the
+    dataset its systems are sampled under (FreeSolv-560's are FreeSolv's: registry `samples_of`)
+    when that one does; None when neither does."""
+    for source in (dataset, samples_dataset(dataset)):
+        if source in config["qm"]["datasets"]:
+            return source
+    return None
+
+
 def descriptor_table_path(dataset: str) -> str:
     return f"{DESCRIPTORS_DIR}/{dataset}/{ENGINE_TAG}/alpb.parquet"
 
@@ -390,7 +397,8 @@ def descriptor_table_path(dataset: str) -> str:
 def evaluate_sample_flags(wildcards: Wildcards, input: Any) -> str:
     flags = []
     if "manifest" in input.keys():
-        flags.append(f"--shards-dir {SHARDS_DIR}/{wildcards.dataset}/{ENGINE_TAG}")
+        source = samples_source(wildcards.dataset)
+        flags.append(f"--shards-dir {SHARDS_DIR}/{source}/{ENGINE_TAG}")
     if "descriptors" in input.keys():
         flags.append(f"--descriptors {input.descriptors}")
     if "extra_descriptors" in input.keys():

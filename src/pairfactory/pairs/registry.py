@@ -34,6 +34,9 @@ class DatasetSpec:
     relative_path: str  # where the file sits in a folder laid out like the shared data folder
     bundled: bool  # True when the repository ships the file under data/
     description: str
+    # the dataset whose QM samples this one's systems share (its molecules are that dataset's, and
+    # samples match pairs by system id): a model learning from samples reads that dataset's shards
+    samples_of: str | None = None
 
     @property
     def cli_flag(self) -> str:
@@ -96,6 +99,7 @@ DATASETS: dict[str, DatasetSpec] = {
             relative_path=_COMBISOLV_FILE,
             bundled=False,
             description="CombiSolv-Exp rows tagged FreeSolv in Source_all (CGIB's FreeSolv, 560)",
+            samples_of="freesolv",
         ),
         DatasetSpec(
             name="mnsol",
@@ -127,6 +131,13 @@ def all_datasets(config: Mapping[str, Any] | None = None) -> dict[str, DatasetSp
     from pairfactory.pairs.csv_dataset import csv_sources
 
     return {**DATASETS, **{name: src.spec for name, src in csv_sources(config).items()}}
+
+
+def samples_dataset(dataset: str) -> str:
+    """The dataset whose shards hold ``dataset``'s samples: its ``samples_of``, else itself (a
+    dataset outside the registry, e.g. a config's CSV dataset, is its own)."""
+    spec = DATASETS.get(dataset)
+    return spec.samples_of if spec is not None and spec.samples_of else dataset
 
 
 def get_spec(dataset: str) -> DatasetSpec:
