@@ -49,6 +49,7 @@ from pairfactory.ml.sample_features import (
     read_sample_contacts,
     summarize_systems,
 )
+from pairfactory.ml.statistics import partial_correlation
 from pairfactory.qm.shards import shard_paths
 from pairfactory.qm.solvation import DEFAULT_SOLVATION_CACHE, SolvationCache
 
@@ -323,13 +324,6 @@ def rmse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(np.mean((a - b) ** 2)))
 
 
-def _fisher_ci(r: float, n: int, k: int = 0) -> tuple[float, float]:
-    if not np.isfinite(r) or n - 3 - k <= 0:
-        return math.nan, math.nan
-    z, se = np.arctanh(np.clip(r, -0.999999, 0.999999)), 1.0 / math.sqrt(n - 3 - k)
-    return float(np.tanh(z - 1.96 * se)), float(np.tanh(z + 1.96 * se))
-
-
 def feature_correlations(
     frame: pd.DataFrame, baselines: dict[str, np.ndarray], columns: list[str]
 ) -> pd.DataFrame:
@@ -352,22 +346,14 @@ def feature_correlations(
             row[f"pearson_resid_{name}"] = stats.pearsonr(x[m], resid)[0]
             row[f"spearman_resid_{name}"] = stats.spearmanr(x[m], resid)[0]
             # partial r(x, y | pred): correlate what is left of x and y after regressing on pred
-            design = np.column_stack([np.ones(m.sum()), pred[m]])
-            rx = x[m] - design @ np.linalg.lstsq(design, x[m], rcond=None)[0]
-            ry = y[m] - design @ np.linalg.lstsq(design, y[m], rcond=None)[0]
-            partial = stats.pearsonr(rx, ry)[0]
-            lo, hi = _fisher_ci(partial, int(m.sum()), k=1)
+            partial, lo, hi, _ = partial_correlation(x[m], y[m], [pred[m]])
             row[f"partial_r_{name}"] = partial
             row[f"partial_r_{name}_ci95"] = f"[{lo:+.2f}, {hi:+.2f}]"
             # Does a sample feature add anything once ALPB ΔG_solv is known too?
             alpb = frame[ALPB_COLUMN].to_numpy(float)
             m2 = m & np.isfinite(alpb)
             if column != ALPB_COLUMN and m2.sum() >= 10:
-                design = np.column_stack([np.ones(m2.sum()), pred[m2], alpb[m2]])
-                rx = x[m2] - design @ np.linalg.lstsq(design, x[m2], rcond=None)[0]
-                ry = y[m2] - design @ np.linalg.lstsq(design, y[m2], rcond=None)[0]
-                partial2 = stats.pearsonr(rx, ry)[0]
-                lo, hi = _fisher_ci(partial2, int(m2.sum()), k=2)
+                partial2, lo, hi, _ = partial_correlation(x[m2], y[m2], [pred[m2], alpb[m2]])
                 row[f"partial_r_{name}_alpb"] = partial2
                 row[f"partial_r_{name}_alpb_ci95"] = f"[{lo:+.2f}, {hi:+.2f}]"
         rows.append(row)
@@ -389,10 +375,7 @@ def signal_vs_samples(
             ok = np.isfinite(x)
             row = {"m_samples": m, "feature": column, "pearson_y": stats.pearsonr(x[ok], y[ok])[0]}
             for name, pred in baselines.items():
-                design = np.column_stack([np.ones(ok.sum()), pred[ok]])
-                rx = x[ok] - design @ np.linalg.lstsq(design, x[ok], rcond=None)[0]
-                ry = y[ok] - design @ np.linalg.lstsq(design, y[ok], rcond=None)[0]
-                row[f"partial_r_{name}"] = stats.pearsonr(rx, ry)[0]
+                row[f"partial_r_{name}"] = partial_correlation(x[ok], y[ok], [pred[ok]])[0]
             rows.append(row)
     return pd.DataFrame(rows)
 

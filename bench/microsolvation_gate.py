@@ -4,25 +4,34 @@ tables; issue 10, a follow-up of the information gate, docs/info_gate.md)
 The gate found that the samples' features (one solvent molecule per complex) add almost nothing to
 a tuned 2D model. One molecule may simply be too little solvent. This script compares the same
 features from two shard folders of the same systems, made alike except for ``samples.n_solvent``
-(folder A: one solvent molecule, folder B: several), on the systems both hold:
+(folder A: one solvent molecule, folder B: several), on the systems both hold and the pair table
+has.
 
-* per system, robust summaries over its ok samples of
-  - ``e_int``: the interaction energy the shards store, E(complex) − E(solute) − n·E(solvent)
-    with relaxed references; for n > 1 it includes the solvent molecules' binding to each other;
-  - ``e_vert``: the solute–shell interaction at the complex's own geometry,
-    E(complex) − E(solute at that geometry) − E(solvent molecules together at that geometry):
-    two GFN2-xTB single points per sample (tblite, the shards' engine settings), cached in
-    ``--cache``; free of the solvent–solvent binding and of every deformation term;
-  - solute–solvent contacts below 3 Å and H-bond contacts (``pairfactory.ml.sample_features``);
-* for each: Pearson r with experiment, and the partial r with experiment given a 2D model's
-  out-of-fold prediction (Fisher-z 95 % interval), and given that prediction and ALPB ΔG_solv.
+Per sample (ok samples only):
+
+* ``e_int``: the interaction energy the shards store, E(complex) − E(solute) − n·E(solvent) with
+  relaxed references; for n > 1 it includes the solvent molecules' binding to each other;
+* ``e_vert``: the solute–shell interaction at the complex's own geometry, E(complex) −
+  E(solute at that geometry) − E(all solvent molecules together at that geometry): two single
+  points per sample with the engine settings the shards record (GFN2-xTB), cached in ``--cache``.
+  It leaves out the solvent molecules' binding to each other and every deformation term, so it
+  means the same for one molecule and for a shell;
+* solute–solvent contacts (``pairfactory.ml.sample_features.sample_contacts``).
+
+Per system: the summaries of ``pairfactory.ml.sample_features`` over the samples the gate's QC
+keeps, the QC applied to ``e_vert`` (which, unlike ``e_int``, does not grow with the number of
+solvent molecules). Per feature: Pearson r with experiment; the partial r given a 2D model's
+out-of-fold prediction, and given it and ALPB ΔG_solv; for folder B also given the prediction
+and the same feature from all of folder A's samples: what the shell knows that neither the 2D
+model nor the single molecules know (``pairfactory.ml.statistics.partial_correlation``: Fisher-z
+95 % intervals, not corrected for the number of features, so name the primary one in advance).
 
 The 2D model's out-of-fold prediction of a pair is the mean, over the repeats of a
-``bench/reproduce.py`` results folder, of its held-out (valid + test) prediction in the fold that
-held it out; each repeat must hold out every pair once. Folder A's features are given twice:
-from its first ``len(B's samples)`` samples (the same number of complexes as B) and from all of
-its samples (with 8 one-molecule samples against 2 four-molecule ones, the same number of solvent
-molecules placed).
+``bench/reproduce.py`` results folder, of its prediction in the fold that held it out (valid or
+test half; the valid half chose that fold's early-stopping epoch, as in the gate); each repeat
+must hold out every pair once. Folder A's features are given twice: from its first ``len(B's
+samples)`` samples (as many complexes as B) and from all of them (8 one-molecule samples against
+2 four-molecule ones place as many solvent molecules).
 
 example:
   .venv/bin/python bench/microsolvation_gate.py \\
@@ -37,7 +46,10 @@ example:
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -45,38 +57,52 @@ import pandas as pd
 from scipy import stats
 from tqdm.auto import tqdm
 
-from info_gate import _fisher_ci
-from pairfactory.ml.sample_features import QCSettings, flag_outliers, sample_contacts
-from pairfactory.qm.engines.xtb import XtbEngine, XtbSettings
+from pairfactory.ml.sample_features import (
+    QCSettings,
+    contact_summary,
+    energy_summary,
+    flag_outliers,
+    sample_contacts,
+)
+from pairfactory.ml.statistics import partial_correlation
+from pairfactory.qm.engines import build_engine
+from pairfactory.qm.engines.base import Engine
 from pairfactory.qm.plan import system_id_for
 from pairfactory.qm.shards import STATUS_OK, read_shard, shard_paths
+from pairfactory.units import HARTREE_TO_KCAL_PER_MOL
 
-HARTREE_TO_KCAL_MOL = 627.509474
+# what the summaries need; the sample reader of pairfactory.ml.sample_sets reads no energies
 COLUMNS = [
+    "sample_id",
     "system_id",
+    "solute_smiles",
     "k",
     "status",
+    "n_solvent",
     "atomic_numbers",
     "fragment_index",
     "final_positions_angstrom",
     "energy_hartree",
     "interaction_energy_kcal_mol",
+    "engine_settings_json",
 ]
 ALPB_COLUMN = "dg_solv_alpb_kcal_mol"
-# Summaries per system; ``min`` is the best contact found, ``median`` the typical one.
+PRIMARY_FEATURE = "e_vert_min_kcal_mol"  # the shell's best contact: the gate's best feature's kind
 FEATURES = [
-    ("e_int", "min"),
-    ("e_int", "median"),
-    ("e_vert", "min"),
-    ("e_vert", "median"),
-    ("contacts_lt_3p0", "median"),
-    ("hbond_contacts", "median"),
-    ("hbond_contacts", "max"),
+    "e_int_min_kcal_mol",
+    "e_int_median_kcal_mol",
+    PRIMARY_FEATURE,
+    "e_vert_median_kcal_mol",
+    "e_vert_boltzmann_kcal_mol",
+    "contacts_lt_3p0_angstrom_median",
+    "hbond_contacts_median",
+    "hbond_contacts_max",
 ]
+CACHE_FLUSH_EVERY = 200  # new single points between cache writes: a stopped run keeps its work
 
 
-def read_samples(folder: Path, systems: set[str]) -> pd.DataFrame:
-    """One row per sample of ``systems`` in a shard folder (all statuses)."""
+def read_shard_rows(folder: Path, systems: set[str]) -> pd.DataFrame:
+    """One row per sample of ``systems`` in a shard folder (all statuses), COLUMNS."""
     paths = shard_paths(folder)
     if not paths:
         raise SystemExit(f"no shard files in {folder}")
@@ -85,80 +111,109 @@ def read_samples(folder: Path, systems: set[str]) -> pd.DataFrame:
     return samples[samples["system_id"].isin(systems)].reset_index(drop=True)
 
 
+def shards_engine(samples: pd.DataFrame) -> Engine:
+    """The engine the shards' samples were optimized with (one settings record per folder)."""
+    records = samples["engine_settings_json"].dropna().unique()
+    if len(records) != 1:
+        raise SystemExit(f"expected one engine setting in a shard folder, found {len(records)}")
+    settings = json.loads(records[0])
+    name = settings.pop("engine")
+    return build_engine({"name": name, name: settings})
+
+
+def _geometry_key(sample_id: str, z: np.ndarray, xyz: np.ndarray) -> str:
+    """A sample's identity with its geometry: sample_id alone does not change with n_solvent."""
+    digest = hashlib.sha256(z.astype(np.int64).tobytes() + xyz.round(6).tobytes()).hexdigest()
+    return f"{sample_id}-{digest[:16]}"
+
+
 def vertical_energies(samples: pd.DataFrame, cache_path: Path | None) -> pd.Series:
     """E_vert (kcal/mol) of every ok sample: E(complex) − E(fragment 0) − E(fragments ≥ 1), the
     two fragment energies single points at the complex's final geometry. NaN for other samples."""
-    cache = pd.DataFrame(columns=["system_id", "k", "n_atoms", "e_vert_kcal_mol"])
+    known: dict[str, float] = {}
     if cache_path is not None and cache_path.is_file():
-        cache = pd.read_parquet(cache_path)
-    known = {
-        (s, int(k), int(n)): e
-        for s, k, n, e in cache[["system_id", "k", "n_atoms", "e_vert_kcal_mol"]].itertuples(
-            index=False
-        )
-    }
-    engine = XtbEngine(XtbSettings(), threads=1)
+        cached = pd.read_parquet(cache_path)
+        known = dict(zip(cached["key"], cached["e_vert_kcal_mol"], strict=True))
+    ok = ((samples["status"] == STATUS_OK) & samples["energy_hartree"].notna()).to_numpy()
     out = np.full(len(samples), np.nan)
-    new_rows = []
-    ok = (samples["status"] == STATUS_OK) & samples["energy_hartree"].notna()
-    for i in tqdm(np.flatnonzero(ok.to_numpy()), desc="single points", unit="sample"):
+    engine = shards_engine(samples) if ok.any() else None
+    n_new = 0
+    for i in tqdm(np.flatnonzero(ok), desc="single points", unit="sample"):
         row = samples.iloc[i]
         z = np.asarray(row["atomic_numbers"], dtype=int)
-        key = (row["system_id"], int(row["k"]), len(z))
+        xyz = np.asarray(row["final_positions_angstrom"], dtype=float).reshape(-1, 3)
+        key = _geometry_key(row["sample_id"], z, xyz)
         if key not in known:
-            frag = np.asarray(row["fragment_index"], dtype=int)
-            xyz = np.asarray(row["final_positions_angstrom"], dtype=float).reshape(-1, 3)
-            solute, shell = frag == 0, frag > 0
-            # neutral closed-shell fragments: the curated sets' molecules (a charged or radical
-            # fragment would need its charge and multiplicity from the plan)
+            _require_neutral_closed_shell(row["solute_smiles"], z)
+            solute = np.asarray(row["fragment_index"], dtype=int) == 0
             e_solute = engine.energy(z[solute], xyz[solute])
-            e_shell = engine.energy(z[shell], xyz[shell])
-            known[key] = (float(row["energy_hartree"]) - e_solute - e_shell) * HARTREE_TO_KCAL_MOL
-            new_rows.append({"system_id": key[0], "k": key[1], "n_atoms": key[2]})
-            new_rows[-1]["e_vert_kcal_mol"] = known[key]
+            e_shell = engine.energy(z[~solute], xyz[~solute])
+            e_vert = float(row["energy_hartree"]) - e_solute - e_shell
+            known[key] = e_vert * HARTREE_TO_KCAL_PER_MOL
+            n_new += 1
+            if cache_path is not None and n_new % CACHE_FLUSH_EVERY == 0:
+                _write_cache(cache_path, known)
         out[i] = known[key]
-    if cache_path is not None and new_rows:
-        new = pd.DataFrame(new_rows)
-        merged = new if cache.empty else pd.concat([cache, new], ignore_index=True)
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        merged.to_parquet(cache_path, index=False)
+    if cache_path is not None and n_new:
+        _write_cache(cache_path, known)
     return pd.Series(out, index=samples.index)
 
 
+def _require_neutral_closed_shell(solute_smiles: str, z: np.ndarray) -> None:
+    # the fragments' single points run as neutral singlets; the complex ran at the plan's charge
+    from rdkit import Chem
+
+    mol = Chem.MolFromSmiles(solute_smiles)
+    charged = mol is None or Chem.GetFormalCharge(mol) != 0  # a nitro group's +/− is neutral
+    if charged or int(z.sum()) % 2:
+        raise SystemExit(
+            f"{solute_smiles}: a charged or open-shell complex; E_vert is defined here for neutral "
+            "closed-shell molecules only"
+        )
+
+
+def _write_cache(path: Path, known: dict[str, float]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame({"key": list(known), "e_vert_kcal_mol": list(known.values())})
+    tmp = path.with_suffix(".tmp.parquet")
+    table.to_parquet(tmp, index=False)
+    tmp.replace(path)
+
+
 def system_features(samples: pd.DataFrame, cache_path: Path | None) -> pd.DataFrame:
-    """Per system: counts and the FEATURES summaries over its QC-kept ok samples."""
+    """Per system: counts, and the e_int, e_vert and contact summaries over its kept samples."""
     samples = samples.copy()
-    samples["e_vert"] = vertical_energies(samples, cache_path)
-    samples["e_int"] = samples["interaction_energy_kcal_mol"].astype(float)
+    e_vert = vertical_energies(samples, cache_path)
     contacts = [
-        sample_contacts(z, f, x) if s == STATUS_OK else None
-        for z, f, x, s in samples[
-            ["atomic_numbers", "fragment_index", "final_positions_angstrom", "status"]
-        ].itertuples(index=False)
+        asdict(sample_contacts(z, f, x)) if ok else {}
+        for z, f, x, ok in zip(
+            samples["atomic_numbers"],
+            samples["fragment_index"],
+            samples["final_positions_angstrom"],
+            e_vert.notna(),
+            strict=True,
+        )
     ]
-    samples["contacts_lt_3p0"] = [
-        np.nan if c is None else c.contacts_lt_3p0_angstrom for c in contacts
-    ]
-    samples["hbond_contacts"] = [np.nan if c is None else c.hbond_contacts for c in contacts]
-    # The gate's QC (one-sided outliers per system); its absolute bounds are per solvent molecule.
-    n_solvent = samples["fragment_index"].map(lambda f: int(max(f)))
-    qc = QCSettings(
-        max_interaction_kcal_mol=QCSettings().max_interaction_kcal_mol * int(n_solvent.max()),
-        min_interaction_kcal_mol=QCSettings().min_interaction_kcal_mol * int(n_solvent.max()),
-    )
-    samples = flag_outliers(samples, qc)
-    used = samples[samples["used"]]
-    grouped = used.groupby("system_id")
-    table = pd.DataFrame(
-        {
-            "n_samples": samples.groupby("system_id").size(),
-            "n_ok": samples.groupby("system_id")["ok"].sum(),
-            "n_qc_flagged": samples.groupby("system_id")["qc_flagged"].sum(),
-        }
-    )
-    for column, how in FEATURES:
-        table[f"{column}_{how}"] = getattr(grouped[column], how)()
-    return table
+    samples = pd.concat([samples, pd.DataFrame(contacts, index=samples.index)], axis=1)
+    # the gate's QC, on the energy that does not scale with the number of solvent molecules
+    qc = flag_outliers(samples.assign(interaction_energy_kcal_mol=e_vert), QCSettings())
+    rows = []
+    for system_id, group in samples.groupby("system_id", sort=True):
+        flags = qc.loc[group.index]
+        used = group[flags["used"]]
+        vert = energy_summary(e_vert[used.index].to_numpy())
+        rows.append(
+            {
+                "system_id": system_id,
+                "n_samples": len(group),
+                "n_ok": int(flags["ok"].sum()),
+                "n_qc_flagged": int(flags["qc_flagged"].sum()),
+                **energy_summary(used["interaction_energy_kcal_mol"].to_numpy(float)),
+                **{name.replace("e_int_", "e_vert_"): value for name, value in vert.items()},
+                **contact_summary(used),
+            }
+        )
+    return pd.DataFrame(rows).set_index("system_id")
 
 
 def oof_predictions(model_dir: Path, pair_ids: pd.Index) -> pd.Series:
@@ -182,37 +237,40 @@ def oof_predictions(model_dir: Path, pair_ids: pd.Index) -> pd.Series:
     return pd.concat(columns, axis=1).mean(axis=1).rename(f"{len(columns)} repeats")
 
 
-def partial_r(x: np.ndarray, y: np.ndarray, given: list[np.ndarray]) -> tuple[float, str, int]:
-    """Correlation of x and y after regressing both on ``given`` (and a constant); its 95 % CI."""
-    ok = np.isfinite(x) & np.isfinite(y)
-    for g in given:
-        ok &= np.isfinite(g)
-    design = np.column_stack([np.ones(ok.sum()), *(g[ok] for g in given)])
-    rx = x[ok] - design @ np.linalg.lstsq(design, x[ok], rcond=None)[0]
-    ry = y[ok] - design @ np.linalg.lstsq(design, y[ok], rcond=None)[0]
-    r = float(stats.pearsonr(rx, ry)[0])
-    lo, hi = _fisher_ci(r, int(ok.sum()), k=len(given))
-    return r, f"{r:+.2f} [{lo:+.2f}, {hi:+.2f}]", int(ok.sum())
+def _cell(r: float, lo: float, hi: float) -> str:
+    return f"{r:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
 def correlation_table(
-    frame: pd.DataFrame, feature_sets: dict[str, pd.DataFrame], baselines: dict[str, np.ndarray]
+    frame: pd.DataFrame,
+    feature_sets: dict[str, pd.DataFrame],
+    baselines: dict[str, np.ndarray],
+    reference: str,
 ) -> pd.DataFrame:
+    """One row per feature and sample set; ``reference`` names the one-molecule set that the
+    several-molecule set (the last) is also tested beyond."""
     y = frame["y"].to_numpy(float)
     alpb = frame[ALPB_COLUMN].to_numpy(float)
+    shell = list(feature_sets)[-1]
     rows = []
-    for column, how in FEATURES:
-        name = f"{column}_{how}"
+    for name in FEATURES:
         for label, feats in feature_sets.items():
             x = feats[name].reindex(frame["system_id"]).to_numpy(float)
-            if np.nanstd(x) == 0:
-                continue
             ok = np.isfinite(x) & np.isfinite(y)
+            if ok.sum() < 10 or np.std(x[ok]) == 0:
+                continue
             row = {"feature": name, "samples": label, "n": int(ok.sum())}
             row["r(y)"] = f"{stats.pearsonr(x[ok], y[ok])[0]:+.2f}"
             for base, pred in baselines.items():
-                row[f"partial r | {base}"] = partial_r(x, y, [pred])[1]
-                row[f"partial r | {base} + ALPB"] = partial_r(x, y, [pred, alpb])[1]
+                row[f"partial r given {base}"] = _cell(*partial_correlation(x, y, [pred])[:3])
+                both = partial_correlation(x, y, [pred, alpb])
+                row[f"given {base} + ALPB"] = _cell(*both[:3])
+                beyond = ""
+                if label == shell:
+                    single = feature_sets[reference][name].reindex(frame["system_id"])
+                    given = [pred, single.to_numpy(float)]
+                    beyond = _cell(*partial_correlation(x, y, given)[:3])
+                row[f"given {base} + A (all)"] = beyond
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -247,31 +305,33 @@ def main(argv: list[str] | None = None) -> int:
     alpb = pd.read_parquet(args.descriptors).set_index("system_id")[ALPB_COLUMN]
     frame[ALPB_COLUMN] = alpb.reindex(frame["system_id"]).to_numpy(float)
 
-    samples_b = read_samples(args.shards_b, set(frame["system_id"]))
-    systems = set(samples_b["system_id"])
-    samples_a = read_samples(args.shards_a, systems)
-    both = systems & set(samples_a["system_id"])
+    samples_b = read_shard_rows(args.shards_b, set(frame["system_id"]))
+    samples_a = read_shard_rows(args.shards_a, set(samples_b["system_id"]))
+    both = set(samples_a["system_id"])
     frame = frame[frame["system_id"].isin(both)].reset_index(drop=True)
-    k_b = int(samples_b.groupby("system_id").size().max())
-    n_solvent_b = int(samples_b["fragment_index"].map(lambda f: int(max(f))).max())
+    samples_b = samples_b[samples_b["system_id"].isin(both)]
+    k_b = int(samples_b["k"].max()) + 1
+    n_solvent_b = int(samples_b["n_solvent"].max())
+    reference = f"A: 1 molecule, all {int(samples_a['k'].max()) + 1} samples"
     feature_sets = {
-        f"A: 1 molecule, {k_b} samples": system_features(samples_a[samples_a.k < k_b], args.cache),
-        f"A: 1 molecule, all {int(samples_a.k.max()) + 1} samples": system_features(
-            samples_a, args.cache
+        f"A: 1 molecule, {k_b} samples": system_features(
+            samples_a[samples_a["k"] < k_b], args.cache
         ),
+        reference: system_features(samples_a, args.cache),
         f"B: {n_solvent_b} molecules, {k_b} samples": system_features(samples_b, args.cache),
     }
 
-    all_pairs = pd.read_parquet(args.pairs, columns=["pair_id"])["pair_id"]
-    baselines = {}
+    all_pairs = pd.Index(pd.read_parquet(args.pairs, columns=["pair_id"])["pair_id"])
+    baselines: dict[str, np.ndarray] = {}
+    repeats: dict[str, str] = {}
     for spec in args.oof:
         name, _, folder = spec.partition("=")
-        oof = oof_predictions(Path(folder), pd.Index(all_pairs))
-        baselines[f"{name} ({oof.name})"] = oof.reindex(frame["pair_id"]).to_numpy(float)
+        oof = oof_predictions(Path(folder), all_pairs)
+        baselines[name] = oof.reindex(frame["pair_id"]).to_numpy(float)
+        repeats[name] = oof.name
 
     print(f"systems in both folders and the table: {len(both)} ({len(frame)} pairs)")
     for label, feats in feature_sets.items():
-        feats = feats.reindex(sorted(both))
         print(
             f"  {label}: {int(feats.n_samples.sum())} samples, {int(feats.n_ok.sum())} ok, "
             f"{int(feats.n_qc_flagged.sum())} QC-flagged"
@@ -279,10 +339,14 @@ def main(argv: list[str] | None = None) -> int:
     y = frame["y"].to_numpy(float)
     for name, pred in baselines.items():
         rmse = float(np.sqrt(np.nanmean((y - pred) ** 2)))
-        print(f"  {name}: out-of-fold RMSE {rmse:.3f} on these pairs")
-    table = correlation_table(frame, feature_sets, baselines)
+        print(f"  {name} (mean of {repeats[name]}): out-of-fold RMSE {rmse:.3f} on these pairs")
+    table = correlation_table(frame, feature_sets, baselines, reference)
     print()
     print(table.to_markdown(index=False))
+    print(
+        f"\nprimary feature: {PRIMARY_FEATURE}; the other intervals are 95 % each, not corrected "
+        f"for the {len(table)} rows"
+    )
     if args.csv:
         table.to_csv(args.csv, index=False)
     return 0

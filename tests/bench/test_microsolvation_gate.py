@@ -3,6 +3,7 @@ baseline's out-of-fold prediction read from a results folder."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -15,55 +16,87 @@ from pairfactory.qm.engines.xtb import XtbEngine, XtbSettings
 
 # water: O at the origin, H's in the xy plane (0.96 Å, 104.5°)
 WATER = np.array([[0.0, 0.0, 0.0], [0.757, 0.586, 0.0], [-0.757, 0.586, 0.0]])
+SETTINGS_JSON = json.dumps({"engine": "xtb", **{k: v for k, v in vars(XtbSettings()).items()}})
 
 
-def _dimer_sample(system_id: str, second: np.ndarray) -> dict:
-    """Two waters (the second at ``second``), with the complex energy a shard would hold."""
-    xyz = np.vstack([WATER, second])
-    z = [8, 1, 1, 8, 1, 1]
+def _sample(system_id: str, *molecules: np.ndarray) -> dict:
+    """Waters at the given positions (the first is the solute), with the complex energy a shard
+    would hold."""
+    xyz = np.vstack(molecules)
+    z = [8, 1, 1] * len(molecules)
     energy = XtbEngine(XtbSettings()).energy(np.array(z), xyz)
     return {
+        "sample_id": system_id,
         "system_id": system_id,
+        "solute_smiles": "O",
         "k": 0,
         "status": "ok",
+        "n_solvent": len(molecules) - 1,
         "atomic_numbers": z,
-        "fragment_index": [0, 0, 0, 1, 1, 1],
+        "fragment_index": [i for i in range(len(molecules)) for _ in range(3)],
         "final_positions_angstrom": xyz.ravel().tolist(),
         "energy_hartree": energy,
+        "interaction_energy_kcal_mol": 0.0,
+        "engine_settings_json": SETTINGS_JSON,
     }
 
 
-def _hbonded_water() -> np.ndarray:
-    """A second water whose O lies 2.9 Å from the first's O along its O–H bond (a linear H-bond),
+def _hbonded_to(donor: np.ndarray) -> np.ndarray:
+    """A water whose O lies 2.9 Å from ``donor``'s O along its first O–H bond (a linear H-bond),
     its H's pointing away along the same line."""
-    bond = WATER[1] / np.linalg.norm(WATER[1])
+    bond = (donor[1] - donor[0]) / np.linalg.norm(donor[1] - donor[0])
     angle = np.arctan2(bond[0], bond[1])
     turn = np.array(
         [[np.cos(angle), np.sin(angle), 0], [-np.sin(angle), np.cos(angle), 0], [0, 0, 1]]
     )
-    return WATER @ turn.T + 2.9 * bond
+    return WATER @ turn.T + donor[0] + 2.9 * bond
 
 
-def test_the_solute_shell_energy_vanishes_apart_and_binds_in_contact(
+def test_the_solute_shell_energy_counts_only_the_solutes_contacts(
     tmp_path: Path, bench_script: Callable[[str], ModuleType], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gate = bench_script("microsolvation_gate")
+    far = WATER + [0.0, 30.0, 0.0]  # (aligned dipoles still attract a little at 12 Å)
+    failed = {**_sample("failed", WATER, far), "status": "error", "energy_hartree": np.nan}
+    failed["fragment_index"] = None  # a complex that could not be built has no atoms
     samples = pd.DataFrame(
         [
-            _dimer_sample("apart", WATER + [0.0, 30.0, 0.0]),
-            _dimer_sample("contact", _hbonded_water()),
-            {**_dimer_sample("failed", WATER + [0.0, 30.0, 0.0]), "status": "failed"},
+            _sample("apart", WATER, far),
+            _sample("contact", WATER, _hbonded_to(WATER)),
+            # two shell waters bound to each other, both far from the solute: no solute contact
+            _sample("shell_only", WATER, far, _hbonded_to(far)),
+            failed,
         ]
     )
-    samples.loc[2, "energy_hartree"] = np.nan
     cache = tmp_path / "cache.parquet"
     e_vert = gate.vertical_energies(samples, cache)
     assert abs(e_vert[0]) < 0.02
     assert -8.0 < e_vert[1] < -3.0  # a water dimer's H-bond
-    assert np.isnan(e_vert[2])
+    assert abs(e_vert[2]) < 0.05  # the shell's own H-bond is not the solute's
+    assert np.isnan(e_vert[3])
     # a rerun reads the cache and computes nothing
     monkeypatch.setattr(XtbEngine, "energy", lambda *a, **k: pytest.fail("recomputed"))
-    assert np.allclose(gate.vertical_energies(samples, cache)[:2], e_vert[:2])
+    assert np.allclose(gate.vertical_energies(samples, cache)[:3], e_vert[:3])
+    # the same sample id with another geometry is not the cached one
+    moved = samples.iloc[[1]].copy()
+    moved.at[1, "final_positions_angstrom"] = (np.vstack([WATER, far])).ravel().tolist()
+    with pytest.raises(pytest.fail.Exception, match="recomputed"):
+        gate.vertical_energies(moved, cache)
+
+
+def test_system_features_keep_failed_samples_counted(
+    tmp_path: Path, bench_script: Callable[[str], ModuleType]
+) -> None:
+    gate = bench_script("microsolvation_gate")
+    far = WATER + [0.0, 30.0, 0.0]
+    ok = _sample("s", WATER, _hbonded_to(WATER))
+    failed = {**ok, "k": 1, "status": "error", "energy_hartree": np.nan, "fragment_index": None}
+    features = gate.system_features(pd.DataFrame([ok, failed]), None)
+    row = features.loc["s"]
+    assert (row.n_samples, row.n_ok, row.n_qc_flagged) == (2, 1, 0)
+    assert row.e_vert_min_kcal_mol < -3.0 and row.hbond_contacts_max == 1
+    apart = gate.system_features(pd.DataFrame([_sample("s", WATER, far)]), None)
+    assert apart.loc["s"].contacts_lt_3p0_angstrom_median == 0
 
 
 def _write_fold(folder: Path, repeat: int, fold: int, held: dict[str, float], train: list[str]):

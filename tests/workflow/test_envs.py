@@ -1,6 +1,6 @@
 """envs/cpu.yml and envs/gpu.yml mirror constraints.txt (the verified pins), with the documented
-differences: the CPU file takes torch's CPU build and no CUDA wheels, the GPU file takes DGL's CUDA
-build from DGL's wheel repository."""
+differences: the CPU file takes torch's CPU build and no CUDA wheels, and the xtb program; the GPU
+file takes DGL's CUDA build from DGL's wheel repository."""
 
 from __future__ import annotations
 

@@ -397,7 +397,8 @@ def descriptor_table_path(dataset: str) -> str:
 def evaluate_sample_flags(wildcards: Wildcards, input: Any) -> str:
     flags = []
     if "manifest" in input.keys():
-        source = samples_source(wildcards.dataset)
+        # the shards of the manifest the job waited for: results/manifest/<dataset>/<tag>/...
+        source = Path(input.manifest).parts[-3]
         flags.append(f"--shards-dir {SHARDS_DIR}/{source}/{ENGINE_TAG}")
     if "descriptors" in input.keys():
         flags.append(f"--descriptors {input.descriptors}")
