@@ -57,6 +57,7 @@ import pandas as pd
 from scipy import stats
 from tqdm.auto import tqdm
 
+from pairfactory.fileio import atomic_write
 from pairfactory.ml.sample_features import (
     QCSettings,
     contact_summary,
@@ -64,14 +65,15 @@ from pairfactory.ml.sample_features import (
     flag_outliers,
     sample_contacts,
 )
+from pairfactory.ml.sample_sets import read_samples
 from pairfactory.ml.statistics import partial_correlation
 from pairfactory.qm.engines import build_engine
 from pairfactory.qm.engines.base import Engine
 from pairfactory.qm.plan import system_id_for
-from pairfactory.qm.shards import STATUS_OK, read_shard, shard_paths
+from pairfactory.qm.shards import STATUS_OK
 from pairfactory.units import HARTREE_TO_KCAL_PER_MOL
 
-# what the summaries need; the sample reader of pairfactory.ml.sample_sets reads no energies
+# what the summaries need (the sample sets' reader reads no energies by default)
 COLUMNS = [
     "sample_id",
     "system_id",
@@ -99,16 +101,6 @@ FEATURES = [
     "hbond_contacts_max",
 ]
 CACHE_FLUSH_EVERY = 200  # new single points between cache writes: a stopped run keeps its work
-
-
-def read_shard_rows(folder: Path, systems: set[str]) -> pd.DataFrame:
-    """One row per sample of ``systems`` in a shard folder (all statuses), COLUMNS."""
-    paths = shard_paths(folder)
-    if not paths:
-        raise SystemExit(f"no shard files in {folder}")
-    frames = [read_shard(p, columns=COLUMNS).to_pandas() for p in paths]
-    samples = pd.concat(frames, ignore_index=True)
-    return samples[samples["system_id"].isin(systems)].reset_index(drop=True)
 
 
 def shards_engine(samples: pd.DataFrame) -> Engine:
@@ -173,16 +165,12 @@ def _require_neutral_closed_shell(solute_smiles: str, z: np.ndarray) -> None:
 
 
 def _write_cache(path: Path, known: dict[str, float]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame({"key": list(known), "e_vert_kcal_mol": list(known.values())})
-    tmp = path.with_suffix(".tmp.parquet")
-    table.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: table.to_parquet(tmp, index=False))
 
 
-def system_features(samples: pd.DataFrame, cache_path: Path | None) -> pd.DataFrame:
-    """Per system: counts, and the e_int, e_vert and contact summaries over its kept samples."""
-    samples = samples.copy()
+def sample_table(samples: pd.DataFrame, cache_path: Path | None) -> pd.DataFrame:
+    """The samples with their ``e_vert_kcal_mol`` and contacts (ok samples; NaN otherwise)."""
     e_vert = vertical_energies(samples, cache_path)
     contacts = [
         asdict(sample_contacts(z, f, x)) if ok else {}
@@ -194,11 +182,18 @@ def system_features(samples: pd.DataFrame, cache_path: Path | None) -> pd.DataFr
             strict=True,
         )
     ]
-    samples = pd.concat([samples, pd.DataFrame(contacts, index=samples.index)], axis=1)
+    extra = pd.DataFrame(contacts, index=samples.index).assign(e_vert_kcal_mol=e_vert)
+    return pd.concat([samples, extra], axis=1)
+
+
+def system_summaries(table: pd.DataFrame) -> pd.DataFrame:
+    """Per system of a ``sample_table``: counts, and the e_int, e_vert and contact summaries over
+    its kept samples."""
+    e_vert = table["e_vert_kcal_mol"]
     # the gate's QC, on the energy that does not scale with the number of solvent molecules
-    qc = flag_outliers(samples.assign(interaction_energy_kcal_mol=e_vert), QCSettings())
+    qc = flag_outliers(table.assign(interaction_energy_kcal_mol=e_vert), QCSettings())
     rows = []
-    for system_id, group in samples.groupby("system_id", sort=True):
+    for system_id, group in table.groupby("system_id", sort=True):
         flags = qc.loc[group.index]
         used = group[flags["used"]]
         vert = energy_summary(e_vert[used.index].to_numpy())
@@ -298,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     frame = pd.read_parquet(args.pairs).reset_index(drop=True)
+    all_pairs = pd.Index(frame["pair_id"])  # the baselines' folds hold out every one of them
     frame["system_id"] = [
         system_id_for(u, v) for u, v in zip(frame.solute_smiles, frame.solvent_smiles, strict=True)
     ]
@@ -305,23 +301,24 @@ def main(argv: list[str] | None = None) -> int:
     alpb = pd.read_parquet(args.descriptors).set_index("system_id")[ALPB_COLUMN]
     frame[ALPB_COLUMN] = alpb.reindex(frame["system_id"]).to_numpy(float)
 
-    samples_b = read_shard_rows(args.shards_b, set(frame["system_id"]))
-    samples_a = read_shard_rows(args.shards_a, set(samples_b["system_id"]))
+    samples_b = read_samples(args.shards_b, frame["system_id"], COLUMNS)
+    samples_a = read_samples(args.shards_a, samples_b["system_id"], COLUMNS)
     both = set(samples_a["system_id"])
     frame = frame[frame["system_id"].isin(both)].reset_index(drop=True)
     samples_b = samples_b[samples_b["system_id"].isin(both)]
     k_b = int(samples_b["k"].max()) + 1
     n_solvent_b = int(samples_b["n_solvent"].max())
     reference = f"A: 1 molecule, all {int(samples_a['k'].max()) + 1} samples"
+    # the single points and contacts once per folder; A's first k_b samples are a subset
+    table_a = sample_table(samples_a, args.cache)
     feature_sets = {
-        f"A: 1 molecule, {k_b} samples": system_features(
-            samples_a[samples_a["k"] < k_b], args.cache
+        f"A: 1 molecule, {k_b} samples": system_summaries(table_a[table_a["k"] < k_b]),
+        reference: system_summaries(table_a),
+        f"B: {n_solvent_b} molecules, {k_b} samples": system_summaries(
+            sample_table(samples_b, args.cache)
         ),
-        reference: system_features(samples_a, args.cache),
-        f"B: {n_solvent_b} molecules, {k_b} samples": system_features(samples_b, args.cache),
     }
 
-    all_pairs = pd.Index(pd.read_parquet(args.pairs, columns=["pair_id"])["pair_id"])
     baselines: dict[str, np.ndarray] = {}
     repeats: dict[str, str] = {}
     for spec in args.oof:

@@ -84,18 +84,19 @@ def test_the_solute_shell_energy_counts_only_the_solutes_contacts(
         gate.vertical_energies(moved, cache)
 
 
-def test_system_features_keep_failed_samples_counted(
+def test_system_summaries_keep_failed_samples_counted(
     tmp_path: Path, bench_script: Callable[[str], ModuleType]
 ) -> None:
     gate = bench_script("microsolvation_gate")
     far = WATER + [0.0, 30.0, 0.0]
     ok = _sample("s", WATER, _hbonded_to(WATER))
     failed = {**ok, "k": 1, "status": "error", "energy_hartree": np.nan, "fragment_index": None}
-    features = gate.system_features(pd.DataFrame([ok, failed]), None)
+    features = gate.system_summaries(gate.sample_table(pd.DataFrame([ok, failed]), None))
     row = features.loc["s"]
     assert (row.n_samples, row.n_ok, row.n_qc_flagged) == (2, 1, 0)
     assert row.e_vert_min_kcal_mol < -3.0 and row.hbond_contacts_max == 1
-    apart = gate.system_features(pd.DataFrame([_sample("s", WATER, far)]), None)
+    apart_table = gate.sample_table(pd.DataFrame([_sample("s", WATER, far)]), None)
+    apart = gate.system_summaries(apart_table)
     assert apart.loc["s"].contacts_lt_3p0_angstrom_median == 0
 
 

@@ -193,15 +193,16 @@ class SampleSetTable:
 # reading and proving
 
 
-def read_samples(shards_dir: str | Path, system_ids: Iterable[str]) -> pd.DataFrame:
-    """The shard rows of ``system_ids`` (all statuses), the columns ``SHARD_COLUMNS``."""
+def read_samples(
+    shards_dir: str | Path, system_ids: Iterable[str], columns: Iterable[str] = SHARD_COLUMNS
+) -> pd.DataFrame:
+    """The shard rows of ``system_ids`` (all statuses), the ``columns`` (default
+    ``SHARD_COLUMNS``)."""
     import pyarrow.dataset as pads
 
     wanted = sorted(set(system_ids))
     dataset = open_dataset(shards_dir)
-    table = dataset.to_table(
-        columns=list(SHARD_COLUMNS), filter=pads.field("system_id").isin(wanted)
-    )
+    table = dataset.to_table(columns=list(columns), filter=pads.field("system_id").isin(wanted))
     return table.to_pandas()
 
 
