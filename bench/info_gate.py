@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
 import math
 import sys
@@ -49,23 +48,21 @@ from pairfactory.ml.sample_features import (
     read_sample_contacts,
     summarize_systems,
 )
+from pairfactory.ml.splits import FoldSplit, make_splits
 from pairfactory.ml.statistics import partial_correlation
+from pairfactory.pairs.registry import samples_dataset
+from pairfactory.qm.parts import PartsCache
+from pairfactory.qm.plan import system_id_for
 from pairfactory.qm.shards import shard_paths
 from pairfactory.qm.solvation import DEFAULT_SOLVATION_CACHE, SolvationCache
 
-try:  # the package is being restructured; the split functions live in either place
-    from pairfactory.ml.splits import FoldSplit, make_splits
-except ImportError:  # pragma: no cover
-    from pairfactory.splits import FoldSplit, make_splits  # type: ignore[no-redef]
-
 log = logging.getLogger("info_gate")
 
-DATASETS = {
-    # dataset: (pair table, shards folder under --shards-root)
-    "freesolv": ("freesolv/dg_hydration_kcal_mol.parquet", "freesolv/xtb-5bc9618c"),
-    # FreeSolv-560 is a subset of FreeSolv-642: same molecules, so the same samples
-    "freesolv_cgib": ("freesolv_cgib/dg_hydration_kcal_mol.parquet", "freesolv/xtb-5bc9618c"),
-    "mnsol": ("mnsol/dg_solv_kcal_mol.parquet", "mnsol/xtb-5bc9618c"),
+# dataset: its target; the samples are read from the shards of samples_dataset(dataset)
+TARGETS = {
+    "freesolv": "dg_hydration_kcal_mol",
+    "freesolv_cgib": "dg_hydration_kcal_mol",
+    "mnsol": "dg_solv_kcal_mol",
 }
 ALPB_COLUMN = "dg_solv_alpb_kcal_mol"
 GROUPS = {
@@ -86,24 +83,19 @@ class ForestSettings:
     inner_folds: int = 4
 
 
-def system_id_for(solute_smiles: str, solvent_smiles: str) -> str:
-    # Same as pairfactory.qm.plan.system_id_for (docs/shards.md); copied so that the bench does not
-    # import the plan module while it is being moved. Checked against the shards' ids below.
-    return hashlib.sha256(f"{solute_smiles}\t{solvent_smiles}".encode()).hexdigest()[:16]
-
-
 # ---------------------------------------------------------------------------------------------
 # data
 
 
 def load_frame(dataset: str, args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The pair table joined with the per-system features, and the per-sample table."""
-    table_rel, shards_rel = DATASETS[dataset]
-    pairs = pd.read_parquet(Path(args.pairs_dir) / table_rel).reset_index(drop=True)
+    pairs_path = Path(args.pairs_dir) / dataset / f"{TARGETS[dataset]}.parquet"
+    pairs = pd.read_parquet(pairs_path).reset_index(drop=True)
+    shards_dir = Path(args.shards_root) / samples_dataset(dataset) / args.engine_tag
     pairs["system_id"] = [
         system_id_for(u, v) for u, v in zip(pairs.solute_smiles, pairs.solvent_smiles, strict=True)
     ]
-    samples = read_sample_contacts(shard_paths(Path(args.shards_root) / shards_rel), progress=True)
+    samples = read_sample_contacts(shard_paths(shards_dir), progress=True)
     feats = summarize_systems(samples)
     missing = set(pairs.system_id) - set(feats.system_id)
     log.info(
@@ -127,31 +119,36 @@ def load_frame(dataset: str, args: argparse.Namespace) -> tuple[pd.DataFrame, pd
     return frame, samples
 
 
+def _no_engine():
+    raise RuntimeError("the gate reads optimized parts; it does not optimize molecules")
+
+
 def alpb_values(frame: pd.DataFrame, args: argparse.Namespace) -> np.ndarray:
     """xtb GFN2/ALPB ΔG_solv of each solute in its solvent at the solute's part geometry."""
     cache = SolvationCache(args.solvation_cache, timeout_s=120.0)
-    parts = Path(args.parts_dir)
+    parts = PartsCache(
+        args.parts_root, engine=_no_engine, engine_tag=args.engine_tag, timeout_s=None
+    )
     values: dict[tuple[str, str], float] = {}
     statuses: dict[str, int] = {}
     keys = sorted(set(zip(frame.solute_smiles, frame.solvent_smiles, strict=True)))
     for solute, solvent in tqdm(keys, desc="ALPB ΔG_solv", unit="pair"):
-        part_path = parts / f"{hashlib.sha256(solute.encode()).hexdigest()[:16]}.json"
-        if not part_path.is_file():
+        part = parts.cached(solute, peek=True)
+        if part is None:
             statuses["no part"] = statuses.get("no part", 0) + 1
             values[(solute, solvent)] = math.nan
             continue
-        part = json.loads(part_path.read_text())
-        if part.get("status") != "ok" or part.get("smiles") != solute:
+        if part.status != "ok":
             statuses["part not ok"] = statuses.get("part not ok", 0) + 1
             values[(solute, solvent)] = math.nan
             continue
         result = cache.get(
             solute,
             solvent,
-            part["atomic_numbers"],
-            part["positions_angstrom"],
-            charge=int(part.get("charge", 0)),
-            uhf=int(part.get("multiplicity", 1)) - 1,
+            part.atomic_numbers,
+            part.positions_angstrom,
+            charge=part.charge,
+            uhf=part.multiplicity - 1,
         )
         statuses[result.status] = statuses.get(result.status, 0) + 1
         values[(solute, solvent)] = (
@@ -622,10 +619,19 @@ def run_dataset(dataset: str, args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=["freesolv"], choices=sorted(DATASETS))
+    parser.add_argument("--datasets", nargs="+", default=["freesolv"], choices=sorted(TARGETS))
     parser.add_argument("--pairs-dir", default="results/pairs")
     parser.add_argument("--shards-root", default="/work/shared/qm/shards")
-    parser.add_argument("--parts-dir", default="/work/shared/qm/parts/xtb-5bc9618c")
+    parser.add_argument(
+        "--engine-tag",
+        default="xtb-5bc9618c",
+        help="the shards' engine folder under <shards-root>/<dataset whose samples are read>/",
+    )
+    parser.add_argument(
+        "--parts-root",
+        default="/work/shared/qm/parts",
+        help="the isolated molecules' cache; read from <parts-root>/<engine-tag>/",
+    )
     parser.add_argument("--cigin-dir", default="results/info_gate/cigin_b32")
     parser.add_argument("--solvation-cache", default=str(DEFAULT_SOLVATION_CACHE))
     parser.add_argument("--out-dir", default="results/info_gate")
