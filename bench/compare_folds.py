@@ -15,6 +15,16 @@ A model written ``FOLDER[i]`` is member i of an ensemble folder's folds (``--ens
 is the single model of the fold): its test RMSE is the fold's ``member_rmse[i]``, and nothing else
 is recorded per member.
 
+``--group-by domain`` and ``--group-by solute_similarity`` ask whether the ``extrapolation`` flag
+of a prediction means what it says: each test pair is checked against its own fold's training
+domain (the fold's training and validation pairs, as a final model's domain holds the pairs it
+learned from), with the checks ``pairfactory predict`` makes (``pairfactory.ml.applicability``):
+``domain`` is "inside" or "outside: <the checks it fails>", ``solute_similarity`` bins the
+Tanimoto similarity to the nearest training solute. Both need ``--pairs`` for the SMILES.
+
+For models whose predictions carry a σ (``y_std``), the grouped table is followed by σ per group:
+its root mean square and the share of test errors within 1.96 σ (95 % coverage).
+
 ``--csv PATH`` also writes the per-fold table (repeat, fold, one column per model).
 
 ``--group-by COLUMN`` adds where the models differ: the test pairs split by a column of the
@@ -30,6 +40,11 @@ examples:
   .venv/bin/python bench/compare_folds.py --results results/mnsol_5x5/evaluate --dataset mnsol \\
       --target dg_solv_kcal_mol --models probpair_2d probpair cigin \\
       --pairs results/pairs/mnsol/dg_solv_kcal_mol.parquet --group-by solvent_smiles --top 5
+  # does the extrapolation flag pick out the larger errors and σ? (solute split: every test
+  # solute is new to its fold)
+  .venv/bin/python bench/compare_folds.py --results results/mnsol_solute_5x5/compare \
+      --dataset mnsol --target dg_solv_kcal_mol --split solute --models twin probpair cigin \
+      --pairs results/pairs/mnsol/dg_solv_kcal_mol.parquet --group-by domain
   # an ensemble against its own member 0 (the single model of each fold)
   .venv/bin/python bench/compare_folds.py --results results/ensemble_alpb/evaluate \\
       --dataset freesolv_cgib --target dg_hydration_kcal_mol --models 'probpair_2d[0]' probpair_2d
@@ -45,6 +60,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pairfactory.ml.applicability import MoleculeFacts, TrainingDomain, molecule_facts
 from pairfactory.ml.statistics import corrected_resampled_t
 from pairfactory.ml.tune import read_fold_metrics
 
@@ -65,6 +81,12 @@ OTHER = "(other)"
 # what makes two models' folds of one (repeat, fold) the same test set
 SPLIT_FIELDS = ("split", "n_folds", "split_seed")
 
+
+# --group-by columns computed per fold from its own training pairs, not read from a table
+DOMAIN = "domain"
+SOLUTE_SIMILARITY = "solute_similarity"
+# edges of the solute_similarity groups; the first is the flag's default threshold
+SIMILARITY_EDGES = (0.3, 0.5, 0.7)
 
 # FOLDER[i]: member i of an ensemble's folds
 MEMBER = re.compile(r"^(?P<folder>.+)\[(?P<member>\d+)\]$")
@@ -119,6 +141,73 @@ def _mean(found: dict[tuple[int, int], dict], keys: list[tuple[int, int]], name:
     return float(np.mean(values)) if all(v is not None for v in values) else float("nan")
 
 
+def _similarity_group(similarity: float) -> str:
+    below = [edge for edge in SIMILARITY_EDGES if similarity < edge]
+    if not below:
+        return f"≥ {SIMILARITY_EDGES[-1]}"
+    upper = below[0]
+    lower = max((edge for edge in SIMILARITY_EDGES if edge < upper), default=None)
+    return f"< {upper}" if lower is None else f"{lower}–{upper}"
+
+
+def domain_groups(
+    root: Path, model: str, split: str, keys: list[tuple[int, int]], pairs: pd.DataFrame
+) -> pd.DataFrame:
+    """Per fold and test pair (``key``, ``pair_id``): ``domain`` and ``solute_similarity`` against
+    the domain of the fold's training and validation pairs (read from ``model``'s predictions;
+    every compared model has the same folds)."""
+    from rdkit import Chem
+
+    missing_columns = {"pair_id", "solute_smiles", "solvent_smiles"} - set(pairs.columns)
+    if missing_columns:
+        raise SystemExit(
+            f"--group-by {DOMAIN} / {SOLUTE_SIMILARITY} needs the SMILES: --pairs lacks "
+            f"{', '.join(sorted(missing_columns))}"
+        )
+    smiles = pairs.drop_duplicates("pair_id").set_index("pair_id")[
+        ["solute_smiles", "solvent_smiles"]
+    ]
+    facts: dict[str, MoleculeFacts] = {}
+
+    def facts_of(text: str) -> MoleculeFacts:
+        if text not in facts:
+            mol = Chem.MolFromSmiles(text)
+            if mol is None:
+                raise SystemExit(f"--pairs holds a SMILES RDKit cannot parse: {text!r}")
+            facts[text] = molecule_facts(mol)
+        return facts[text]
+
+    rows = []
+    for repeat, fold in keys:
+        key = f"r{repeat}-f{fold}"
+        frame = pd.read_parquet(root / model / split / key / "predictions.parquet")
+        unknown = ~frame["pair_id"].isin(smiles.index)
+        if unknown.any():
+            raise SystemExit(
+                f"{int(unknown.sum())} pairs of {key} have no row in --pairs: is it the table "
+                "these folds were trained on?"
+            )
+        learned = smiles.loc[frame.loc[frame["role"] != "test", "pair_id"]]
+        domain = TrainingDomain.from_facts(
+            [facts_of(s) for s in sorted(set(learned["solute_smiles"]))],
+            [facts_of(s) for s in sorted(set(learned["solvent_smiles"]))],
+        )
+        for pair_id in frame.loc[frame["role"] == "test", "pair_id"]:
+            solute = facts_of(smiles.at[pair_id, "solute_smiles"])
+            solvent = facts_of(smiles.at[pair_id, "solvent_smiles"])
+            similarity = domain.nearest_solute_similarity(solute)
+            failed = [check for check, _ in domain.check(solute, solvent, similarity)]
+            rows.append(
+                {
+                    "key": key,
+                    "pair_id": pair_id,
+                    DOMAIN: "outside: " + ", ".join(failed) if failed else "inside",
+                    SOLUTE_SIMILARITY: _similarity_group(similarity),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 def group_errors(
     root: Path,
     models: list[str],
@@ -140,7 +229,17 @@ def group_errors(
             prediction_columns = list(frame.columns)
             frames.append(frame.assign(model=model, key=f"r{repeat}-f{fold}"))
     errors = pd.concat(frames, ignore_index=True)
-    if column not in prediction_columns:
+    if column in (DOMAIN, SOLUTE_SIMILARITY):
+        if pairs is None:
+            raise SystemExit(f"--group-by {column}: give --pairs, the pair table, for the SMILES")
+        groups = domain_groups(root, models[0], split, keys, pairs)
+        merged = errors.merge(groups[["key", "pair_id", column]], on=["key", "pair_id"])
+        if len(merged) != len(errors):
+            raise SystemExit(
+                f"the models' test pairs differ from {models[0]}'s in some fold: not the same folds"
+            )
+        errors = merged
+    elif column not in prediction_columns:
         if pairs is None:
             raise SystemExit(
                 f"--group-by {column}: not a column of the predictions "
@@ -175,6 +274,19 @@ def print_groups(errors: pd.DataFrame, models: list[str], n_train: float, n_test
     for group, n in groups.items():
         rows.append((str(group), str(n), *(f"{pooled.loc[group, m]:.3f}" for m in models)))
     print_table(rows)
+    with_sigma = [m for m in models if _has_sigma(errors, m)]
+    if with_sigma:
+        print("\nσ per group: root mean square σ / share of errors within 1.96 σ (pooled)\n")
+        rows = [("group", *with_sigma)]
+        for group in groups.index:
+            cells = []
+            for model in with_sigma:
+                part = errors[(errors["group"] == group) & (errors["model"] == model)]
+                rms_sigma = float(np.sqrt(np.mean(part["y_std"] ** 2)))
+                within = float(np.mean(part["squared_error"] <= (1.96 * part["y_std"]) ** 2))
+                cells.append(f"{rms_sigma:.3f} / {within:.2f}")
+            rows.append((str(group), *cells))
+        print_table(rows)
     print(f"\nper group, paired over folds: model − {models[0]} (per-fold RMSE)\n")
     rows = [("group", "model", "folds", "mean diff", "95 % interval", "p")]
     per_fold = errors.groupby(["group", "model", "key"])["squared_error"].mean().pow(0.5)
@@ -198,6 +310,12 @@ def print_groups(errors: pd.DataFrame, models: list[str], n_train: float, n_test
                 )
             )
     print_table(rows)
+
+
+def _has_sigma(errors: pd.DataFrame, model: str) -> bool:
+    return "y_std" in errors.columns and bool(
+        errors.loc[errors["model"] == model, "y_std"].notna().all()
+    )
 
 
 def print_table(rows: list[tuple[str, ...]]) -> None:
@@ -231,7 +349,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also write the per-fold table (repeat, fold, one column per model) to this CSV, "
         "so that later contrasts need only the file",
     )
-    parser.add_argument("--group-by", help="a column of the predictions or of --pairs")
+    parser.add_argument(
+        "--group-by",
+        help=f"a column of the predictions or of --pairs, or {DOMAIN} / {SOLUTE_SIMILARITY} "
+        "(each test pair against its fold's training domain; needs --pairs)",
+    )
     parser.add_argument("--pairs", help="the pair table the folds were trained on (Parquet)")
     parser.add_argument(
         "--top",

@@ -219,3 +219,72 @@ def test_a_member_of_an_ensemble_is_compared_by_its_own_rmse(tmp_path: Path) -> 
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert proc.returncode == 2 and "--group-by reads each fold's predictions" in proc.stderr
+
+
+def test_group_by_domain_checks_each_test_pair_against_its_folds_training_pairs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bench_script: Callable[[str], ModuleType]
+) -> None:
+    """Training solutes ethanol and propanol in water and ethanol, and butanol in validation (so
+    inside the domain, as in a final model's); a tests: propanol in water and butanol in ethanol
+    (inside), benzene (larger and unlike any training solute) and ethanol in chloromethane (an
+    element never seen). Model a errs by 1 inside and 3 outside with σ 1; b errs by 2, no σ."""
+    results = _write_folds(tmp_path)
+    table = {
+        "p0": ("CCO", "O", "train"),
+        "p1": ("CCCO", "CCO", "train"),
+        "p5": ("CCCCO", "O", "valid"),
+        "p2": ("CCCO", "O", "test"),
+        "p6": ("CCCCO", "CCO", "test"),
+        "p3": ("c1ccccc1", "O", "test"),
+        "p4": ("CCO", "CCl", "test"),
+    }
+    inside = {"p2", "p6"}
+    for model in ("a", "b"):
+        for fold_dir in (results / "ds" / "y" / model / "random").glob("r*-f*"):
+            ids = list(table)
+            frame = pd.DataFrame({"pair_id": ids, "role": [table[i][2] for i in ids]})
+            frame["y_true"] = 0.0
+            if model == "a":
+                frame["y_pred"] = [1.0 if i in inside else 3.0 for i in ids]
+                frame["y_std"] = 1.0
+            else:
+                frame["y_pred"] = 2.0
+            frame.to_parquet(fold_dir / "predictions.parquet")
+    pairs = tmp_path / "pairs.parquet"
+    pd.DataFrame(
+        {
+            "pair_id": list(table),
+            "solute_smiles": [v[0] for v in table.values()],
+            "solvent_smiles": [v[1] for v in table.values()],
+        }
+    ).to_parquet(pairs)
+    compare = bench_script("compare_folds")
+    base = ["--results", str(results), "--dataset", "ds", "--target", "y", "--models", "a", "b"]
+    compare.main([*base, "--pairs", str(pairs), "--group-by", "domain"])
+    out = capsys.readouterr().out.split("test RMSE by domain")[1]
+
+    def row(label: str, text: str) -> list[str]:
+        line = next(line for line in text.splitlines() if line.startswith(label + "  "))
+        return line[len(label) :].split()
+
+    rmse_table, sigma_table = out.split("σ per group")[0], out.split("σ per group")[1]
+    assert row("inside", rmse_table) == ["8", "1.000", "2.000"]  # 4 folds × 2 pairs
+    assert row("outside: size, similarity", rmse_table) == ["4", "3.000", "2.000"]
+    assert row("outside: elements", rmse_table) == ["4", "3.000", "2.000"]
+    sigma_table = sigma_table.split("per group, paired")[0]
+    assert row("inside", sigma_table) == ["1.000", "/", "1.00"]  # only a has a σ
+    assert row("outside: elements", sigma_table) == ["1.000", "/", "0.00"]
+
+    compare.main([*base, "--pairs", str(pairs), "--group-by", "solute_similarity"])
+    out = capsys.readouterr().out.split("test RMSE by solute_similarity")[1]
+    assert row("≥ 0.7", out.split("σ per group")[0])[0] == "12"
+    assert row("< 0.3", out.split("σ per group")[0])[0] == "4"
+    assert [compare._similarity_group(s) for s in (0.29, 0.3, 0.69, 0.7, 1.0)] == [
+        "< 0.3",
+        "0.3–0.5",
+        "0.5–0.7",
+        "≥ 0.7",
+        "≥ 0.7",
+    ]
+    with pytest.raises(SystemExit, match="for the SMILES"):
+        compare.main([*base, "--group-by", "domain"])

@@ -20,6 +20,8 @@ import numpy as np
 
 FINGERPRINT = "morgan_r2_2048"
 DEFAULT_MIN_SOLUTE_SIMILARITY = 0.3
+# the checks of TrainingDomain.check, in the order it makes them
+CHECKS = ("elements", "size", "similarity")
 
 
 @dataclass(frozen=True)
@@ -96,24 +98,36 @@ class TrainingDomain:
         self, solute: MoleculeFacts, solvent: MoleculeFacts, solute_similarity: float
     ) -> list[str]:
         """The reasons a pair lies outside the domain (empty: inside)."""
-        reasons = []
+        return [reason for _, reason in self.check(solute, solvent, solute_similarity)]
+
+    def check(
+        self, solute: MoleculeFacts, solvent: MoleculeFacts, solute_similarity: float
+    ) -> list[tuple[str, str]]:
+        """(check, reason) for every check the pair fails, the check one of CHECKS."""
+        failed = []
         unseen = sorted((solute.elements | solvent.elements) - self.elements)
         if unseen:
-            reasons.append(f"elements not seen in training: {', '.join(unseen)}")
+            failed.append(("elements", f"elements not seen in training: {', '.join(unseen)}"))
         for role, facts, (low, high) in (
             ("solute", solute, self.solute_heavy_atoms),
             ("solvent", solvent, self.solvent_heavy_atoms),
         ):
             if not low <= facts.heavy_atoms <= high:
-                reasons.append(
-                    f"{role} has {facts.heavy_atoms} heavy atoms, training range {low}-{high}"
+                failed.append(
+                    (
+                        "size",
+                        f"{role} has {facts.heavy_atoms} heavy atoms, training range {low}-{high}",
+                    )
                 )
         if solute_similarity < self.min_solute_similarity:
-            reasons.append(
-                f"nearest training solute Tanimoto {solute_similarity:.2f} "
-                f"< {self.min_solute_similarity:.2f}"
+            failed.append(
+                (
+                    "similarity",
+                    f"nearest training solute Tanimoto {solute_similarity:.2f} "
+                    f"< {self.min_solute_similarity:.2f}",
+                )
             )
-        return reasons
+        return failed
 
 
 def domain_from_molecules(
