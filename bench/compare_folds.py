@@ -266,9 +266,23 @@ def group_errors(
     return errors
 
 
-def print_groups(errors: pd.DataFrame, models: list[str], n_train: float, n_test: float) -> None:
+def similarity_groups() -> list[str]:
+    """The solute_similarity groups from the least to the most similar."""
+    return [_similarity_group(x) for x in (0.0, *SIMILARITY_EDGES)]
+
+
+def print_groups(
+    errors: pd.DataFrame,
+    models: list[str],
+    n_train: float,
+    n_test: float,
+    order: list[str] | None = None,
+) -> None:
+    """The grouped tables; groups in ``order`` where given, else the largest first."""
     groups = errors[errors["model"] == models[0]]["group"].value_counts()
     groups = pd.concat([groups.drop(OTHER, errors="ignore"), groups.filter([OTHER])])
+    if order is not None:
+        groups = groups.reindex([g for g in order if g in groups.index])
     rows = [("group", "test predictions", *(f"{m} pooled" for m in models))]
     pooled = errors.groupby(["group", "model"])["squared_error"].mean().pow(0.5).unstack()
     for group, n in groups.items():
@@ -450,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
             root, args.models, args.split, keys, args.group_by, pairs, args.top or 5
         )
         print(f"\ntest RMSE by {args.group_by} (pooled over the {len(keys)} folds)\n")
-        print_groups(errors, args.models, n_train, n_test)
+        order = similarity_groups() if args.group_by == SOLUTE_SIMILARITY else None
+        print_groups(errors, args.models, n_train, n_test, order)
     return 0
 
 

@@ -279,6 +279,7 @@ def test_group_by_domain_checks_each_test_pair_against_its_folds_training_pairs(
     out = capsys.readouterr().out.split("test RMSE by solute_similarity")[1]
     assert row("≥ 0.7", out.split("σ per group")[0])[0] == "12"
     assert row("< 0.3", out.split("σ per group")[0])[0] == "4"
+    assert out.index("< 0.3") < out.index("≥ 0.7"), "least similar first, whatever the counts"
     assert [compare._similarity_group(s) for s in (0.29, 0.3, 0.69, 0.7, 1.0)] == [
         "< 0.3",
         "0.3–0.5",
