@@ -233,7 +233,11 @@ def group_errors(
         if pairs is None:
             raise SystemExit(f"--group-by {column}: give --pairs, the pair table, for the SMILES")
         groups = domain_groups(root, models[0], split, keys, pairs)
-        merged = errors.merge(groups[["key", "pair_id", column]], on=["key", "pair_id"])
+        # newer folds save a solute_similarity of their own (against the training pairs alone,
+        # for σ); the groups measure against the fold's training and validation pairs
+        merged = errors.drop(columns=column, errors="ignore").merge(
+            groups[["key", "pair_id", column]], on=["key", "pair_id"]
+        )
         if len(merged) != len(errors):
             raise SystemExit(
                 f"the models' test pairs differ from {models[0]}'s in some fold: not the same folds"

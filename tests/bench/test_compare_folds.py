@@ -247,6 +247,7 @@ def test_group_by_domain_checks_each_test_pair_against_its_folds_training_pairs(
             if model == "a":
                 frame["y_pred"] = [1.0 if i in inside else 3.0 for i in ids]
                 frame["y_std"] = 1.0
+                frame["solute_similarity"] = 0.5  # a newer fold's own column does not interfere
             else:
                 frame["y_pred"] = 2.0
             frame.to_parquet(fold_dir / "predictions.parquet")

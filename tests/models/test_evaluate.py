@@ -87,7 +87,7 @@ def test_evaluate_cli_writes_files_and_resumes(table_path, tmp_path, caplog):
         history.loc[metrics["best_epoch"] - 1, "test_rmse"], rel=1e-5
     )
     preds = pd.read_parquet(out / "predictions.parquet")
-    assert list(preds.columns) == ["pair_id", "role", "y_true", "y_pred"]
+    assert list(preds.columns) == ["pair_id", "role", "y_true", "y_pred", "solute_similarity"]
     table = pd.read_parquet(table_path)
     assert len(table) == 30
     assert sorted(preds["pair_id"]) == sorted(table["pair_id"])  # every pair once, in one role

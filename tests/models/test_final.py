@@ -29,6 +29,7 @@ from pairfactory.ml.model_dir import (  # noqa: E402
     CARD_FILE,
     CHECKPOINT_FILE,
     HOLDOUT_FILE,
+    MOLECULES_FILE,
     member_dir,
 )
 from pairfactory.ml.predictor import (  # noqa: E402
@@ -36,6 +37,7 @@ from pairfactory.ml.predictor import (  # noqa: E402
     load_model,
     predictive_sigma,
 )
+from pairfactory.ml.uncertainty import SigmaCalibration, fit_sigma_calibration  # noqa: E402
 
 TARGET = "dg_hydration_kcal_mol"
 TRAIN_FLAGS = ["--epochs", "4", "--batch-size", "16", "--hidden-dim", "16", "--threads", "1"]
@@ -160,6 +162,25 @@ def test_load_model_flags_extrapolation_and_rejects_bad_rows(model_dir: Path) ->
     pd.testing.assert_frame_equal(frame, again)
 
 
+def test_sigma_grows_with_the_solutes_novelty_by_the_cards_calibration(model_dir: Path) -> None:
+    """σ² gains (novelty_sigma (1 − similarity))²: nothing for a training solute, most for a
+    solute unlike all of them; a card without novelty_sigma (older folders) adds nothing."""
+    model = load_model(model_dir)
+    molecules = pd.read_parquet(model_dir / MOLECULES_FILE)
+    known = molecules.loc[molecules["role"] == "solute", "smiles"].iloc[0]
+    solutes, solvents = [known, "O=S1(=O)c2ccccc2-c2ccccc21"], ["O", "O"]
+    model.card.novelty_sigma = None
+    plain = model.predict(solutes, solvents)
+    model.card.novelty_sigma = 3.0
+    grown = model.predict(solutes, solvents)
+    novelty = 1.0 - grown["solute_similarity"].to_numpy()
+    assert novelty[0] == 0.0 and novelty[1] > 0.7
+    np.testing.assert_allclose(
+        grown[f"{TARGET}_sigma"] ** 2 - plain[f"{TARGET}_sigma"] ** 2, (3.0 * novelty) ** 2
+    )
+    np.testing.assert_allclose(grown[TARGET], plain[TARGET])
+
+
 def test_molecules_encoded_once_give_the_plain_forward_numbers(model_dir: Path) -> None:
     # the predictor runs each unique molecule's encoder once; the pairs must not notice
     import dgl
@@ -191,11 +212,11 @@ def test_sigma_is_the_ensembles_own_sigma_and_spread_calibrated_as_a_whole(
     pairs = freesolv_rows(60).set_index("pair_id").loc[holdout["pair_id"]]
     predicted = model.predict(list(pairs.solute_smiles), list(pairs.solvent_smiles))
     np.testing.assert_allclose(predicted[TARGET], holdout["y_pred"], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(predicted[f"{TARGET}_sigma"], holdout["y_std"], rtol=1e-5)
-    # calibrated on the holdout as a whole: mean z² there is 1
-    z = (holdout["y_true"] - holdout["y_pred"]) / holdout["y_std"]
-    assert np.mean(z**2) == pytest.approx(1.0, rel=1e-6)
-    # and it is the members' σ and spread together, times the card's one factor
+    # the holdout's σ grew with each solute's novelty against the training solutes; predict
+    # measures it against the whole domain, which holds the holdout's solutes too
+    assert (predicted["solute_similarity"] == 1.0).all()
+    calibration = SigmaCalibration(model.card.sigma_scale, model.card.novelty_sigma)
+    # calibrated on the holdout as a whole, and predict applies the card's calibration
     members = [pd.read_parquet(member_dir(model_dir, m) / "holdout.parquet") for m in (0, 1)]
     own = [
         frame["y_std"] / record.sigma_scale
@@ -203,8 +224,19 @@ def test_sigma_is_the_ensembles_own_sigma_and_spread_calibrated_as_a_whole(
     ]
     spread = np.std([frame["y_pred"] for frame in members], axis=0)
     np.testing.assert_allclose(spread, holdout["y_std_ensemble"], rtol=1e-6, atol=1e-9)
-    expected = np.sqrt(np.mean(np.square(own), axis=0) + spread**2) * model.card.sigma_scale
-    np.testing.assert_allclose(holdout["y_std"], expected, rtol=1e-6)
+    raw = np.sqrt(np.mean(np.square(own), axis=0) + spread**2)
+    fitted = fit_sigma_calibration(
+        holdout["y_true"], holdout["y_pred"], raw, holdout["solute_similarity"]
+    )
+    assert (calibration.scale, calibration.novelty_sigma) == pytest.approx(
+        (fitted.scale, fitted.novelty_sigma)
+    )
+    np.testing.assert_allclose(
+        holdout["y_std"], calibration.apply(raw, holdout["solute_similarity"]), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        predicted[f"{TARGET}_sigma"], calibration.apply(raw, np.ones(len(raw))), rtol=1e-5
+    )
 
 
 def test_an_ensemble_of_point_models_has_its_calibrated_spread_as_sigma(
@@ -219,10 +251,16 @@ def test_an_ensemble_of_point_models_has_its_calibrated_spread_as_sigma(
     frame = model.predict(["CCO", "CCCO"], ["O", "O"])
     sigma, spread = frame[f"{TARGET}_sigma"], frame[f"{TARGET}_ensemble_sigma"]
     assert (spread > 0).all()
-    np.testing.assert_allclose(sigma, spread * model.card.sigma_scale, rtol=1e-6)
+    calibration = SigmaCalibration(model.card.sigma_scale, model.card.novelty_sigma)
+    np.testing.assert_allclose(
+        sigma, calibration.apply(spread, frame["solute_similarity"]), rtol=1e-6
+    )
     holdout = pd.read_parquet(out / HOLDOUT_FILE)
-    z = (holdout["y_true"] - holdout["y_pred"]) / holdout["y_std"]
-    assert np.mean(z**2) == pytest.approx(1.0, rel=1e-6)
+    np.testing.assert_allclose(
+        holdout["y_std"],
+        calibration.apply(holdout["y_std_ensemble"], holdout["solute_similarity"]),
+        rtol=1e-6,
+    )
 
 
 def test_ensemble_combination() -> None:

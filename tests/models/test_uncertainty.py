@@ -12,9 +12,11 @@ import pytest
 from scipy import stats
 
 from pairfactory.ml.uncertainty import (
+    SigmaCalibration,
     calibrate_predictions,
     coverage,
     coverage_curve,
+    fit_sigma_calibration,
     fit_sigma_scale,
     gaussian_nll,
     miscalibration_area,
@@ -100,6 +102,7 @@ def test_calibrate_predictions_fits_on_valid_and_reports_test():
         {
             **uncertainty_metrics(test["y_true"], test["y_pred"], test["y_std"]),
             "sigma_scale": metrics["sigma_scale"],
+            "novelty_sigma": 0.0,  # no solute_similarity column: the one-factor calibration
         },
         nan_ok=True,
     )
@@ -110,9 +113,86 @@ def test_calibrate_predictions_fits_on_valid_and_reports_test():
         "coverage_95",
         "spearman_abs_error_std",
         "sigma_scale",
+        "novelty_sigma",
     }
     with pytest.raises(ValueError, match="'valid'"):
         calibrate_predictions(frame[frame["role"] != "valid"])
+
+
+def novel_sample(seed: int = 0, n: int = 20_000, scale: float = 1.5, novelty_sigma: float = 2.0):
+    """Predictions whose σ is too small by ``scale`` everywhere and misses a term that grows with
+    the solute's novelty (1 − similarity), as the folds showed for unfamiliar solutes."""
+    rng = np.random.default_rng(seed)
+    y_pred = rng.normal(size=n)
+    y_std = rng.uniform(0.2, 1.0, size=n)
+    similarity = rng.uniform(0.0, 1.0, size=n)
+    noise = np.sqrt((scale * y_std) ** 2 + (novelty_sigma * (1.0 - similarity)) ** 2)
+    return y_pred + rng.normal(size=n) * noise, y_pred, y_std, similarity
+
+
+def test_novelty_calibration_recovers_both_terms_and_is_a_likelihood_maximum():
+    y_true, y_pred, y_std, similarity = novel_sample()
+    fitted = fit_sigma_calibration(y_true, y_pred, y_std, similarity)
+    assert fitted.scale == pytest.approx(1.5, rel=0.05)
+    assert fitted.novelty_sigma == pytest.approx(2.0, rel=0.05)
+    sigma = fitted.apply(y_std, similarity)
+    expected = np.sqrt((fitted.scale * y_std) ** 2 + (fitted.novelty_sigma * (1 - similarity)) ** 2)
+    np.testing.assert_allclose(sigma, expected)
+    best = gaussian_nll(y_true, y_pred, sigma)
+    for scale, novelty_sigma in ((1.02, 1.0), (0.98, 1.0), (1.0, 1.02), (1.0, 0.98)):
+        moved = SigmaCalibration(fitted.scale * scale, fitted.novelty_sigma * novelty_sigma)
+        assert gaussian_nll(y_true, y_pred, moved.apply(y_std, similarity)) > best
+    # better than the one factor alone, above all for the least familiar solutes
+    one_factor = SigmaCalibration(fit_sigma_scale(y_true, y_pred, y_std))
+    assert best < gaussian_nll(y_true, y_pred, one_factor.apply(y_std)) - 0.05
+    novel = similarity < 0.3
+    for calibration, low, high in ((fitted, 0.93, 0.97), (one_factor, 0.0, 0.9)):
+        covered = coverage(
+            y_true[novel], y_pred[novel], calibration.apply(y_std, similarity)[novel], 0.95
+        )
+        assert low < covered < high
+
+
+def test_novelty_calibration_falls_back_to_the_one_factor():
+    y_true, y_pred, y_std, similarity = novel_sample(novelty_sigma=0.0)
+    scale = fit_sigma_scale(y_true, y_pred, y_std)
+    # without similarities, or where every solute is a training solute: the closed form
+    assert fit_sigma_calibration(y_true, y_pred, y_std) == SigmaCalibration(scale)
+    assert fit_sigma_calibration(y_true, y_pred, y_std, np.ones_like(y_std)) == SigmaCalibration(
+        scale
+    )
+    # novelty that explains nothing adds (almost) nothing
+    fitted = fit_sigma_calibration(y_true, y_pred, y_std, similarity)
+    assert fitted.scale == pytest.approx(scale, rel=0.02) and fitted.novelty_sigma < 0.1
+    with pytest.raises(ValueError, match="solute similarity"):
+        SigmaCalibration(1.0, 0.5).apply(y_std)
+    np.testing.assert_allclose(SigmaCalibration(2.0).apply(y_std), 2.0 * y_std)
+    with pytest.raises(ValueError, match="one value per prediction"):
+        fit_sigma_calibration(y_true, y_pred, y_std, similarity[:-1])
+
+
+def test_calibrate_predictions_grows_sigma_with_the_solute_similarity_column():
+    y_true, y_pred, y_std, similarity = novel_sample(n=9000)
+    roles = np.array(["train", "valid", "test"])[np.arange(9000) % 3]
+    frame = pd.DataFrame(
+        {
+            "role": roles,
+            "y_true": y_true,
+            "y_pred": y_pred,
+            "y_std": y_std,
+            "solute_similarity": similarity,
+        }
+    )
+    out, metrics = calibrate_predictions(frame)
+    valid = frame[frame["role"] == "valid"]
+    fitted = fit_sigma_calibration(
+        valid["y_true"], valid["y_pred"], valid["y_std"], valid["solute_similarity"]
+    )
+    assert metrics["sigma_scale"] == pytest.approx(fitted.scale)
+    assert metrics["novelty_sigma"] == pytest.approx(fitted.novelty_sigma)
+    assert metrics["novelty_sigma"] > 1.0
+    np.testing.assert_allclose(out["y_std"], fitted.apply(frame["y_std"], similarity))
+    assert metrics["coverage_95"] == pytest.approx(0.95, abs=0.02)
 
 
 # ------------------------------------------------------------------ evaluate and report, end to end
@@ -156,11 +236,19 @@ def test_probabilistic_fold_writes_calibrated_sigma_and_the_report_reads_it(tmp_
         "y_true",
         "y_pred",
         "y_std",
+        "solute_similarity",
         "y_std_uncalibrated",
     ]
     metrics = json.loads((fold / "metrics.json").read_text())
-    assert metrics["sigma_scale"] > 0
-    np.testing.assert_allclose(preds["y_std"], metrics["sigma_scale"] * preds["y_std_uncalibrated"])
+    assert metrics["sigma_scale"] > 0 and metrics["novelty_sigma"] >= 0
+    calibration = SigmaCalibration(metrics["sigma_scale"], metrics["novelty_sigma"])
+    np.testing.assert_allclose(
+        preds["y_std"], calibration.apply(preds["y_std_uncalibrated"], preds["solute_similarity"])
+    )
+    # a training solute is its own nearest training solute; others are at most as similar
+    train = preds[preds["role"] == "train"]
+    assert (train["solute_similarity"] == 1.0).all()
+    assert preds["solute_similarity"].between(0.0, 1.0).all()
     test = preds[preds["role"] == "test"]
     assert metrics["nll"] == pytest.approx(
         gaussian_nll(test["y_true"], test["y_pred"], test["y_std"])
@@ -172,7 +260,7 @@ def test_probabilistic_fold_writes_calibrated_sigma_and_the_report_reads_it(tmp_
     cigin_metrics = json.loads((cigin / "metrics.json").read_text())
     assert cigin_metrics["nll"] is None and cigin_metrics["sigma_scale"] is None
     new_keys = {"nll", "miscalibration_area", "coverage_68", "coverage_95"}
-    new_keys |= {"spearman_abs_error_std", "sigma_scale"}
+    new_keys |= {"spearman_abs_error_std", "sigma_scale", "novelty_sigma"}
     old = {k: v for k, v in cigin_metrics.items() if k not in new_keys}
     assert FoldMetrics(**old).nll is None
     assert {f.name for f in fields(FoldMetrics)} >= new_keys

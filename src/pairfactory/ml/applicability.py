@@ -130,6 +130,34 @@ class TrainingDomain:
         return failed
 
 
+def nearest_training_similarity(
+    solutes: Sequence[str], training_solutes: Iterable[str]
+) -> np.ndarray:
+    """The Tanimoto similarity (Morgan r2, 2048 bits, as ``TrainingDomain``) of each solute SMILES
+    to its nearest training solute: 1 for a training solute itself."""
+    from rdkit import Chem, DataStructs
+
+    fingerprints: dict[str, Any] = {}
+
+    def fingerprint(smiles: str) -> Any:
+        if smiles not in fingerprints:
+            mol = Chem.MolFromSmiles(smiles)
+            if mol is None:
+                raise ValueError(f"RDKit cannot parse the solute SMILES {smiles!r}")
+            fingerprints[smiles] = molecule_facts(mol).fingerprint
+        return fingerprints[smiles]
+
+    training = [fingerprint(s) for s in sorted(set(training_solutes))]
+    if not training:
+        raise ValueError("no training solutes to compare with")
+    nearest: dict[str, float] = {}
+    for smiles in set(solutes):
+        nearest[smiles] = float(
+            np.max(DataStructs.BulkTanimotoSimilarity(fingerprint(smiles), training))
+        )
+    return np.array([nearest[s] for s in solutes], dtype=np.float64)
+
+
 def domain_from_molecules(
     molecules: Any, min_solute_similarity: float | None = None
 ) -> TrainingDomain:

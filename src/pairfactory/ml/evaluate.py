@@ -2,9 +2,10 @@
 
 One call = one (table, model, split, repeat, fold). It writes, into the fold's folder:
 ``metrics.json`` (test RMSE/MAE/R² at the best-validation epoch, sizes, timing, settings, seeds),
-``predictions.parquet`` (pair_id, role, y_true, y_pred for train/valid/test with the best weights;
-a probabilistic model adds ``y_std``, calibrated on the validation set, and its own
-``y_std_uncalibrated``),
+``predictions.parquet`` (pair_id, role, y_true, y_pred for train/valid/test with the best weights,
+and solute_similarity: the Tanimoto similarity of the solute to its nearest training solute; a
+probabilistic model adds ``y_std``, calibrated on the validation set and grown with the solute's
+novelty, and its own ``y_std_uncalibrated``),
 ``history.csv`` (the learning curve) and ``model.pt`` (weights only). ``metrics.json`` is written
 last, so its presence marks a finished fold: a rerun skips it unless ``--force``.
 
@@ -31,6 +32,7 @@ import pandas as pd
 from pairfactory import __version__
 from pairfactory.errors import InputFileError, UserError
 from pairfactory.fileio import atomic_write, atomic_write_text, file_sha256
+from pairfactory.ml.applicability import nearest_training_similarity
 from pairfactory.ml.datasets import PairGraphDataset, PairSupervision
 from pairfactory.ml.extra_pairs import (
     DECISIONS_FILE,
@@ -196,7 +198,8 @@ class FoldMetrics:
     # standardized)
     target_scale: dict[str, float] | None = None
     # Test-set uncertainty of a probabilistic model (None for point predictions and old folds),
-    # with y_std calibrated by sigma_scale, fitted on the validation set (ml.uncertainty).
+    # with y_std calibrated by sigma_scale and novelty_sigma, fitted on the validation set
+    # (ml.uncertainty).
     nll: float | None = None  # mean Gaussian NLL, nats per pair, in target units
     miscalibration_area: float | None = None
     coverage_68: float | None = None
@@ -212,6 +215,9 @@ class FoldMetrics:
     rmse_test_covered: float | None = None
     rmse_test_uncovered: float | None = None
     sigma_scale: float | None = None
+    # σ added at novelty 1 (a solute unlike every training solute), in target units; None for
+    # folds from before it existed
+    novelty_sigma: float | None = None
     # An ensemble fold (ProtocolOptions.ensemble > 1): members, each member's test RMSE and best
     # epoch (best_epoch and epochs_run above are member 0's, as history.csv is)
     ensemble: int = 1
@@ -642,11 +648,13 @@ def run_fold(
     frames = []
     for role, part in result.predictions.groupby("role", sort=False):
         ids = _pair_ids_of(datasets[role], part["index"].to_numpy())
+        solutes = datasets[role].pairs_df["solute_smiles"].to_numpy(dtype=object)
         frames.append(
             pd.DataFrame(
                 {
                     "pair_id": ids,
                     "role": role,
+                    "solute_smiles": solutes[part["index"].to_numpy().astype(np.int64)],
                     "y_true": part["y_true"].to_numpy(),
                     "y_pred": part["y_pred"].to_numpy(),
                     # a probabilistic model's predictive standard deviation
@@ -655,6 +663,13 @@ def run_fold(
             )
         )
     predictions = pd.concat(frames, ignore_index=True)
+    # how far each solute lies from the solutes the model was fitted to: σ grows with it
+    # (ml.uncertainty), and compare_folds groups by it
+    train_solutes = predictions.loc[predictions["role"] == "train", "solute_smiles"]
+    predictions["solute_similarity"] = nearest_training_similarity(
+        predictions["solute_smiles"].tolist(), train_solutes
+    )
+    predictions = predictions.drop(columns="solute_smiles")
     uncertainty: dict[str, float] = {}
     if "y_std" in predictions:  # calibrate σ on the validation set; keep the model's own σ too
         predictions, uncertainty = calibrate_predictions(predictions)

@@ -26,7 +26,7 @@ import pandas as pd
 from pairfactory import __version__
 from pairfactory.errors import UserError
 from pairfactory.fileio import atomic_write, atomic_write_text, file_sha256
-from pairfactory.ml.applicability import domain_from_molecules
+from pairfactory.ml.applicability import domain_from_molecules, nearest_training_similarity
 from pairfactory.ml.datasets import PairGraphDataset
 from pairfactory.ml.evaluate import (
     ProtocolOptions,
@@ -63,7 +63,11 @@ from pairfactory.ml.train import (
     seed_everything,
     train_model,
 )
-from pairfactory.ml.uncertainty import fit_sigma_scale
+from pairfactory.ml.uncertainty import (
+    SigmaCalibration,
+    fit_sigma_calibration,
+    fit_sigma_scale,
+)
 from pairfactory.qm.shards import system_id_for
 
 log = logging.getLogger(__name__)
@@ -236,7 +240,7 @@ def train_final(
         records.append(record)
         holdout.append(predictions)
 
-    ensemble, sigma_scale = _ensemble_holdout(holdout, records, valid_ds)
+    ensemble, calibration = _ensemble_holdout(holdout, records, valid_ds, train_ds)
     atomic_write(out_dir / HOLDOUT_FILE, lambda tmp: ensemble.to_parquet(tmp, index=False))
     molecules = _training_molecules(table.iloc[np.concatenate([train_rows, valid_rows])], cache)
     atomic_write(out_dir / MOLECULES_FILE, lambda tmp: molecules.to_parquet(tmp, index=False))
@@ -271,7 +275,8 @@ def train_final(
         settings=options.settings_for(model_name).to_dict(),
         samples=samples_summary,
         inputs=inputs_record,
-        sigma_scale=sigma_scale,
+        sigma_scale=None if calibration is None else calibration.scale,
+        novelty_sigma=None if calibration is None else calibration.novelty_sigma,
         versions=software_versions(),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         code_commit=commit,
@@ -435,11 +440,15 @@ def _train_member(
 
 
 def _ensemble_holdout(
-    members: list[pd.DataFrame], records: list[MemberRecord], valid_ds: PairGraphDataset
-) -> tuple[pd.DataFrame, float | None]:
+    members: list[pd.DataFrame],
+    records: list[MemberRecord],
+    valid_ds: PairGraphDataset,
+    train_ds: PairGraphDataset,
+) -> tuple[pd.DataFrame, SigmaCalibration | None]:
     """The members' holdout predictions combined the way ``Predictor`` combines them, and the
-    factor that calibrates their predictive σ (members' σ and spread together) on the holdout:
-    the σ a fold of ``pairfactory evaluate`` scores, calibrated the same way."""
+    calibration of their predictive σ (members' σ and spread together) fitted on the holdout,
+    growing with each holdout solute's novelty against the training solutes: the σ a fold of
+    ``pairfactory evaluate`` scores, calibrated the same way."""
     index = members[0]["index"].to_numpy()
     for frame in members[1:]:
         if not np.array_equal(frame["index"].to_numpy(), index):
@@ -457,12 +466,20 @@ def _ensemble_holdout(
     y_true = members[0]["y_true"].to_numpy()
     sigma = predictive_sigma(combined)
     combined.pop("y_std", None)
-    sigma_scale = None
+    rows = index.astype(np.int64)
+    holdout_solutes = valid_ds.pairs_df["solute_smiles"].to_numpy(dtype=object)[rows]
+    train_solutes = train_ds.pairs_df["solute_smiles"].to_numpy(dtype=object)
+    similarity = nearest_training_similarity(
+        list(holdout_solutes), train_solutes[[item.index for item in train_ds.items]]
+    )
+    calibration = None
     if sigma is not None:
-        sigma_scale = fit_sigma_scale(y_true, combined["y_pred"], sigma)
-        combined["y_std"] = sigma * sigma_scale
-    pair_ids = valid_ds.pairs_df["pair_id"].to_numpy(dtype=object)[index.astype(np.int64)]
-    return pd.DataFrame({"pair_id": pair_ids, "y_true": y_true, **combined}), sigma_scale
+        calibration = fit_sigma_calibration(y_true, combined["y_pred"], sigma, similarity)
+        combined["y_std"] = calibration.apply(sigma, similarity)
+    pair_ids = valid_ds.pairs_df["pair_id"].to_numpy(dtype=object)[rows]
+    frame = pd.DataFrame({"pair_id": pair_ids, "y_true": y_true, **combined})
+    frame["solute_similarity"] = similarity
+    return frame, calibration
 
 
 def _training_molecules(table: pd.DataFrame, cache: GraphCache) -> pd.DataFrame:

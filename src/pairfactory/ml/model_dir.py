@@ -96,6 +96,10 @@ class ModelCard:
     # calibrates the predictive σ on the holdout (ml.predictor.predictive_sigma: the members' own
     # σ and their spread together); None: a single point-prediction model, which has no σ
     sigma_scale: float | None = None
+    # with sigma_scale: the σ added at novelty 1 (a solute unlike every training solute), in
+    # target units (ml.uncertainty.SigmaCalibration); None on folders from before it, which
+    # calibrate with sigma_scale alone
+    novelty_sigma: float | None = None
     format: int = MODEL_DIR_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
 

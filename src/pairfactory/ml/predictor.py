@@ -5,8 +5,9 @@ featurized gets ``status`` ``rejected`` and a ``reason`` instead of a prediction
 exception that loses the batch. A prediction carries its uncertainty, σ, and an
 ``extrapolation`` flag with the reasons (:mod:`pairfactory.ml.applicability`). σ is the one that
 ``pairfactory evaluate`` scores (NLL, coverage): the members' own σ and their spread together
-(:func:`predictive_sigma`), calibrated as a whole on the holdout; an ensemble of point-prediction
-models has its calibrated spread, a single point-prediction model none.
+(:func:`predictive_sigma`), calibrated as a whole on the holdout, and growing with the solute's
+novelty (1 − its similarity to the nearest training solute; ``SigmaCalibration``); an ensemble of
+point-prediction models has its calibrated spread, a single point-prediction model none.
 
 Columns of a prediction frame (``<target>`` is the model's target, e.g. ``dg_hydration_kcal_mol``,
 whose name carries its unit): ``solute_smiles``, ``solvent_smiles`` (as given), ``status``,
@@ -50,6 +51,7 @@ from pairfactory.ml.model_dir import (
     member_dir,
     read_card,
 )
+from pairfactory.ml.uncertainty import SigmaCalibration
 
 log = logging.getLogger(__name__)
 STATUS_OK, STATUS_REJECTED = "ok", "rejected"
@@ -197,6 +199,7 @@ class Predictor:
             combined = self._infer(
                 [self._molecule(solutes[r], "solute").graph for r in ok_rows],
                 [self._molecule(solvents[r], "solvent").graph for r in ok_rows],
+                similarity[ok_rows],
                 inputs,
             )
             for name, array in combined.items():
@@ -290,8 +293,14 @@ class Predictor:
         return molecule
 
     def _infer(
-        self, solutes: list[Any], solvents: list[Any], inputs: np.ndarray | None = None
+        self,
+        solutes: list[Any],
+        solvents: list[Any],
+        similarity: np.ndarray,
+        inputs: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
+        """Means and σ of the pairs; ``similarity``: each solute's to its nearest training
+        solute, which the calibrated σ grows with."""
         import dgl
         import torch
 
@@ -329,7 +338,8 @@ class Predictor:
         sigma = predictive_sigma(combined)
         combined.pop("y_std", None)  # the members' own σ alone is not what the card calibrated
         if sigma is not None and self.card.sigma_scale is not None:
-            combined["y_std"] = sigma * self.card.sigma_scale
+            calibration = SigmaCalibration(self.card.sigma_scale, self.card.novelty_sigma or 0.0)
+            combined["y_std"] = calibration.apply(sigma, similarity)
         return combined
 
     def _encode_unique(self, model: Any, graphs: list[Any], role: str) -> None:

@@ -1,0 +1,197 @@
+"""Does growing σ with the solute's novelty calibrate better? Refits both calibrations of
+``pairfactory.ml.uncertainty`` on the saved folds of ``pairfactory evaluate`` and scores them on
+the folds' test pairs (prints tables).
+
+Per fold of each model: the model's own σ (``y_std_uncalibrated`` of ``predictions.parquet``), each
+solute's Tanimoto similarity to its nearest training solute (the fold's ``solute_similarity``
+column, or computed from ``--pairs`` for folds saved before it existed), then two calibrations
+fitted on the validation pairs only:
+
+- ``scale``: one factor on σ (what evaluate did before the novelty term);
+- ``scale + novelty``: σ² = (s σ)² + (c (1 − similarity))² (what evaluate does now).
+
+Printed per model: the test NLL and 95 % coverage pooled over the folds, for all test pairs and
+split by the extrapolation flag's similarity threshold (below 0.3: "novel"); the fitted c; and
+the paired difference in per-fold test NLL (corrected resampled t-test, as compare_folds).
+
+example:
+  .venv/bin/python bench/novelty_calibration.py --results results/mnsol_extra/compare \\
+      --dataset mnsol --target dg_solv_kcal_mol --models twin probpair_bilinear \\
+      --pairs results/pairs/mnsol/dg_solv_kcal_mol.parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pairfactory.ml.applicability import DEFAULT_MIN_SOLUTE_SIMILARITY, nearest_training_similarity
+from pairfactory.ml.statistics import corrected_resampled_t
+from pairfactory.ml.uncertainty import (
+    SigmaCalibration,
+    coverage,
+    fit_sigma_calibration,
+    fit_sigma_scale,
+    gaussian_nll,
+)
+
+METHODS = ("scale", "scale + novelty")
+
+
+def fold_similarity(predictions: pd.DataFrame, solutes: pd.Series | None) -> np.ndarray:
+    """Each row's solute similarity to the fold's training solutes: the fold's own column, else
+    computed from the pair table's SMILES (``solutes``: pair_id → solute SMILES)."""
+    if "solute_similarity" in predictions:
+        return predictions["solute_similarity"].to_numpy(dtype=np.float64)
+    if solutes is None:
+        raise SystemExit(
+            "these folds were saved without solute_similarity: give --pairs, the pair table they "
+            "were trained on, for the SMILES"
+        )
+    missing = ~predictions["pair_id"].isin(solutes.index)
+    if missing.any():
+        raise SystemExit(f"{int(missing.sum())} predicted pairs have no row in --pairs")
+    smiles = predictions["pair_id"].map(solutes).tolist()
+    train = predictions["role"].to_numpy() == "train"
+    return nearest_training_similarity(smiles, [s for s, t in zip(smiles, train) if t])
+
+
+def score_fold(predictions: pd.DataFrame, similarity: np.ndarray) -> list[dict]:
+    """Both calibrations fitted on the fold's validation rows, applied to its test rows."""
+    if "y_std_uncalibrated" not in predictions:
+        raise SystemExit("the folds have no σ (y_std_uncalibrated): a probabilistic model's folds")
+    roles = predictions["role"].to_numpy()
+    y_true = predictions["y_true"].to_numpy(dtype=np.float64)
+    y_pred = predictions["y_pred"].to_numpy(dtype=np.float64)
+    y_std = predictions["y_std_uncalibrated"].to_numpy(dtype=np.float64)
+    valid, test = roles == "valid", roles == "test"
+    calibrations = {
+        "scale": SigmaCalibration(fit_sigma_scale(y_true[valid], y_pred[valid], y_std[valid])),
+        "scale + novelty": fit_sigma_calibration(
+            y_true[valid], y_pred[valid], y_std[valid], similarity[valid]
+        ),
+    }
+    rows = []
+    for method, calibration in calibrations.items():
+        sigma = calibration.apply(y_std[test], similarity[test])
+        rows.append(
+            {
+                "method": method,
+                "novelty_sigma": calibration.novelty_sigma,
+                "y_true": y_true[test],
+                "y_pred": y_pred[test],
+                "y_std": sigma,
+                "novel": similarity[test] < DEFAULT_MIN_SOLUTE_SIMILARITY,
+            }
+        )
+    return rows
+
+
+def _pooled(rows: list[dict], mask_key: str | None, keep: bool) -> tuple[int, float, float]:
+    arrays = {k: np.concatenate([r[k] for r in rows]) for k in ("y_true", "y_pred", "y_std")}
+    mask = np.ones(len(arrays["y_true"]), dtype=bool)
+    if mask_key is not None:
+        mask = np.concatenate([r[mask_key] for r in rows]) == keep
+    if not mask.any():
+        return 0, float("nan"), float("nan")
+    y_true, y_pred, y_std = (arrays[k][mask] for k in ("y_true", "y_pred", "y_std"))
+    return (
+        int(mask.sum()),
+        gaussian_nll(y_true, y_pred, y_std),
+        coverage(y_true, y_pred, y_std, 0.95),
+    )
+
+
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [f"{row[0]:<{widths[0]}}"] + [
+            f"{cell:>{width}}" for cell, width in zip(row[1:], widths[1:], strict=True)
+        ]
+        print("  ".join(cells))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--results", required=True, help="the evaluate results root")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--models", nargs="+", required=True, help="model folders with a σ")
+    parser.add_argument("--split", default="random")
+    parser.add_argument("--pairs", help="the pair table (for folds saved without similarity)")
+    args = parser.parse_args(argv)
+
+    solutes = None
+    if args.pairs:
+        table = pd.read_parquet(args.pairs).drop_duplicates("pair_id")
+        solutes = table.set_index("pair_id")["solute_smiles"]
+    root = Path(args.results) / args.dataset / args.target
+    for model in args.models:
+        folds = sorted(p.parent for p in (root / model / args.split).glob("r*-f*/metrics.json"))
+        if not folds:
+            raise SystemExit(f"no finished fold under {root / model / args.split}")
+        per_method: dict[str, list[dict]] = {m: [] for m in METHODS}
+        for fold in folds:
+            predictions = pd.read_parquet(fold / "predictions.parquet")
+            for row in score_fold(predictions, fold_similarity(predictions, solutes)):
+                per_method[row["method"]].append(row)
+        threshold = DEFAULT_MIN_SOLUTE_SIMILARITY
+        print(f"\n{model}: {len(folds)} folds, calibrations fitted on each fold's validation set\n")
+        table_rows = [
+            (
+                "calibration",
+                "test NLL",
+                "95 % coverage",
+                f"novel (< {threshold}): n",
+                "NLL",
+                "coverage",
+                "others: NLL",
+                "coverage",
+                "c (median over folds)",
+            )
+        ]
+        for method, rows in per_method.items():
+            _, nll, cov = _pooled(rows, None, True)
+            n_novel, nll_novel, cov_novel = _pooled(rows, "novel", True)
+            _, nll_other, cov_other = _pooled(rows, "novel", False)
+            table_rows.append(
+                (
+                    method,
+                    f"{nll:.3f}",
+                    f"{cov:.3f}",
+                    str(n_novel),
+                    f"{nll_novel:.3f}",
+                    f"{cov_novel:.2f}",
+                    f"{nll_other:.3f}",
+                    f"{cov_other:.3f}",
+                    "–"
+                    if method == "scale"
+                    else f"{np.median([r['novelty_sigma'] for r in rows]):.3f}",
+                )
+            )
+        print_table(table_rows)
+        fold_nll = {
+            method: np.array([gaussian_nll(r["y_true"], r["y_pred"], r["y_std"]) for r in rows])
+            for method, rows in per_method.items()
+        }
+        d = fold_nll["scale + novelty"] - fold_nll["scale"]
+        metrics = [pd.read_json(fold / "metrics.json", typ="series") for fold in folds]
+        n_train = float(np.mean([m["n_train"] for m in metrics]))
+        n_test = float(np.mean([m["n_valid"] + m["n_test"] for m in metrics]))
+        if len(d) > 1:
+            half, _, p = corrected_resampled_t(d, n_train, n_test)
+            print(
+                f"\nper-fold test NLL, scale + novelty − scale: {d.mean():+.3f} "
+                f"[{d.mean() - half:+.3f}, {d.mean() + half:+.3f}], p = {p:.3f}, "
+                f"lower in {int((d < 0).sum())} of {len(d)} folds"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
