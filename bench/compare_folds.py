@@ -136,6 +136,18 @@ def shared_folds(
     return [key for key in keys if key[0] in whole]
 
 
+def calibration_kinds(
+    found: list[dict[tuple[int, int], dict]], keys: list[tuple[int, int]]
+) -> set[str]:
+    """How the compared folds with a σ were calibrated: "scale" alone (folds from before the
+    novelty term) or "scale + novelty"."""
+    kinds = set()
+    for fold in (f[key] for f in found for key in keys):
+        if fold.get("sigma_scale") is not None:
+            kinds.add("scale" if fold.get("novelty_sigma") is None else "scale + novelty")
+    return kinds
+
+
 def _mean(found: dict[tuple[int, int], dict], keys: list[tuple[int, int]], name: str) -> float:
     values = [found[key].get(name) for key in keys]
     return float(np.mean(values)) if all(v is not None for v in values) else float("nan")
@@ -441,6 +453,14 @@ def main(argv: list[str] | None = None) -> int:
         if not all(np.isnan(means)):
             rows.append((label, *("–" if np.isnan(m) else f"{m:.3f}" for m in means)))
     print_table(rows)
+    calibrations = calibration_kinds(found, keys)
+    if len(calibrations) > 1:
+        print(
+            "\nnote: the σ metrics mix calibrations: folds calibrated by "
+            + " and by ".join(sorted(calibrations))
+            + " (folds saved before σ grew with novelty have no novelty_sigma); compare σ "
+            "metrics within one kind"
+        )
 
     print("\npaired differences (B − A; 95 % interval, corrected resampled t-test)\n")
     n_train = float(np.mean([found[0][key]["n_train"] for key in keys]))

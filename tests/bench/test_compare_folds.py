@@ -290,3 +290,16 @@ def test_group_by_domain_checks_each_test_pair_against_its_folds_training_pairs(
     ]
     with pytest.raises(SystemExit, match="for the SMILES"):
         compare.main([*base, "--group-by", "domain"])
+
+
+def test_sigma_metrics_of_two_calibrations_are_flagged(tmp_path: Path) -> None:
+    """Folds saved before σ grew with novelty (no novelty_sigma) beside newer ones: a note."""
+    results = _write_folds(tmp_path)
+    for model, extra in (
+        ("a", {"sigma_scale": 1.2}),
+        ("b", {"sigma_scale": 1.1, "novelty_sigma": 0.4}),
+    ):
+        for path in (results / "ds" / "y" / model / "random").glob("r*-f*/metrics.json"):
+            path.write_text(json.dumps({**json.loads(path.read_text()), **extra}))
+    assert "mix calibrations" in _run(results, "--models", "a", "b")
+    assert "mix calibrations" not in _run(results, "--models", "a", "c")
