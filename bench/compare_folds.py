@@ -17,10 +17,12 @@ is recorded per member.
 
 ``--group-by domain`` and ``--group-by solute_similarity`` ask whether the ``extrapolation`` flag
 of a prediction means what it says: each test pair is checked against its own fold's training
-domain (the fold's training and validation pairs, as a final model's domain holds the pairs it
-learned from), with the checks ``pairfactory predict`` makes (``pairfactory.ml.applicability``):
+domain (the fold's training pairs, as a final model's domain holds the pairs whose labels it was
+fitted to), with the checks ``pairfactory predict`` makes (``pairfactory.ml.applicability``):
 ``domain`` is "inside" or "outside: <the checks it fails>", ``solute_similarity`` bins the
-Tanimoto similarity to the nearest training solute. Both need ``--pairs`` for the SMILES.
+Tanimoto similarity to the nearest training solute (as the ``solute_similarity`` column newer folds
+save). Both need ``--pairs`` for the SMILES, and every compared model trained on the same pairs
+(not with extra pairs of another table).
 
 For models whose predictions carry a σ (``y_std``), the grouped table is followed by σ per group:
 its root mean square and the share of test errors within 1.96 σ (95 % coverage).
@@ -163,11 +165,11 @@ def _similarity_group(similarity: float) -> str:
 
 
 def domain_groups(
-    root: Path, model: str, split: str, keys: list[tuple[int, int]], pairs: pd.DataFrame
+    root: Path, models: list[str], split: str, keys: list[tuple[int, int]], pairs: pd.DataFrame
 ) -> pd.DataFrame:
     """Per fold and test pair (``key``, ``pair_id``): ``domain`` and ``solute_similarity`` against
-    the domain of the fold's training and validation pairs (read from ``model``'s predictions;
-    every compared model has the same folds)."""
+    the domain of the fold's training pairs. Refuses models whose folds trained on other pairs:
+    one domain per fold must serve them all."""
     from rdkit import Chem
 
     missing_columns = {"pair_id", "solute_smiles", "solvent_smiles"} - set(pairs.columns)
@@ -192,14 +194,27 @@ def domain_groups(
     rows = []
     for repeat, fold in keys:
         key = f"r{repeat}-f{fold}"
-        frame = pd.read_parquet(root / model / split / key / "predictions.parquet")
+        frames = {
+            model: pd.read_parquet(root / model / split / key / "predictions.parquet")
+            for model in models
+        }
+        trained = {
+            model: set(f.loc[f["role"] == "train", "pair_id"]) for model, f in frames.items()
+        }
+        for model in models[1:]:
+            if trained[model] != trained[models[0]]:
+                raise SystemExit(
+                    f"--group-by {DOMAIN} / {SOLUTE_SIMILARITY}: {model} and {models[0]} trained "
+                    f"on other pairs in {key} (extra training pairs?); compare them apart"
+                )
+        frame = frames[models[0]]
         unknown = ~frame["pair_id"].isin(smiles.index)
         if unknown.any():
             raise SystemExit(
                 f"{int(unknown.sum())} pairs of {key} have no row in --pairs: is it the table "
-                "these folds were trained on?"
+                "these folds were trained on (without extra pairs)?"
             )
-        learned = smiles.loc[frame.loc[frame["role"] != "test", "pair_id"]]
+        learned = smiles.loc[frame.loc[frame["role"] == "train", "pair_id"]]
         domain = TrainingDomain.from_facts(
             [facts_of(s) for s in sorted(set(learned["solute_smiles"]))],
             [facts_of(s) for s in sorted(set(learned["solvent_smiles"]))],
@@ -244,9 +259,8 @@ def group_errors(
     if column in (DOMAIN, SOLUTE_SIMILARITY):
         if pairs is None:
             raise SystemExit(f"--group-by {column}: give --pairs, the pair table, for the SMILES")
-        groups = domain_groups(root, models[0], split, keys, pairs)
-        # newer folds save a solute_similarity of their own (against the training pairs alone,
-        # for σ); the groups measure against the fold's training and validation pairs
+        groups = domain_groups(root, models, split, keys, pairs)
+        # newer folds save the similarity itself; the groups are its bins
         merged = errors.drop(columns=column, errors="ignore").merge(
             groups[["key", "pair_id", column]], on=["key", "pair_id"]
         )
@@ -298,7 +312,7 @@ def print_groups(
     groups = errors[errors["model"] == models[0]]["group"].value_counts()
     groups = pd.concat([groups.drop(OTHER, errors="ignore"), groups.filter([OTHER])])
     if order is not None:
-        groups = groups.reindex([g for g in order if g in groups.index])
+        groups = groups.reindex([g for g in [*order, OTHER] if g in groups.index])
     rows = [("group", "test predictions", *(f"{m} pooled" for m in models))]
     pooled = errors.groupby(["group", "model"])["squared_error"].mean().pow(0.5).unstack()
     for group, n in groups.items():
@@ -312,6 +326,9 @@ def print_groups(
             cells = []
             for model in with_sigma:
                 part = errors[(errors["group"] == group) & (errors["model"] == model)]
+                if part.empty:
+                    cells.append("–")
+                    continue
                 rms_sigma = float(np.sqrt(np.mean(part["y_std"] ** 2)))
                 within = float(np.mean(part["squared_error"] <= (1.96 * part["y_std"]) ** 2))
                 cells.append(f"{rms_sigma:.3f} / {within:.2f}")

@@ -53,7 +53,11 @@ def fold_similarity(predictions: pd.DataFrame, solutes: pd.Series | None) -> np.
         )
     missing = ~predictions["pair_id"].isin(solutes.index)
     if missing.any():
-        raise SystemExit(f"{int(missing.sum())} predicted pairs have no row in --pairs")
+        raise SystemExit(
+            f"{int(missing.sum())} predicted pairs have no row in --pairs: is it the table these "
+            "folds were trained on? (Folds trained with extra pairs, saved before folds kept "
+            "solute_similarity, cannot be scored from one table.)"
+        )
     smiles = predictions["pair_id"].map(solutes).tolist()
     train = predictions["role"].to_numpy() == "train"
     return nearest_training_similarity(smiles, [s for s, t in zip(smiles, train) if t])

@@ -224,10 +224,11 @@ def test_a_member_of_an_ensemble_is_compared_by_its_own_rmse(tmp_path: Path) -> 
 def test_group_by_domain_checks_each_test_pair_against_its_folds_training_pairs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], bench_script: Callable[[str], ModuleType]
 ) -> None:
-    """Training solutes ethanol and propanol in water and ethanol, and butanol in validation (so
-    inside the domain, as in a final model's); a tests: propanol in water and butanol in ethanol
-    (inside), benzene (larger and unlike any training solute) and ethanol in chloromethane (an
-    element never seen). Model a errs by 1 inside and 3 outside with σ 1; b errs by 2, no σ."""
+    """Training solutes ethanol and propanol in water and ethanol; butanol only in validation, so
+    outside the domain (as a final model's holdout is). Tests: propanol in water (inside), butanol
+    in ethanol (larger than every training solute), benzene (larger and unlike any) and ethanol in
+    chloromethane (an element never seen). Model a errs by 1 inside and 3 outside with σ 1; b errs
+    by 2, no σ."""
     results = _write_folds(tmp_path)
     table = {
         "p0": ("CCO", "O", "train"),
@@ -238,7 +239,7 @@ def test_group_by_domain_checks_each_test_pair_against_its_folds_training_pairs(
         "p3": ("c1ccccc1", "O", "test"),
         "p4": ("CCO", "CCl", "test"),
     }
-    inside = {"p2", "p6"}
+    inside = {"p2"}
     for model in ("a", "b"):
         for fold_dir in (results / "ds" / "y" / model / "random").glob("r*-f*"):
             ids = list(table)
@@ -269,7 +270,8 @@ def test_group_by_domain_checks_each_test_pair_against_its_folds_training_pairs(
         return line[len(label) :].split()
 
     rmse_table, sigma_table = out.split("σ per group")[0], out.split("σ per group")[1]
-    assert row("inside", rmse_table) == ["8", "1.000", "2.000"]  # 4 folds × 2 pairs
+    assert row("inside", rmse_table) == ["4", "1.000", "2.000"]  # 4 folds × 1 pair
+    assert row("outside: size", rmse_table) == ["4", "3.000", "2.000"]  # butanol: 5 > 4 atoms
     assert row("outside: size, similarity", rmse_table) == ["4", "3.000", "2.000"]
     assert row("outside: elements", rmse_table) == ["4", "3.000", "2.000"]
     sigma_table = sigma_table.split("per group, paired")[0]
@@ -278,7 +280,8 @@ def test_group_by_domain_checks_each_test_pair_against_its_folds_training_pairs(
 
     compare.main([*base, "--pairs", str(pairs), "--group-by", "solute_similarity"])
     out = capsys.readouterr().out.split("test RMSE by solute_similarity")[1]
-    assert row("≥ 0.7", out.split("σ per group")[0])[0] == "12"
+    assert row("≥ 0.7", out.split("σ per group")[0])[0] == "8"  # propanol, ethanol
+    assert row("0.5–0.7", out.split("σ per group")[0])[0] == "4"  # butanol: 0.58 to propanol
     assert row("< 0.3", out.split("σ per group")[0])[0] == "4"
     assert out.index("< 0.3") < out.index("≥ 0.7"), "least similar first, whatever the counts"
     assert [compare._similarity_group(s) for s in (0.29, 0.3, 0.69, 0.7, 1.0)] == [
@@ -290,6 +293,13 @@ def test_group_by_domain_checks_each_test_pair_against_its_folds_training_pairs(
     ]
     with pytest.raises(SystemExit, match="for the SMILES"):
         compare.main([*base, "--group-by", "domain"])
+    # a model trained on other pairs (extra training pairs) cannot share the folds' domain
+    for fold_dir in (results / "ds" / "y" / "b" / "random").glob("r*-f*"):
+        frame = pd.read_parquet(fold_dir / "predictions.parquet")
+        extra = pd.DataFrame({"pair_id": ["x0"], "role": ["train"], "y_true": 0.0, "y_pred": 0.0})
+        pd.concat([frame, extra]).to_parquet(fold_dir / "predictions.parquet")
+    with pytest.raises(SystemExit, match="trained on other pairs"):
+        compare.main([*base, "--pairs", str(pairs), "--group-by", "domain"])
 
 
 def test_sigma_metrics_of_two_calibrations_are_flagged(tmp_path: Path) -> None:

@@ -67,7 +67,17 @@ def test_the_model_folder_holds_what_a_user_needs(model_dir: Path, table_path: P
     assert card["featurization"]["spec_hash"] == FEATURE_SPEC_HASH
     assert card["training_table"]["rows"] == 60 and card["training_table"]["pairs_used"] == 60
     assert len(card["training_table"]["sha256"]) == 64
-    assert card["holdout"] == {"fraction": 0.1, "seed": 0, "n": 6}
+    holdout = pd.read_parquet(model_dir / HOLDOUT_FILE)
+    n_novel = int((holdout["solute_similarity"] < 0.3).sum())
+    assert card["holdout"] == {"fraction": 0.1, "seed": 0, "n": 6, "novel_pairs": n_novel}
+    # the domain is the training pairs' molecules: the holdout's own solutes are not in it
+    molecules = pd.read_parquet(model_dir / MOLECULES_FILE)
+    table = pd.read_parquet(table_path).set_index("pair_id")
+    holdout_solutes = set(table.loc[holdout["pair_id"], "solute_smiles"])
+    training_solutes = set(table.loc[~table.index.isin(holdout["pair_id"]), "solute_smiles"])
+    domain_solutes = set(molecules.loc[molecules["role"] == "solute", "smiles"])
+    assert domain_solutes == training_solutes and holdout_solutes - training_solutes
+    assert not (holdout_solutes - training_solutes) & domain_solutes
     assert {"C", "O", "H"} <= set(card["domain"]["elements"])
     assert card["domain"]["solvent_heavy_atoms"] == [1, 1]  # water only
     assert {"torch", "dgl", "rdkit", "pairfactory"} <= set(card["versions"])
@@ -212,9 +222,10 @@ def test_sigma_is_the_ensembles_own_sigma_and_spread_calibrated_as_a_whole(
     pairs = freesolv_rows(60).set_index("pair_id").loc[holdout["pair_id"]]
     predicted = model.predict(list(pairs.solute_smiles), list(pairs.solvent_smiles))
     np.testing.assert_allclose(predicted[TARGET], holdout["y_pred"], rtol=1e-5, atol=1e-5)
-    # the holdout's σ grew with each solute's novelty against the training solutes; predict
-    # measures it against the whole domain, which holds the holdout's solutes too
-    assert (predicted["solute_similarity"] == 1.0).all()
+    # the holdout's σ grew with each solute's novelty against the training solutes, and predict
+    # measures novelty against the same solutes: the same σ
+    np.testing.assert_allclose(predicted[f"{TARGET}_sigma"], holdout["y_std"], rtol=1e-5)
+    np.testing.assert_allclose(predicted["solute_similarity"], holdout["solute_similarity"])
     calibration = SigmaCalibration(model.card.sigma_scale, model.card.novelty_sigma)
     # calibrated on the holdout as a whole, and predict applies the card's calibration
     members = [pd.read_parquet(member_dir(model_dir, m) / "holdout.parquet") for m in (0, 1)]
@@ -233,9 +244,6 @@ def test_sigma_is_the_ensembles_own_sigma_and_spread_calibrated_as_a_whole(
     )
     np.testing.assert_allclose(
         holdout["y_std"], calibration.apply(raw, holdout["solute_similarity"]), rtol=1e-6
-    )
-    np.testing.assert_allclose(
-        predicted[f"{TARGET}_sigma"], calibration.apply(raw, np.ones(len(raw))), rtol=1e-5
     )
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from pairfactory.ml.applicability import nearest_training_similarity
 from pairfactory.ml.uncertainty import (
     SigmaCalibration,
     calibrate_predictions,
@@ -153,6 +154,28 @@ def test_novelty_calibration_recovers_both_terms_and_is_a_likelihood_maximum():
         assert low < covered < high
 
 
+def test_novelty_calibration_finds_a_weak_term_at_the_likelihoods_maximum_in_any_units():
+    """A novelty term as small as the model's own σ (a fit in c itself stalls near c = 0 there):
+    the fit matches a grid search, and scaling targets and σ by k scales novelty_sigma by k."""
+    rng = np.random.default_rng(3)
+    y_pred, y_std, similarity = rng.normal(size=2000), np.ones(2000), rng.uniform(0, 1, 2000)
+    y_true = y_pred + rng.normal(size=2000) * np.sqrt(1.0 + (0.5 * (1.0 - similarity)) ** 2)
+    fitted = fit_sigma_calibration(y_true, y_pred, y_std, similarity)
+    grid = [
+        (gaussian_nll(y_true, y_pred, SigmaCalibration(s, c).apply(y_std, similarity)), s, c)
+        for s in np.linspace(0.8, 1.2, 41)
+        for c in np.linspace(0.0, 1.5, 151)
+    ]
+    _, grid_scale, grid_novelty = min(grid)
+    assert fitted.novelty_sigma == pytest.approx(grid_novelty, abs=0.02)
+    assert fitted.scale == pytest.approx(grid_scale, abs=0.02)
+    assert 0.2 < fitted.novelty_sigma < 0.9
+    for k in (0.1, 8.0):
+        scaled = fit_sigma_calibration(k * y_true, k * y_pred, k * y_std, similarity)
+        assert scaled.scale == pytest.approx(fitted.scale, rel=1e-4)
+        assert scaled.novelty_sigma == pytest.approx(k * fitted.novelty_sigma, rel=1e-4)
+
+
 def test_novelty_calibration_falls_back_to_the_one_factor():
     y_true, y_pred, y_std, similarity = novel_sample(novelty_sigma=0.0)
     scale = fit_sigma_scale(y_true, y_pred, y_std)
@@ -245,10 +268,16 @@ def test_probabilistic_fold_writes_calibrated_sigma_and_the_report_reads_it(tmp_
     np.testing.assert_allclose(
         preds["y_std"], calibration.apply(preds["y_std_uncalibrated"], preds["solute_similarity"])
     )
-    # a training solute is its own nearest training solute; others are at most as similar
+    # each row's similarity is its own solute's, to the fold's training solutes
+    pairs = pd.read_parquet(table).set_index("pair_id")
     train = preds[preds["role"] == "train"]
     assert (train["solute_similarity"] == 1.0).all()
-    assert preds["solute_similarity"].between(0.0, 1.0).all()
+    expected = nearest_training_similarity(
+        list(pairs.loc[preds["pair_id"], "solute_smiles"]),
+        pairs.loc[train["pair_id"], "solute_smiles"],
+    )
+    np.testing.assert_allclose(preds["solute_similarity"], expected)
+    assert (preds["solute_similarity"] < 1.0).any()  # some held-out solute is new
     test = preds[preds["role"] == "test"]
     assert metrics["nll"] == pytest.approx(
         gaussian_nll(test["y_true"], test["y_pred"], test["y_std"])

@@ -26,7 +26,11 @@ import pandas as pd
 from pairfactory import __version__
 from pairfactory.errors import UserError
 from pairfactory.fileio import atomic_write, atomic_write_text, file_sha256
-from pairfactory.ml.applicability import domain_from_molecules, nearest_training_similarity
+from pairfactory.ml.applicability import (
+    DEFAULT_MIN_SOLUTE_SIMILARITY,
+    domain_from_molecules,
+    nearest_training_similarity,
+)
 from pairfactory.ml.datasets import PairGraphDataset
 from pairfactory.ml.evaluate import (
     ProtocolOptions,
@@ -241,8 +245,23 @@ def train_final(
         holdout.append(predictions)
 
     ensemble, calibration = _ensemble_holdout(holdout, records, valid_ds, train_ds)
+    n_novel = int((ensemble["solute_similarity"] < DEFAULT_MIN_SOLUTE_SIMILARITY).sum())
+    if calibration is not None:
+        log.info(
+            "σ calibrated on the holdout: factor %.4g, novelty σ %.4g %s (%d of %d holdout "
+            "pairs with a solute of similarity < %.1f to every training solute)",
+            calibration.scale,
+            calibration.novelty_sigma,
+            unit,
+            n_novel,
+            len(ensemble),
+            DEFAULT_MIN_SOLUTE_SIMILARITY,
+        )
     atomic_write(out_dir / HOLDOUT_FILE, lambda tmp: ensemble.to_parquet(tmp, index=False))
-    molecules = _training_molecules(table.iloc[np.concatenate([train_rows, valid_rows])], cache)
+    # the solutes whose labels the weights were fitted to (not the holdout's, which only stopped
+    # training and calibrated σ): the domain the flag and σ's novelty term measure against, as
+    # the calibration measured the holdout's solutes
+    molecules = _training_molecules(table.iloc[train_rows], cache)
     atomic_write(out_dir / MOLECULES_FILE, lambda tmp: molecules.to_parquet(tmp, index=False))
     domain = domain_from_molecules(molecules)
     metrics = regression_metrics(ensemble["y_true"].to_numpy(), ensemble["y_pred"].to_numpy())
@@ -267,6 +286,9 @@ def train_final(
             "fraction": final.holdout_fraction,
             "seed": options.seed,
             "n": len(valid_ds),
+            # holdout pairs whose solute is unlike every training solute: what the σ's novelty
+            # term was fitted from (few on a table of repeated solutes, such as MNSol)
+            "novel_pairs": n_novel,
         },
         domain=domain.summary(),
         metrics={f"holdout_{k}": v for k, v in metrics.items()}

@@ -3,9 +3,12 @@
 Layout::
 
     <dir>/model.json                 the card (ModelCard), written last: marks a finished model
-    <dir>/training_molecules.parquet the training pairs' canonical SMILES (role, smiles): the
-                                     applicability domain's fingerprints are rebuilt from them
-    <dir>/holdout_predictions.parquet  the ensemble on the holdout (y_true, y_pred, σ columns)
+    <dir>/training_molecules.parquet the training pairs' canonical SMILES (role, smiles), the
+                                     holdout's left out: the applicability domain's
+                                     fingerprints are rebuilt from them (folders from before
+                                     2026-12-02 hold the holdout's molecules too)
+    <dir>/holdout_predictions.parquet  the ensemble on the holdout (y_true, y_pred, σ columns, and
+                                     solute_similarity: to the nearest training solute)
     <dir>/members/m<i>/weights.pt    one ensemble member: weights only (weights_only=True loads)
     <dir>/members/m<i>/history.csv   its learning curve
     <dir>/members/m<i>/member.json   its seed, best epoch, holdout RMSE, target and σ scale

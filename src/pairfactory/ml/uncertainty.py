@@ -147,7 +147,12 @@ def fit_sigma_calibration(
 ) -> SigmaCalibration:
     """The ``SigmaCalibration`` of maximum likelihood on these predictions: ``scale`` alone
     (closed form) without ``similarity`` or where every solute is a training solute, else
-    ``scale`` and ``novelty_sigma`` ≥ 0 together (L-BFGS-B from the closed-form scale and 0)."""
+    ``scale`` and ``novelty_sigma`` ≥ 0 together.
+
+    The fit runs in the variance terms a = s² and b = c², in which the variance is linear (so the
+    gradient in b does not vanish at b = 0, as it does in c), on errors in units of their root
+    mean square (so the result does not depend on the target's units), from several starts (the
+    NLL is not convex in the variance); it is never worse on these data than ``scale`` alone."""
     y_true, y_pred, y_std = _arrays(y_true, y_pred, y_std)
     scale = fit_sigma_scale(y_true, y_pred, y_std)
     if similarity is None:
@@ -155,39 +160,35 @@ def fit_sigma_calibration(
     novelty = 1.0 - np.asarray(similarity, dtype=np.float64).reshape(-1)
     if novelty.shape != y_std.shape or not np.all(np.isfinite(novelty)):
         raise ValueError("similarity must be finite, one value per prediction")
-    if not np.any(novelty > 0):
+    rms_error = float(np.sqrt(np.mean((y_true - y_pred) ** 2)))
+    if not np.any(novelty > 0) or rms_error == 0.0:
         return SigmaCalibration(scale)
     from scipy.optimize import minimize
 
-    squared_error = (y_true - y_pred) ** 2
-    sigma2, novelty2 = y_std**2, novelty**2
+    squared_error = ((y_true - y_pred) / rms_error) ** 2
+    sigma2, novelty2 = (y_std / rms_error) ** 2, novelty**2
 
     def nll_and_gradient(params: np.ndarray) -> tuple[float, np.ndarray]:
-        s, c = params
-        variance = np.maximum(s * s * sigma2 + c * c * novelty2, 1e-300)
-        # d(mean NLL)/d(variance) per point, then the chain rule through s and c
+        variance = np.maximum(params[0] * sigma2 + params[1] * novelty2, 1e-300)
+        # d(mean NLL)/d(variance) per point; the variance is linear in a and b
         slope = 0.5 / variance - 0.5 * squared_error / variance**2
         value = float(np.mean(0.5 * np.log(variance) + 0.5 * squared_error / variance))
-        gradient = np.array(
-            [np.mean(slope * 2.0 * s * sigma2), np.mean(slope * 2.0 * c * novelty2)]
-        )
-        return value, gradient
+        return value, np.array([np.mean(slope * sigma2), np.mean(slope * novelty2)])
 
-    # c starts at a small positive value: at exactly 0 its gradient vanishes (variance ∝ c²)
-    start = np.array([scale, 1e-3 * float(np.sqrt(np.mean(squared_error)))])
-    result = minimize(
-        nll_and_gradient,
-        start,
-        jac=True,
-        method="L-BFGS-B",
-        bounds=[(1e-12, None), (0.0, None)],
-    )
-    fitted = SigmaCalibration(float(result.x[0]), float(result.x[1]))
-    one_factor = SigmaCalibration(scale)
-    # never worse than the one-factor calibration on the data it is fitted to
-    if nll_and_gradient(result.x)[0] > nll_and_gradient(np.array([scale, 0.0]))[0]:
-        return one_factor
-    return fitted
+    one_factor = np.array([scale**2, 0.0])
+    # from the one factor alone, and from splitting the errors' variance between the two terms
+    # (the errors are of unit mean square here)
+    a_full, b_full = scale**2, 1.0 / float(np.mean(novelty2))
+    starts = [one_factor] + [np.array([a_full * (1 - w), b_full * w]) for w in (0.25, 0.5, 0.75)]
+    best, best_value = one_factor, nll_and_gradient(one_factor)[0]
+    for start in starts:
+        result = minimize(
+            nll_and_gradient, start, jac=True, method="L-BFGS-B", bounds=[(1e-24, None), (0, None)]
+        )
+        value = nll_and_gradient(result.x)[0]
+        if value < best_value:
+            best, best_value = result.x, value
+    return SigmaCalibration(float(np.sqrt(best[0])), float(np.sqrt(best[1])) * rms_error)
 
 
 def uncertainty_metrics(
