@@ -15,13 +15,14 @@ A model written ``FOLDER[i]`` is member i of an ensemble folder's folds (``--ens
 is the single model of the fold): its test RMSE is the fold's ``member_rmse[i]``, and nothing else
 is recorded per member.
 
-``--group-by domain`` and ``--group-by solute_similarity`` ask whether the ``extrapolation`` flag
-of a prediction means what it says: each test pair is checked against its own fold's training
-domain (the fold's training pairs, as a final model's domain holds the pairs whose labels it was
-fitted to), with the checks ``pairfactory predict`` makes (``pairfactory.ml.applicability``):
-``domain`` is "inside" or "outside: <the checks it fails>", ``solute_similarity`` bins the
+``--group-by domain``, ``extrapolation`` and ``solute_similarity`` ask whether the
+``extrapolation`` flag of a prediction means what it says: each test pair is checked against its
+own fold's training domain (the fold's training pairs, as a final model's domain holds the pairs
+whose labels it was fitted to), with the checks ``pairfactory predict`` makes
+(``pairfactory.ml.applicability``): ``domain`` is "inside" or "outside: <the checks it fails>",
+``extrapolation`` "inside" or "flagged" (every "outside" together), ``solute_similarity`` bins the
 Tanimoto similarity to the nearest training solute (as the ``solute_similarity`` column newer folds
-save). Both need ``--pairs`` for the SMILES, and every compared model trained on the same pairs
+save). They need ``--pairs`` for the SMILES, and every compared model trained on the same pairs
 (not with extra pairs of another table).
 
 For models whose predictions carry a σ (``y_std``), the grouped table is followed by σ per group:
@@ -32,9 +33,10 @@ its root mean square and the share of test errors within 1.96 σ (95 % coverage)
 ``--group-by COLUMN`` adds where the models differ: the test pairs split by a column of the
 predictions (``covered``) or of the pair table (``--pairs``; e.g. ``solvent_smiles``: the ``--top``
 most frequent values, the rest as "(other)"; a pair counts once per fold it was tested in). Per
-group: the test RMSE pooled over the folds, and each model's paired difference from the first
-model in per-fold RMSE over the folds where the group has test pairs (the same corrected t-test,
-with the whole test set's n_test / n_train: conservative for a group).
+group: its share of the first model's squared error, the test RMSE pooled over the folds, and
+each model's paired difference from the first model in per-fold RMSE over the folds where the
+group has test pairs (the same corrected t-test, with the whole test set's n_test / n_train:
+conservative for a group).
 
 examples:
   .venv/bin/python bench/compare_folds.py --results results/tuned_642/evaluate \\
@@ -86,7 +88,9 @@ SPLIT_FIELDS = ("split", "n_folds", "split_seed")
 
 # --group-by columns computed per fold from its own training pairs, not read from a table
 DOMAIN = "domain"
+EXTRAPOLATION = "extrapolation"
 SOLUTE_SIMILARITY = "solute_similarity"
+DOMAIN_COLUMNS = (DOMAIN, EXTRAPOLATION, SOLUTE_SIMILARITY)
 # edges of the solute_similarity groups; the first is the flag's default threshold
 SIMILARITY_EDGES = (0.3, 0.5, 0.7)
 
@@ -175,7 +179,7 @@ def domain_groups(
     missing_columns = {"pair_id", "solute_smiles", "solvent_smiles"} - set(pairs.columns)
     if missing_columns:
         raise SystemExit(
-            f"--group-by {DOMAIN} / {SOLUTE_SIMILARITY} needs the SMILES: --pairs lacks "
+            f"--group-by {'/'.join(DOMAIN_COLUMNS)} needs the SMILES: --pairs lacks "
             f"{', '.join(sorted(missing_columns))}"
         )
     smiles = pairs.drop_duplicates("pair_id").set_index("pair_id")[
@@ -204,7 +208,7 @@ def domain_groups(
         for model in models[1:]:
             if trained[model] != trained[models[0]]:
                 raise SystemExit(
-                    f"--group-by {DOMAIN} / {SOLUTE_SIMILARITY}: {model} and {models[0]} trained "
+                    f"--group-by {'/'.join(DOMAIN_COLUMNS)}: {model} and {models[0]} trained "
                     f"on other pairs in {key} (extra training pairs?); compare them apart"
                 )
         frame = frames[models[0]]
@@ -229,6 +233,7 @@ def domain_groups(
                     "key": key,
                     "pair_id": pair_id,
                     DOMAIN: "outside: " + ", ".join(failed) if failed else "inside",
+                    EXTRAPOLATION: "flagged" if failed else "inside",
                     SOLUTE_SIMILARITY: _similarity_group(similarity),
                 }
             )
@@ -256,7 +261,7 @@ def group_errors(
             prediction_columns = list(frame.columns)
             frames.append(frame.assign(model=model, key=f"r{repeat}-f{fold}"))
     errors = pd.concat(frames, ignore_index=True)
-    if column in (DOMAIN, SOLUTE_SIMILARITY):
+    if column in DOMAIN_COLUMNS:
         if pairs is None:
             raise SystemExit(f"--group-by {column}: give --pairs, the pair table, for the SMILES")
         groups = domain_groups(root, models, split, keys, pairs)
@@ -313,10 +318,26 @@ def print_groups(
     groups = pd.concat([groups.drop(OTHER, errors="ignore"), groups.filter([OTHER])])
     if order is not None:
         groups = groups.reindex([g for g in [*order, OTHER] if g in groups.index])
-    rows = [("group", "test predictions", *(f"{m} pooled" for m in models))]
+    first = errors[errors["model"] == models[0]]
+    share = first.groupby("group")["squared_error"].sum() / first["squared_error"].sum()
+    rows = [
+        (
+            "group",
+            "test predictions",
+            f"share of {models[0]}'s squared error",
+            *(f"{m} pooled" for m in models),
+        )
+    ]
     pooled = errors.groupby(["group", "model"])["squared_error"].mean().pow(0.5).unstack()
     for group, n in groups.items():
-        rows.append((str(group), str(n), *(f"{pooled.loc[group, m]:.3f}" for m in models)))
+        rows.append(
+            (
+                str(group),
+                str(n),
+                f"{share[group]:.3f}",
+                *(f"{pooled.loc[group, m]:.3f}" for m in models),
+            )
+        )
     print_table(rows)
     with_sigma = [m for m in models if _has_sigma(errors, m)]
     if with_sigma:
@@ -398,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--group-by",
-        help=f"a column of the predictions or of --pairs, or {DOMAIN} / {SOLUTE_SIMILARITY} "
+        help=f"a column of the predictions or of --pairs, or {', '.join(DOMAIN_COLUMNS)} "
         "(each test pair against its fold's training domain; needs --pairs)",
     )
     parser.add_argument("--pairs", help="the pair table the folds were trained on (Parquet)")

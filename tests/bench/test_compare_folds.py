@@ -157,8 +157,15 @@ def test_group_by_splits_the_test_pairs_by_a_column_of_the_pair_table(
     table = out.split("test RMSE by solvent_smiles")[1]
     water = next(line for line in table.splitlines() if line.startswith("O "))
     other = next(line for line in table.splitlines() if line.startswith("(other)"))
-    assert water.split() == ["O", "8", "1.000", "2.000"]  # 4 folds x 2 water pairs
-    assert other.split()[:4] == ["(other)", "8", f"{np.sqrt(4.5):.3f}", f"{np.sqrt(4.5):.3f}"]
+    # 4 folds x 2 water pairs; a's squared errors: water 1 + 1, the others 0 + 9
+    assert water.split() == ["O", "8", f"{2 / 11:.3f}", "1.000", "2.000"]
+    assert other.split()[:5] == [
+        "(other)",
+        "8",
+        f"{9 / 11:.3f}",
+        f"{np.sqrt(4.5):.3f}",
+        f"{np.sqrt(4.5):.3f}",
+    ]
     assert table.index("O ") < table.index("(other)")
     paired = out.split("per group, paired over folds")[1]
     assert next(line for line in paired.splitlines() if line.startswith("O ")).split()[1:4] == [
@@ -270,13 +277,18 @@ def test_group_by_domain_checks_each_test_pair_against_its_folds_training_pairs(
         return line[len(label) :].split()
 
     rmse_table, sigma_table = out.split("σ per group")[0], out.split("σ per group")[1]
-    assert row("inside", rmse_table) == ["4", "1.000", "2.000"]  # 4 folds × 1 pair
-    assert row("outside: size", rmse_table) == ["4", "3.000", "2.000"]  # butanol: 5 > 4 atoms
-    assert row("outside: size, similarity", rmse_table) == ["4", "3.000", "2.000"]
-    assert row("outside: elements", rmse_table) == ["4", "3.000", "2.000"]
+    # 4 folds × 1 pair each; a's squared errors per fold: 1 inside, 9 for each of 3 outside
+    assert row("inside", rmse_table) == ["4", f"{1 / 28:.3f}", "1.000", "2.000"]
+    assert row("outside: size", rmse_table) == ["4", f"{9 / 28:.3f}", "3.000", "2.000"]  # butanol
+    assert row("outside: size, similarity", rmse_table)[2:] == ["3.000", "2.000"]
+    assert row("outside: elements", rmse_table)[2:] == ["3.000", "2.000"]
     sigma_table = sigma_table.split("per group, paired")[0]
     assert row("inside", sigma_table) == ["1.000", "/", "1.00"]  # only a has a σ
     assert row("outside: elements", sigma_table) == ["1.000", "/", "0.00"]
+
+    compare.main([*base, "--pairs", str(pairs), "--group-by", "extrapolation"])
+    out = capsys.readouterr().out.split("test RMSE by extrapolation")[1]
+    assert row("flagged", out.split("σ per group")[0]) == ["12", f"{27 / 28:.3f}", "3.000", "2.000"]
 
     compare.main([*base, "--pairs", str(pairs), "--group-by", "solute_similarity"])
     out = capsys.readouterr().out.split("test RMSE by solute_similarity")[1]
