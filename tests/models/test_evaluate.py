@@ -216,6 +216,40 @@ def test_model_hparams_go_to_their_model_and_the_flag_wins_for_the_model_it_runs
     assert options.hparams_for("cgib_contrastive") == {"hidden_dim": 24}
 
 
+def test_table_hparams_go_to_their_tables_folds_over_model_hparams_and_flags_win():
+    """evaluate.table_hparams: a table's own hyper-parameters for a model, over the model's
+    model_hparams, for that table only; a flag still wins for the model the call runs."""
+    import argparse
+
+    config = {
+        "evaluate": {
+            "model_hparams": {"probpair": {"lr": 0.0003, "contact_head": "cosine"}},
+            "table_hparams": {
+                "mnsol/dg_solv_kcal_mol": {
+                    "probpair": {"contact_head": "bilinear", "lr": 0.001},
+                    "cgib": {"beta": 0.01},
+                }
+            },
+        }
+    }
+    mnsol = options_from_config(config, table="mnsol/dg_solv_kcal_mol")
+    assert mnsol.hparams_for("probpair")["contact_head"] == "bilinear"
+    assert mnsol.settings_for("probpair").lr == 0.001
+    assert mnsol.hparams_for("cgib")["beta"] == 0.01
+    for other in (options_from_config(config, table="freesolv/dg_hydration_kcal_mol"),
+                  options_from_config(config)):  # fmt: skip
+        assert other.hparams_for("probpair")["contact_head"] == "cosine"
+        assert other.settings_for("probpair").lr == 0.0003
+        assert "beta" not in other.hparams_for("cgib")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    argv = ["--pairs", "x", "--model", "probpair", "--out", "y", "--lr", "0.002"]
+    argv += ["--hparams", '{"contact_head": "cosine"}']
+    flagged = options_from_config(config, parser.parse_args(argv), "mnsol/dg_solv_kcal_mol")
+    assert flagged.settings_for("probpair").lr == 0.002
+    assert flagged.hparams_for("probpair")["contact_head"] == "cosine"
+
+
 def test_a_training_flag_wins_over_the_models_own_config_setting():
     """config/full.yaml gives probpair its own lr and batch size: `--lr` on the command line
     must still be what trains (for the model the call runs; other models keep theirs)."""

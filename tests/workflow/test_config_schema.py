@@ -85,17 +85,20 @@ def test_a_wrong_final_model_is_named(workdir: Path, final_models: list, needle:
     _assert_failed_before_any_job(workdir, run.output, run.returncode, needle)
 
 
-@pytest.mark.parametrize("where", ["evaluate", "final_model"])
+@pytest.mark.parametrize("where", ["evaluate", "table", "final_model"])
 def test_a_model_that_reads_alpb_gets_the_descriptor_table(workdir: Path, where: str) -> None:
-    """alpb_input set for the model (evaluate.model_hparams: its folds and its final model read
-    the table) or for one final model only (its entry's hparams: passed to its `pairfactory
-    train` call, which alone reads the table)."""
+    """alpb_input set for the model (evaluate.model_hparams), or for the model on this table
+    (evaluate.table_hparams): its folds and its final model read the table; or for one final
+    model only (its entry's hparams: passed to its `pairfactory train` call, which alone reads
+    the table)."""
     table = "freesolv/dg_hydration_kcal_mol"
     own = {"alpb_input": True, "contact_head": "bilinear"}
     evaluate: dict = {"tables": [table], "models": ["probpair_2d"]}
     entry: dict = {"table": table, "model": "probpair_2d"}
     if where == "evaluate":
         evaluate["model_hparams"] = {"probpair_2d": own}
+    elif where == "table":
+        evaluate["table_hparams"] = {table: {"probpair_2d": own}}
     else:
         entry["hparams"] = own
     write_config(workdir, small_qm_config(evaluate=evaluate, final_models=[entry]))
@@ -109,7 +112,18 @@ def test_a_model_that_reads_alpb_gets_the_descriptor_table(workdir: Path, where:
     flag = """--hparams '{"alpb_input": true, "contact_head": "bilinear"}'"""
     assert (flag in train[0]) == (where == "final_model")
     folds = [line for line in lines if "pairfactory evaluate" in line]
-    assert folds and all(("--descriptors" in line) == (where == "evaluate") for line in folds)
+    assert folds and all(("--descriptors" in line) == (where != "final_model") for line in folds)
+    # a table's own hyper-parameters for a table not trained on are a typo: named
+    if where == "table":
+        evaluate["table_hparams"] = {"freesolv/dg_hydration": {"probpair_2d": own}}
+        write_config(workdir, small_qm_config(evaluate=evaluate, final_models=[entry]))
+        run = run_snakemake(workdir, "-n", "--cores", "1")
+        _assert_failed_before_any_job(
+            workdir,
+            run.output,
+            run.returncode,
+            "evaluate.table_hparams names 'freesolv/dg_hydration'",
+        )
 
 
 def test_an_unknown_dataset_name_is_named(workdir: Path) -> None:
@@ -184,6 +198,11 @@ def test_shipped_configs_are_valid(path: str) -> None:
         (
             {"evaluate": {"model_hparams": {"cgib": {"beta": [0.1, 0.01]}}}},
             r"evaluate\.model_hparams\.cgib\.beta",
+        ),
+        ({"evaluate": {"table_hparams": {"mnsol": {"cgib": {"beta": 1}}}}}, r"table_hparams"),
+        (
+            {"evaluate": {"table_hparams": {"mnsol/dg_solv_kcal_mol": {"gcn": {"beta": 1}}}}},
+            r"evaluate\.table_hparams\.mnsol/dg_solv_kcal_mol.*'gcn'",
         ),
     ],
 )

@@ -71,12 +71,23 @@ MODELS_DIR = "results/models"
 DESCRIPTORS_DIR = "results/descriptors"
 
 
-def model_reads_descriptors(model: str, own: dict[str, Any] | None = None) -> bool:
-    """Whether `model`, built with its evaluate.model_hparams (and a final_models entry's own
-    `hparams` over them), reads a descriptor of every pair as an input (probpair with
-    alpb_input: true)."""
-    hparams = config["evaluate"].get("model_hparams", {}).get(model, {})
-    return bool(model_input_names(model, {**hparams, **(own or {})}))
+def model_hparams_for(table: str, model: str) -> dict[str, Any]:
+    """`model`'s evaluate.model_hparams with the table's evaluate.table_hparams over them (what
+    `pairfactory evaluate` and `train` build for a fold or final model of `table`)."""
+    evaluate = config["evaluate"]
+    own = evaluate.get("table_hparams", {}).get(table, {}).get(model, {})
+    return {**evaluate.get("model_hparams", {}).get(model, {}), **own}
+
+
+def model_reads_descriptors(
+    table: str, model: str, own: dict[str, Any] | None = None
+) -> bool:
+    """Whether `model` on `table`, built with its hyper-parameters there (model_hparams_for, and
+    a final_models entry's own `hparams` over them), reads a descriptor of every pair as an input
+    (probpair with alpb_input: true)."""
+    return bool(
+        model_input_names(model, {**model_hparams_for(table, model), **(own or {})})
+    )
 
 
 def check_config(config: dict[str, Any]) -> None:
@@ -155,6 +166,14 @@ def check_config(config: dict[str, Any]) -> None:
                     f"{extra_dataset!r}, which {where} also trains on ({table!r}); extra pairs come "
                     "from another dataset"
                 )
+    trained_tables = {table for _, table in trained_on}
+    for table in config["evaluate"].get("table_hparams", {}):
+        if table not in trained_tables:
+            raise WorkflowError(
+                f"config: evaluate.table_hparams names {table!r}, which neither evaluate.tables "
+                f"nor final_models trains on ({', '.join(sorted(trained_tables))}); check its "
+                "spelling, or remove it"
+            )
     seen = set()
     for entry in config["final_models"]:
         key = (entry["table"], entry["model"])
@@ -238,11 +257,16 @@ def qm_settings() -> Any:
     """The QM settings (pairfactory.qm.settings.QmSettings), parsed once per workflow parse;
     None when no dataset gets QM samples and no model reads a descriptor (whose geometries the
     engine makes), so that such a config loads no QM code."""
-    readers = [m for m in config["evaluate"]["models"] if model_reads_descriptors(m)]
+    readers = [
+        m
+        for t in config["evaluate"]["tables"]
+        for m in config["evaluate"]["models"]
+        if model_reads_descriptors(t, m)
+    ]
     readers += [
         e["model"]
         for e in config["final_models"]
-        if model_reads_descriptors(e["model"], e.get("hparams"))
+        if model_reads_descriptors(e["table"], e["model"], e.get("hparams"))
     ]
     if not config["qm"]["datasets"] and not readers:
         return None
@@ -358,7 +382,8 @@ def evaluate_sample_inputs(
         inputs["manifest"] = f"{MANIFEST_DIR}/{source}/{ENGINE_TAG}/manifest.parquet"
         if "alpb" in config["evaluate"]["descriptors"]:
             inputs["descriptors"] = descriptors
-    if model_reads_descriptors(wildcards.model, own_hparams):
+    table = f"{wildcards.dataset}/{wildcards.target}"
+    if model_reads_descriptors(table, wildcards.model, own_hparams):
         inputs["descriptors"] = descriptors
         extra_table = config["evaluate"]["extra_pairs"].get("table")
         if extra_table:
@@ -439,9 +464,10 @@ def extra_pairs_ready(wildcards: Wildcards) -> list[str]:
     return []
 
 
-def evaluate_protocol(model: str) -> dict[str, Any]:
-    """The evaluate keys a fold of `model` depends on (not which tables/models/folds run, nor
-    resources, nor another model's hyper-parameters): more repeats add folds, and re-run none.
+def evaluate_protocol(table: str, model: str) -> dict[str, Any]:
+    """The evaluate keys a fold of `model` on `table` depends on (not which tables/models/folds
+    run, nor resources, nor another model's or table's hyper-parameters): more repeats add folds,
+    and re-run none.
     """
     skip = {
         "tables",
@@ -454,6 +480,7 @@ def evaluate_protocol(model: str) -> dict[str, Any]:
         "mem_mb",
         "runtime_min",
         "model_hparams",
+        "table_hparams",
     }
     if not MODELS[model].uses_samples:  # a baseline's folds don't depend on the samples
         skip |= {"samples", "descriptors"}
@@ -464,9 +491,9 @@ def evaluate_protocol(model: str) -> dict[str, Any]:
     if extra.get("table"):
         table_path = f"{PAIRS_DIR}/{extra['table']}.parquet"
         protocol["extra_pairs"] = {**extra, "sha256": _table_sha256(table_path)}
-    protocol["model_hparams"] = (
-        config["evaluate"].get("model_hparams", {}).get(model, {})
-    )
+    # with the table's own over them: a table without table_hparams keeps the params it had
+    # before the key existed, so no finished job re-runs
+    protocol["model_hparams"] = model_hparams_for(table, model)
     return protocol
 
 
@@ -523,7 +550,9 @@ def final_model_settings(wildcards: Wildcards) -> dict[str, Any]:
     entry's own hyper-parameters (not the checkpoint interval nor resources)."""
     entry = final_model_entry(wildcards)
     settings = {
-        "protocol": evaluate_protocol(wildcards.model),
+        "protocol": evaluate_protocol(
+            f"{wildcards.dataset}/{wildcards.target}", wildcards.model
+        ),
         "ensemble": entry.get("ensemble", 1),
         "holdout_fraction": config["train"]["holdout_fraction"],
     }

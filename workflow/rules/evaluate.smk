@@ -28,7 +28,9 @@ rule evaluate:
         table=pair_table_path,
         table_sha256=pair_table_sha256,
         # the protocol settings are what the result depends on; other config keys are not
-        protocol=lambda wildcards: evaluate_protocol(wildcards.model),
+        protocol=lambda wildcards: evaluate_protocol(
+            f"{wildcards.dataset}/{wildcards.target}", wildcards.model
+        ),
         seed=config["seed"],
         out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
         samples=evaluate_sample_flags,

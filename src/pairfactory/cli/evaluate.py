@@ -93,10 +93,13 @@ _FLAG_SETTINGS = (
 
 
 def options_from_config(
-    config: Mapping[str, Any] | None, args: argparse.Namespace | None = None
+    config: Mapping[str, Any] | None,
+    args: argparse.Namespace | None = None,
+    table: str | None = None,
 ) -> ProtocolOptions:
-    """Protocol options: CGIB defaults, then the config's ``seed`` and ``evaluate`` section, then
-    the flags. The one place the raw config is read for a fold."""
+    """Protocol options: CGIB defaults, then the config's ``seed`` and ``evaluate`` section (its
+    ``table_hparams`` of ``table``, ``dataset/target``, over its ``model_hparams``), then the
+    flags. The one place the raw config is read for a fold."""
     from pairfactory.ml.evaluate import ProtocolOptions
     from pairfactory.ml.graph_cache import DEFAULT_GRAPH_CACHE
     from pairfactory.ml.sample_sets import SampleSetSettings
@@ -116,6 +119,8 @@ def options_from_config(
     model_hparams = {
         name: dict(given) for name, given in (section.get("model_hparams") or {}).items()
     }
+    for name, given in ((section.get("table_hparams") or {}).get(table) or {}).items():
+        model_hparams.setdefault(name, {}).update(given)
     n_folds = int(section.get("folds", 5))
     ensemble = int(section.get("ensemble", 1))
     seed = int((config or {}).get("seed", 0))
@@ -341,10 +346,18 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def pair_table_name(path: str | Path) -> str:
+    """``dataset/target`` of a pair table: the key of the config's ``evaluate.table_hparams``."""
+    from pairfactory.ml.evaluate import read_pairs
+
+    table = read_pairs(path)
+    return f"{table['dataset'].iloc[0]}/{table['target'].iloc[0]}"
+
+
 def run(args: argparse.Namespace) -> int:
     from pairfactory.ml.evaluate import run_fold
 
-    options = options_from_config(load_config_arg(args), args)
+    options = options_from_config(load_config_arg(args), args, pair_table_name(args.pairs))
     metrics = run_fold(
         args.pairs,
         args.model,

@@ -74,14 +74,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pairfactory.cli.evaluate import options_from_config
+    from pairfactory.cli.evaluate import options_from_config, pair_table_name
     from pairfactory.ml.final import FinalSettings, train_final
     from pairfactory.ml.model_dir import CARD_FILE
     from pairfactory.ml.models.registry import model_input_names
     from pairfactory.qm.settings import QmSettings
 
     config = load_config_arg(args)
-    options = options_from_config(config, args)
+    options = options_from_config(config, args, pair_table_name(args.pairs))
     section = config.get("train", {})
     final = FinalSettings(
         ensemble=args.ensemble,
