@@ -116,9 +116,16 @@ def full_config(data: dict[str, str | None], datasets: list[str]) -> dict:
     config["data"] = data
     config["datasets"] = datasets
     config["qm"]["datasets"] = {d: v for d, v in config["qm"]["datasets"].items() if d in datasets}
-    config["evaluate"]["tables"] = [
-        t for t in config["evaluate"]["tables"] if t.split("/")[0] in datasets
-    ]
+
+    def kept(table: str) -> bool:
+        return table.split("/")[0] in datasets
+
+    evaluate = config["evaluate"]
+    evaluate["tables"] = [t for t in evaluate["tables"] if kept(t)]
+    evaluate["table_hparams"] = {
+        t: v for t, v in evaluate.get("table_hparams", {}).items() if kept(t)
+    }
+    config["final_models"] = [e for e in config["final_models"] if kept(e["table"])]
     return config
 
 

@@ -13,6 +13,7 @@ from scipy import stats
 
 from pairfactory.ml.applicability import nearest_training_similarity
 from pairfactory.ml.uncertainty import (
+    MIN_SCALE_FRACTION,
     SigmaCalibration,
     calibrate_predictions,
     coverage,
@@ -174,6 +175,20 @@ def test_novelty_calibration_finds_a_weak_term_at_the_likelihoods_maximum_in_any
         scaled = fit_sigma_calibration(k * y_true, k * y_pred, k * y_std, similarity)
         assert scaled.scale == pytest.approx(fitted.scale, rel=1e-4)
         assert scaled.novelty_sigma == pytest.approx(k * fitted.novelty_sigma, rel=1e-4)
+
+
+def test_novelty_calibration_leaves_the_models_own_sigma_a_floor():
+    """Errors that grow with novelty alone, every calibration solute new: the fit may not put
+    all variance in the novelty term, which would give a training solute σ ≈ 0."""
+    rng = np.random.default_rng(1)
+    similarity = rng.uniform(0.0, 0.9, 64)
+    y_pred, y_std = np.zeros(64), np.ones(64)
+    y_true = rng.normal(size=64) * 2.0 * (1.0 - similarity)
+    scale = fit_sigma_scale(y_true, y_pred, y_std)
+    fitted = fit_sigma_calibration(y_true, y_pred, y_std, similarity)
+    assert fitted.scale == pytest.approx(MIN_SCALE_FRACTION * scale)  # at the floor
+    assert fitted.novelty_sigma > 1.0
+    assert fitted.apply(np.ones(1), np.ones(1))[0] >= MIN_SCALE_FRACTION * scale
 
 
 def test_novelty_calibration_falls_back_to_the_one_factor():

@@ -274,3 +274,64 @@ def test_an_extra_pairs_solvent_that_is_no_smiles_is_named(workdir: Path) -> Non
     _assert_failed_before_any_job(
         workdir, run.output, run.returncode, "evaluate.extra_pairs.solvents lists 'water'"
     )
+
+
+def test_table_hparams_reach_only_their_tables_jobs(workdir: Path) -> None:
+    """Two tables of one dataset, alpb_input set for one of them: only that table's folds and
+    final model read the descriptor table; a model that trains on neither table is named."""
+    import pandas as pd
+
+    pd.DataFrame(
+        {
+            "Molecule": ["CCO", "CCCO", "CO", "CCCCO"],
+            "Medium": ["O"] * 4,
+            "a": [-5.0, -4.8, -5.1, -4.7],
+            "b": [1.0, 2.0, 3.0, 4.0],
+        }
+    ).to_csv(workdir / "mine.csv", index=False)
+    mine = {
+        "path": "mine.csv",
+        "solute_column": "Molecule",
+        "solvent_column": "Medium",
+        "targets": [
+            {"column": "a", "name": "dg_a_kcal_mol", "unit": "kcal/mol"},
+            {"column": "b", "name": "dg_b_kcal_mol", "unit": "kcal/mol"},
+        ],
+    }
+    with_alpb, without = "mine/dg_a_kcal_mol", "mine/dg_b_kcal_mol"
+    evaluate = {
+        "tables": [with_alpb, without],
+        "models": ["probpair_2d"],
+        "table_hparams": {with_alpb: {"probpair_2d": {"alpb_input": True}}},
+    }
+    config = small_qm_config(
+        datasets=["mine"],
+        csv_datasets={"mine": mine},
+        qm={"datasets": {}},
+        evaluate=evaluate,
+        final_models=[{"table": t, "model": "probpair_2d"} for t in (with_alpb, without)],
+    )
+    write_config(workdir, config)
+    planned = run_snakemake(workdir, "-n", "--cores", "1", "--printshellcmds").check()
+    jobs = [
+        line
+        for line in planned.output.splitlines()
+        if "pairfactory evaluate" in line or "pairfactory train" in line
+    ]
+    assert {("dg_a_kcal_mol" in j, "pairfactory train" in j) for j in jobs} == {
+        (True, True),
+        (True, False),
+        (False, True),
+        (False, False),
+    }, planned.output[-3000:]
+    for job in jobs:
+        assert ("--descriptors results/descriptors/mine/" in job) == ("dg_a_kcal_mol" in job), job
+    config["evaluate"]["table_hparams"] = {without: {"cigin": {"beta": 0.1}}}
+    write_config(workdir, config)
+    run = run_snakemake(workdir, "-n", "--cores", "1")
+    _assert_failed_before_any_job(
+        workdir,
+        run.output,
+        run.returncode,
+        "evaluate.table_hparams.mine/dg_b_kcal_mol sets 'cigin'",
+    )

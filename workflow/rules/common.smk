@@ -167,13 +167,26 @@ def check_config(config: dict[str, Any]) -> None:
                     "from another dataset"
                 )
     trained_tables = {table for _, table in trained_on}
-    for table in config["evaluate"].get("table_hparams", {}):
+    runs = {
+        (t, m)
+        for t in config["evaluate"]["tables"]
+        for m in config["evaluate"]["models"]
+    }
+    runs |= {(e["table"], e["model"]) for e in config["final_models"]}
+    for table, models in config["evaluate"].get("table_hparams", {}).items():
         if table not in trained_tables:
             raise WorkflowError(
                 f"config: evaluate.table_hparams names {table!r}, which neither evaluate.tables "
                 f"nor final_models trains on ({', '.join(sorted(trained_tables))}); check its "
                 "spelling, or remove it"
             )
+        for model in models:
+            if (table, model) not in runs:
+                raise WorkflowError(
+                    f"config: evaluate.table_hparams.{table} sets {model!r}, which no fold "
+                    f"(evaluate.models) or final model trains on {table}; add it there, or "
+                    "remove the entry"
+                )
     seen = set()
     for entry in config["final_models"]:
         key = (entry["table"], entry["model"])
@@ -558,6 +571,9 @@ def final_model_settings(wildcards: Wildcards) -> dict[str, Any]:
     }
     if entry.get("hparams"):  # only when given: models without keep their params
         settings["hparams"] = entry["hparams"]
+    # the σ calibration and domain of the card (2: σ grows with novelty, the holdout out of the
+    # domain): a model from before re-runs once, reusing its trained members
+    settings["card"] = 2
     return settings
 
 

@@ -287,7 +287,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hparams",
         help="hyper-parameters of --model as a JSON object, e.g. '{\"beta\": 0.01}' "
-        "(over the config's evaluate.model_hparams; names: "
+        "(over the config's evaluate.model_hparams and the table's evaluate.table_hparams; names: "
         "pairfactory.ml.models.default_hparams; training settings such as lr or batch_size "
         "apply to this model's training)",
     )
