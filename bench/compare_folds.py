@@ -64,7 +64,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pairfactory.ml.applicability import MoleculeFacts, TrainingDomain, molecule_facts
+from pairfactory.ml.applicability import MoleculeFacts, TrainingDomain, smiles_facts
 from pairfactory.ml.statistics import corrected_resampled_t
 from pairfactory.ml.tune import read_fold_metrics
 
@@ -174,7 +174,6 @@ def domain_groups(
     """Per fold and test pair (``key``, ``pair_id``): ``domain`` and ``solute_similarity`` against
     the domain of the fold's training pairs. Refuses models whose folds trained on other pairs:
     one domain per fold must serve them all."""
-    from rdkit import Chem
 
     missing_columns = {"pair_id", "solute_smiles", "solvent_smiles"} - set(pairs.columns)
     if missing_columns:
@@ -189,10 +188,10 @@ def domain_groups(
 
     def facts_of(text: str) -> MoleculeFacts:
         if text not in facts:
-            mol = Chem.MolFromSmiles(text)
-            if mol is None:
-                raise SystemExit(f"--pairs holds a SMILES RDKit cannot parse: {text!r}")
-            facts[text] = molecule_facts(mol)
+            try:
+                facts[text] = smiles_facts(text)
+            except ValueError as err:
+                raise SystemExit(f"--pairs: {err}") from err
         return facts[text]
 
     rows = []

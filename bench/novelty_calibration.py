@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from compare_folds import print_table
 from pairfactory.ml.applicability import DEFAULT_MIN_SOLUTE_SIMILARITY, nearest_training_similarity
 from pairfactory.ml.statistics import corrected_resampled_t
 from pairfactory.ml.uncertainty import (
@@ -107,15 +108,6 @@ def _pooled(rows: list[dict], mask_key: str | None, keep: bool) -> tuple[int, fl
         gaussian_nll(y_true, y_pred, y_std),
         coverage(y_true, y_pred, y_std, 0.95),
     )
-
-
-def print_table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        cells = [f"{row[0]:<{widths[0]}}"] + [
-            f"{cell:>{width}}" for cell, width in zip(row[1:], widths[1:], strict=True)
-        ]
-        print("  ".join(cells))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,6 +49,16 @@ def molecule_facts(mol: Any) -> MoleculeFacts:
     )
 
 
+def smiles_facts(smiles: str) -> MoleculeFacts:
+    """``molecule_facts`` of a SMILES; ValueError where RDKit cannot parse it."""
+    from rdkit import Chem
+
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        raise ValueError(f"RDKit cannot parse the SMILES {smiles!r}")
+    return molecule_facts(mol)
+
+
 @dataclass
 class TrainingDomain:
     """The elements, size ranges and solute fingerprints of a model's training pairs."""
@@ -135,16 +145,13 @@ def nearest_training_similarity(
 ) -> np.ndarray:
     """The Tanimoto similarity (Morgan r2, 2048 bits, as ``TrainingDomain``) of each solute SMILES
     to its nearest training solute: 1 for a training solute itself."""
-    from rdkit import Chem, DataStructs
+    from rdkit import DataStructs
 
     fingerprints: dict[str, Any] = {}
 
     def fingerprint(smiles: str) -> Any:
         if smiles not in fingerprints:
-            mol = Chem.MolFromSmiles(smiles)
-            if mol is None:
-                raise ValueError(f"RDKit cannot parse the solute SMILES {smiles!r}")
-            fingerprints[smiles] = molecule_facts(mol).fingerprint
+            fingerprints[smiles] = smiles_facts(smiles).fingerprint
         return fingerprints[smiles]
 
     training = [fingerprint(s) for s in sorted(set(training_solutes))]
