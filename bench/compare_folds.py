@@ -46,9 +46,10 @@ examples:
       --pairs results/pairs/mnsol/dg_solv_kcal_mol.parquet --group-by solvent_smiles --top 5
   # does the extrapolation flag pick out the larger errors and σ? (solute split: every test
   # solute is new to its fold)
-  .venv/bin/python bench/compare_folds.py --results results/mnsol_solute_5x5/compare \
-      --dataset mnsol --target dg_solv_kcal_mol --split solute --models twin probpair cigin \
-      --pairs results/pairs/mnsol/dg_solv_kcal_mol.parquet --group-by domain
+  .venv/bin/python bench/compare_folds.py --results results/mnsol_solute_5x5/compare \\
+      --dataset mnsol --target dg_solv_kcal_mol --split solute \\
+      --models twin probpair_bilinear cigin \\
+      --pairs results/pairs/mnsol/dg_solv_kcal_mol.parquet --group-by extrapolation
   # an ensemble against its own member 0 (the single model of each fold)
   .venv/bin/python bench/compare_folds.py --results results/ensemble_alpb/evaluate \\
       --dataset freesolv_cgib --target dg_hydration_kcal_mol --models 'probpair_2d[0]' probpair_2d
@@ -64,7 +65,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pairfactory.ml.applicability import MoleculeFacts, TrainingDomain, smiles_facts
+from pairfactory.ml.applicability import (
+    DEFAULT_MIN_SOLUTE_SIMILARITY,
+    MoleculeFacts,
+    TrainingDomain,
+    smiles_facts,
+)
 from pairfactory.ml.statistics import corrected_resampled_t
 from pairfactory.ml.tune import read_fold_metrics
 
@@ -91,8 +97,8 @@ DOMAIN = "domain"
 EXTRAPOLATION = "extrapolation"
 SOLUTE_SIMILARITY = "solute_similarity"
 DOMAIN_COLUMNS = (DOMAIN, EXTRAPOLATION, SOLUTE_SIMILARITY)
-# edges of the solute_similarity groups; the first is the flag's default threshold
-SIMILARITY_EDGES = (0.3, 0.5, 0.7)
+# edges of the solute_similarity groups, from the flag's threshold up
+SIMILARITY_EDGES = (DEFAULT_MIN_SOLUTE_SIMILARITY, 0.5, 0.7)
 
 # FOLDER[i]: member i of an ensemble's folds
 MEMBER = re.compile(r"^(?P<folder>.+)\[(?P<member>\d+)\]$")

@@ -20,8 +20,6 @@ import numpy as np
 
 FINGERPRINT = "morgan_r2_2048"
 DEFAULT_MIN_SOLUTE_SIMILARITY = 0.3
-# the checks of TrainingDomain.check, in the order it makes them
-CHECKS = ("elements", "size", "similarity")
 
 
 @dataclass(frozen=True)
@@ -98,11 +96,7 @@ class TrainingDomain:
         }
 
     def nearest_solute_similarity(self, facts: MoleculeFacts) -> float:
-        from rdkit import DataStructs
-
-        return float(
-            np.max(DataStructs.BulkTanimotoSimilarity(facts.fingerprint, self.solute_fingerprints))
-        )
+        return _nearest_similarity(facts.fingerprint, self.solute_fingerprints)
 
     def assess(
         self, solute: MoleculeFacts, solvent: MoleculeFacts, solute_similarity: float
@@ -113,7 +107,8 @@ class TrainingDomain:
     def check(
         self, solute: MoleculeFacts, solvent: MoleculeFacts, solute_similarity: float
     ) -> list[tuple[str, str]]:
-        """(check, reason) for every check the pair fails, the check one of CHECKS."""
+        """(check, reason) for every check the pair fails, in this order: "elements", "size",
+        "similarity"."""
         failed = []
         unseen = sorted((solute.elements | solvent.elements) - self.elements)
         if unseen:
@@ -145,8 +140,6 @@ def nearest_training_similarity(
 ) -> np.ndarray:
     """The Tanimoto similarity (Morgan r2, 2048 bits, as ``TrainingDomain``) of each solute SMILES
     to its nearest training solute: 1 for a training solute itself."""
-    from rdkit import DataStructs
-
     fingerprints: dict[str, Any] = {}
 
     def fingerprint(smiles: str) -> Any:
@@ -157,12 +150,16 @@ def nearest_training_similarity(
     training = [fingerprint(s) for s in sorted(set(training_solutes))]
     if not training:
         raise ValueError("no training solutes to compare with")
-    nearest: dict[str, float] = {}
-    for smiles in set(solutes):
-        nearest[smiles] = float(
-            np.max(DataStructs.BulkTanimotoSimilarity(fingerprint(smiles), training))
-        )
+    nearest = {
+        smiles: _nearest_similarity(fingerprint(smiles), training) for smiles in set(solutes)
+    }
     return np.array([nearest[s] for s in solutes], dtype=np.float64)
+
+
+def _nearest_similarity(fingerprint: Any, others: list[Any]) -> float:
+    from rdkit import DataStructs
+
+    return float(np.max(DataStructs.BulkTanimotoSimilarity(fingerprint, others)))
 
 
 def domain_from_molecules(

@@ -23,7 +23,7 @@ far each solute lies from the training solutes, a σ that grows with that distan
 ``pairfactory.ml.applicability``) and ``c`` in target units. Both are fitted on the validation
 predictions by maximum likelihood; the test set is never used to fit them. Why the second term: on
 the cross-validation folds of FreeSolv-560 and MNSol, the model's own σ (after ``s``) grew less than
-the error for solutes unlike any training solute, so 95 % intervals held only 60–70 % of those
+the error for solutes unlike any training solute, so 95 % intervals held only 63–84 % of those
 errors (``docs/results.md``, "Does the extrapolation flag mean what it says?"). With ``c = 0``
 (no similarity given, or none that helps) it is the one-factor calibration, whose NLL is minimized
 in closed form by ``s² = mean(((y − μ)/σ)²)``.
@@ -180,7 +180,7 @@ def fit_sigma_calibration(
     # The model's own σ keeps at least a quarter of its one-factor weight. Where every
     # calibration solute is new (a solute split's validation set, or FreeSolv's one-pair
     # solutes), the fit can otherwise move nearly all variance into the novelty term and leave
-    # a training solute's σ near 0; on the saved folds the fitted s fell below s0 / 4 in 2 of 154.
+    # a training solute's σ near 0 (on two of the folds of docs/results.md it did).
     floor = (MIN_SCALE_FRACTION * scale) ** 2
     one_factor = np.array([scale**2, 0.0])
     # from the one factor alone, and from splitting the errors' variance between the two terms
