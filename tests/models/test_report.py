@@ -455,3 +455,27 @@ def test_folds_trained_with_other_settings_are_told_apart_only_where_they_mix(
         "cigin@batch_size=32,lr=0.0003": 2,
         "cigin@batch_size=8,lr=0.001": 2,
     }
+
+
+def test_folds_with_sigma_calibrated_two_ways_are_two_rows(results_root, tmp_path):
+    """Folds from before σ grew with novelty (no novelty_sigma) and after: their NLL and
+    coverage do not average, so each is its own row; alone, a run keeps its short label."""
+    import shutil
+
+    root = tmp_path / "evaluate"
+    shutil.copytree(results_root, root)
+    src = root / "freesolv_cgib" / "dg_hydration_kcal_mol" / "cigin"
+    for path in src.rglob("metrics.json"):  # as if cigin were an ensemble with a σ
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps({**record, "sigma_scale": 1.2, "nll": 1.0}))
+    alone = write_report(root, tmp_path / "alone", plots=False)["summary"]
+    assert sorted(alone["model"]) == ["attentivefp", "cigin"]
+    _copy_run(src, "cigin-novelty", lambda record: record.update(novelty_sigma=0.5, nll=0.8))
+    rows = write_report(root, tmp_path / "report", plots=False)["summary"].set_index("model")
+    assert sorted(rows.index) == [
+        "attentivefp",
+        "cigin@calibration=novelty",
+        "cigin@calibration=scale",
+    ]
+    assert rows.loc["cigin@calibration=novelty", "nll_mean"] == pytest.approx(0.8)
+    assert rows.loc["cigin@calibration=scale", "nll_mean"] == pytest.approx(1.0)

@@ -145,10 +145,16 @@ def _label_variants(records: list[dict[str, Any]]) -> None:
 
 def _mixing_settings(record: dict[str, Any], tunable: frozenset[str]) -> dict[str, Any]:
     """What a fold was trained with that joins its label where folds would otherwise mix: its
-    ``tunable`` training settings and, for a model that learns from samples, whether it had the
+    ``tunable`` training settings, for a model with a σ how it was calibrated (``calibration``:
+    by one factor in folds from before σ grew with novelty, else with novelty; their NLL and
+    coverage do not average), and, for a model that learns from samples, whether it had the
     descriptor table (``descriptors``: its auxiliary ΔG_solv target)."""
     own = _train_settings_with_defaults(record.get("settings"))
     mixing = {name: own.get(name) for name in tunable}
+    if _recorded(record.get("sigma_scale")) is not None:
+        mixing["calibration"] = (
+            "scale" if _recorded(record.get("novelty_sigma")) is None else "novelty"
+        )
     samples = record.get("samples")
     model = record["model"]  # the registry name: labels are set after this is read
     if model in MODEL_NAMES and model_spec(model).uses_samples:
