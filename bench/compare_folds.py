@@ -73,6 +73,7 @@ from pairfactory.ml.applicability import (
 )
 from pairfactory.ml.statistics import corrected_resampled_t
 from pairfactory.ml.tune import read_fold_metrics
+from pairfactory.ml.uncertainty import calibration_kind
 
 # metrics.json keys of the uncertainty summary, as printed
 UNCERTAINTY_KEYS = {
@@ -146,18 +147,6 @@ def shared_folds(
     k = n_folds.pop()
     whole = {r for r in {key[0] for key in keys} if sum(key[0] == r for key in keys) == k}
     return [key for key in keys if key[0] in whole]
-
-
-def calibration_kinds(
-    found: list[dict[tuple[int, int], dict]], keys: list[tuple[int, int]]
-) -> set[str]:
-    """How the compared folds with a σ were calibrated: "scale" alone (folds from before the
-    novelty term) or "scale + novelty"."""
-    kinds = set()
-    for fold in (f[key] for f in found for key in keys):
-        if fold.get("sigma_scale") is not None:
-            kinds.add("scale" if fold.get("novelty_sigma") is None else "scale + novelty")
-    return kinds
 
 
 def _mean(found: dict[tuple[int, int], dict], keys: list[tuple[int, int]], name: str) -> float:
@@ -496,13 +485,12 @@ def main(argv: list[str] | None = None) -> int:
         if not all(np.isnan(means)):
             rows.append((label, *("–" if np.isnan(m) else f"{m:.3f}" for m in means)))
     print_table(rows)
-    calibrations = calibration_kinds(found, keys)
+    calibrations = {calibration_kind(f[key]) for f in found for key in keys} - {None}
     if len(calibrations) > 1:
         print(
-            "\nnote: the σ metrics mix calibrations: folds calibrated by "
-            + " and by ".join(sorted(calibrations))
-            + " (folds saved before σ grew with novelty have no novelty_sigma); compare σ "
-            "metrics within one kind"
+            "\nnote: the σ metrics mix calibrations: folds calibrated with and without the "
+            "novelty term (folds saved before σ grew with novelty have no novelty_sigma); "
+            "compare σ metrics within one kind"
         )
 
     print("\npaired differences (B − A; 95 % interval, corrected resampled t-test)\n")

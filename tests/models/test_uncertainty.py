@@ -16,6 +16,7 @@ from pairfactory.ml.uncertainty import (
     MIN_SCALE_FRACTION,
     SigmaCalibration,
     calibrate_predictions,
+    calibration_kind,
     coverage,
     coverage_curve,
     fit_sigma_calibration,
@@ -189,6 +190,14 @@ def test_novelty_calibration_leaves_the_models_own_sigma_a_floor():
     assert fitted.scale == pytest.approx(MIN_SCALE_FRACTION * scale)  # at the floor
     assert fitted.novelty_sigma > 1.0
     assert fitted.apply(np.ones(1), np.ones(1))[0] >= MIN_SCALE_FRACTION * scale
+
+
+def test_calibration_kind_reads_a_folds_metrics():
+    assert calibration_kind({"sigma_scale": None}) is None  # a point-prediction fold
+    assert calibration_kind({"sigma_scale": 1.2}) == "scale"  # before the novelty term
+    assert calibration_kind({"sigma_scale": 1.2, "novelty_sigma": float("nan")}) == "scale"
+    assert calibration_kind({"sigma_scale": 1.2, "novelty_sigma": 0.0}) == "novelty"
+    assert calibration_kind({"sigma_scale": float("nan"), "novelty_sigma": 0.3}) is None
 
 
 def test_novelty_calibration_falls_back_to_the_one_factor():

@@ -36,6 +36,7 @@ from pairfactory.fileio import atomic_write, atomic_write_text
 from pairfactory.ml.models import MODEL_NAMES
 from pairfactory.ml.models.registry import model_spec
 from pairfactory.ml.tune import non_default_hparams, read_fold_metrics, setting_label
+from pairfactory.ml.uncertainty import calibration_kind
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +152,9 @@ def _mixing_settings(record: dict[str, Any], tunable: frozenset[str]) -> dict[st
     descriptor table (``descriptors``: its auxiliary ΔG_solv target)."""
     own = _train_settings_with_defaults(record.get("settings"))
     mixing = {name: own.get(name) for name in tunable}
-    if _recorded(record.get("sigma_scale")) is not None:
-        mixing["calibration"] = (
-            "scale" if _recorded(record.get("novelty_sigma")) is None else "novelty"
-        )
+    kind = calibration_kind(record)
+    if kind is not None:
+        mixing["calibration"] = kind
     samples = record.get("samples")
     model = record["model"]  # the registry name: labels are set after this is read
     if model in MODEL_NAMES and model_spec(model).uses_samples:

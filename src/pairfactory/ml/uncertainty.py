@@ -31,8 +31,11 @@ in closed form by ``s² = mean(((y − μ)/σ)²)``.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -196,6 +199,20 @@ def fit_sigma_calibration(
         if value < best_value:
             best, best_value = result.x, value
     return SigmaCalibration(float(np.sqrt(best[0])), float(np.sqrt(best[1])) * rms_error)
+
+
+def calibration_kind(metrics: Mapping[str, Any]) -> str | None:
+    """How a fold's σ was calibrated, from its metrics: "scale" (one factor: folds from before σ
+    grew with novelty, which record no ``novelty_sigma``), "novelty", or None (no σ). A value
+    missing or NaN (a DataFrame of folds of several versions) counts as unrecorded."""
+
+    def recorded(name: str) -> bool:
+        value = metrics.get(name)
+        return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+    if not recorded("sigma_scale"):
+        return None
+    return "novelty" if recorded("novelty_sigma") else "scale"
 
 
 def uncertainty_metrics(
