@@ -82,6 +82,21 @@ def model_hparams_for(table: str, model: str) -> dict[str, Any]:
     return {**evaluate.get("model_hparams", {}).get(model, {}), **own}
 
 
+def trained_models(
+    config: dict[str, Any],
+) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """(table, model, the entry's own hparams) of every job that trains a model: each fold's
+    (evaluate.tables x models, no own hparams) and each final model's."""
+    runs = [
+        (t, m, None)
+        for t in config["evaluate"]["tables"]
+        for m in config["evaluate"]["models"]
+    ]
+    return runs + [
+        (e["table"], e["model"], e.get("hparams")) for e in config["final_models"]
+    ]
+
+
 def model_reads_descriptors(
     table: str, model: str, own: dict[str, Any] | None = None
 ) -> bool:
@@ -170,12 +185,7 @@ def check_config(config: dict[str, Any]) -> None:
                     "from another dataset"
                 )
     trained_tables = {table for _, table in trained_on}
-    runs = {
-        (t, m)
-        for t in config["evaluate"]["tables"]
-        for m in config["evaluate"]["models"]
-    }
-    runs |= {(e["table"], e["model"]) for e in config["final_models"]}
+    runs = {(t, m) for t, m, _ in trained_models(config)}
     for table, models in config["evaluate"].get("table_hparams", {}).items():
         if table not in trained_tables:
             raise WorkflowError(
@@ -274,15 +284,7 @@ def qm_settings() -> Any:
     None when no dataset gets QM samples and no model reads a descriptor (whose geometries the
     engine makes), so that such a config loads no QM code."""
     readers = [
-        m
-        for t in config["evaluate"]["tables"]
-        for m in config["evaluate"]["models"]
-        if model_reads_descriptors(t, m)
-    ]
-    readers += [
-        e["model"]
-        for e in config["final_models"]
-        if model_reads_descriptors(e["table"], e["model"], e.get("hparams"))
+        m for t, m, own in trained_models(config) if model_reads_descriptors(t, m, own)
     ]
     if not config["qm"]["datasets"] and not readers:
         return None
