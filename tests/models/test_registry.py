@@ -29,12 +29,17 @@ def _model_name_sets(node: Any, where: str = "") -> Iterator[tuple[str, list[str
 
 
 def test_the_schema_lists_exactly_the_registered_models():
-    found = dict(_model_name_sets(yaml.safe_load(SCHEMA_PATH.read_text())))
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    found = dict(_model_name_sets(schema))
     # every choice of a model (an enum, the keys of a per-model mapping) is the registry's list;
     # a default is a selection from it
     choices = {where: names for where, names in found.items() if not where.endswith("/default")}
     assert {"/$defs/model_name/enum"} <= set(choices), found
-    assert {"/properties/evaluate/properties/model_hparams/properties"} <= set(choices), found
+    assert {"/$defs/hparams_by_model/properties"} <= set(choices), found
+    # evaluate.model_hparams and each table of evaluate.table_hparams are that per-model mapping
+    evaluate = schema["properties"]["evaluate"]["properties"]
+    assert evaluate["model_hparams"]["$ref"] == "#/$defs/hparams_by_model"
+    assert evaluate["table_hparams"]["additionalProperties"]["$ref"] == "#/$defs/hparams_by_model"
     for where, names in choices.items():
         assert names == sorted(MODEL_NAMES), where
     for where, names in found.items():
