@@ -573,6 +573,7 @@ def final_model_settings(wildcards: Wildcards) -> dict[str, Any]:
         ),
         "ensemble": entry.get("ensemble", 1),
         "holdout_fraction": config["train"]["holdout_fraction"],
+        "holdout_solute_share": config["train"]["holdout_solute_share"],
     }
     if entry.get("hparams"):  # only when given: models without keep their params
         settings["hparams"] = entry["hparams"]
