@@ -8,15 +8,22 @@ column, or computed from ``--pairs`` for folds saved before it existed), then tw
 fitted on the validation pairs only:
 
 - ``scale``: one factor on σ (what evaluate did before the novelty term);
-- ``scale + novelty``: σ² = (s σ)² + (c (1 − similarity))² (what evaluate does now).
+- ``scale + novelty``: σ² = (s σ)² + (c (1 − similarity))² (what evaluate does now);
+- with ``--powers``, also ``scale + novelty^p``: σ² = (s σ)² + (c (1 − similarity)^p)², a term
+  that grows more steeply for the least similar solutes.
 
 Printed per model: the test NLL and 95 % coverage pooled over the folds, for all test pairs and
-split by the extrapolation flag's similarity threshold (below 0.3: "novel"); the fitted c; and
-the paired difference in per-fold test NLL (corrected resampled t-test, as compare_folds).
+split by the extrapolation flag's similarity threshold (below 0.3: "novel"); the fitted c; the
+95 % coverage by similarity band; and the paired difference in per-fold test NLL against the
+calibration before it in the list (corrected resampled t-test, as compare_folds).
 
 example:
   .venv/bin/python bench/novelty_calibration.py --results results/mnsol_extra/compare \\
       --dataset mnsol --target dg_solv_kcal_mol --models twin probpair_bilinear \\
+      --pairs results/pairs/mnsol/dg_solv_kcal_mol.parquet
+  # a steeper novelty term, (1 − similarity)^2 and ^3, against the linear one
+  .venv/bin/python bench/novelty_calibration.py --results results/mnsol_extra/compare \
+      --dataset mnsol --target dg_solv_kcal_mol --models twin --powers 2 3 \
       --pairs results/pairs/mnsol/dg_solv_kcal_mol.parquet
 """
 
@@ -39,7 +46,14 @@ from pairfactory.ml.uncertainty import (
     gaussian_nll,
 )
 
-METHODS = ("scale", "scale + novelty")
+# similarity bands for the coverage table: the flag's threshold, then up to "a training solute"
+BANDS = (0.0, DEFAULT_MIN_SOLUTE_SIMILARITY, 0.5, 0.7, 0.999, 1.001)
+
+
+def method_name(power: float | None) -> str:
+    if power is None:
+        return "scale"
+    return "scale + novelty" if power == 1 else f"scale + novelty^{power:g}"
 
 
 def fold_similarity(predictions: pd.DataFrame, solutes: pd.Series | None) -> np.ndarray:
@@ -64,8 +78,11 @@ def fold_similarity(predictions: pd.DataFrame, solutes: pd.Series | None) -> np.
     return nearest_training_similarity(smiles, [s for s, t in zip(smiles, train) if t])
 
 
-def score_fold(predictions: pd.DataFrame, similarity: np.ndarray) -> list[dict]:
-    """Both calibrations fitted on the fold's validation rows, applied to its test rows."""
+def score_fold(
+    predictions: pd.DataFrame, similarity: np.ndarray, powers: tuple[float, ...] = ()
+) -> list[dict]:
+    """The calibrations fitted on the fold's validation rows, applied to its test rows: the
+    factor alone, the linear novelty term, and one with (1 − similarity)^p per ``powers``."""
     if "y_std_uncalibrated" not in predictions:
         raise SystemExit("the folds have no σ (y_std_uncalibrated): a probabilistic model's folds")
     roles = predictions["role"].to_numpy()
@@ -73,23 +90,28 @@ def score_fold(predictions: pd.DataFrame, similarity: np.ndarray) -> list[dict]:
     y_pred = predictions["y_pred"].to_numpy(dtype=np.float64)
     y_std = predictions["y_std_uncalibrated"].to_numpy(dtype=np.float64)
     valid, test = roles == "valid", roles == "test"
-    calibrations = {
-        "scale": SigmaCalibration(fit_sigma_scale(y_true[valid], y_pred[valid], y_std[valid])),
-        "scale + novelty": fit_sigma_calibration(
-            y_true[valid], y_pred[valid], y_std[valid], similarity[valid]
-        ),
-    }
     rows = []
-    for method, calibration in calibrations.items():
-        sigma = calibration.apply(y_std[test], similarity[test])
+    for power in (None, 1.0, *(p for p in powers if p != 1)):
+        if power is None:
+            calibration = SigmaCalibration(
+                fit_sigma_scale(y_true[valid], y_pred[valid], y_std[valid])
+            )
+            steep = similarity
+        else:  # the calibration's linear term in 1 − similarity^(p) is (1 − similarity)^p
+            steep = 1.0 - (1.0 - similarity) ** power
+            calibration = fit_sigma_calibration(
+                y_true[valid], y_pred[valid], y_std[valid], steep[valid]
+            )
+        sigma = calibration.apply(y_std[test], steep[test])
         rows.append(
             {
-                "method": method,
+                "method": method_name(power),
                 "novelty_sigma": calibration.novelty_sigma,
                 "y_true": y_true[test],
                 "y_pred": y_pred[test],
                 "y_std": sigma,
                 "novel": similarity[test] < DEFAULT_MIN_SOLUTE_SIMILARITY,
+                "similarity": similarity[test],
             }
         )
     return rows
@@ -120,6 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", required=True, help="model folders with a σ")
     parser.add_argument("--split", default="random")
     parser.add_argument("--pairs", help="the pair table (for folds saved without similarity)")
+    parser.add_argument(
+        "--powers",
+        nargs="+",
+        type=float,
+        default=[],
+        metavar="P",
+        help="also fit a novelty term in (1 − similarity)^P for each P (e.g. 2 3)",
+    )
     args = parser.parse_args(argv)
 
     solutes = None
@@ -131,11 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         folds = sorted(p.parent for p in (root / model / args.split).glob("r*-f*/metrics.json"))
         if not folds:
             raise SystemExit(f"no finished fold under {root / model / args.split}")
-        per_method: dict[str, list[dict]] = {m: [] for m in METHODS}
+        per_method: dict[str, list[dict]] = {}
         for fold in folds:
             predictions = pd.read_parquet(fold / "predictions.parquet")
-            for row in score_fold(predictions, fold_similarity(predictions, solutes)):
-                per_method[row["method"]].append(row)
+            similarity = fold_similarity(predictions, solutes)
+            for row in score_fold(predictions, similarity, tuple(args.powers)):
+                per_method.setdefault(row["method"], []).append(row)
         threshold = DEFAULT_MIN_SOLUTE_SIMILARITY
         print(f"\n{model}: {len(folds)} folds, calibrations fitted on each fold's validation set\n")
         table_rows = [
@@ -171,22 +202,50 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         print_table(table_rows)
+        print("\n95 % coverage by similarity to the nearest training solute (test pairs)\n")
+        print_table(_band_rows(per_method))
         fold_nll = {
             method: np.array([gaussian_nll(r["y_true"], r["y_pred"], r["y_std"]) for r in rows])
             for method, rows in per_method.items()
         }
-        d = fold_nll["scale + novelty"] - fold_nll["scale"]
         metrics = [pd.read_json(fold / "metrics.json", typ="series") for fold in folds]
         n_train = float(np.mean([m["n_train"] for m in metrics]))
         n_test = float(np.mean([m["n_valid"] + m["n_test"] for m in metrics]))
-        if len(d) > 1:
-            half, _, p = corrected_resampled_t(d, n_train, n_test)
-            print(
-                f"\nper-fold test NLL, scale + novelty − scale: {d.mean():+.3f} "
-                f"[{d.mean() - half:+.3f}, {d.mean() + half:+.3f}], p = {p:.3f}, "
-                f"lower in {int((d < 0).sum())} of {len(d)} folds"
-            )
+        methods = list(fold_nll)
+        for before, method in zip(methods, methods[1:]):
+            if method != "scale + novelty":  # the steeper terms against the linear one
+                before = "scale + novelty"
+            d = fold_nll[method] - fold_nll[before]
+            if len(d) > 1:
+                half, _, p = corrected_resampled_t(d, n_train, n_test)
+                print(
+                    f"\nper-fold test NLL, {method} − {before}: {d.mean():+.3f} "
+                    f"[{d.mean() - half:+.3f}, {d.mean() + half:+.3f}], p = {p:.3f}, "
+                    f"lower in {int((d < 0).sum())} of {len(d)} folds"
+                )
     return 0
+
+
+def _band_rows(per_method: dict[str, list[dict]]) -> list[tuple[str, ...]]:
+    """One row per calibration: n and 95 % coverage of the pooled test pairs in each band."""
+    similarity = np.concatenate([r["similarity"] for r in next(iter(per_method.values()))])
+    bands = list(zip(BANDS[:-1], BANDS[1:]))
+    # the last band is the training solutes' (similarity 1), the one before it ends below 1
+    labels = [f"{lo:.1f}–{hi:.1f}" for lo, hi in bands[:-2]] + [f"{bands[-2][0]:.1f}–1", "1"]
+    masks = [(similarity >= lo) & (similarity < hi) for lo, hi in bands]
+    rows = [("calibration", *(f"{label}: n = {int(m.sum())}" for label, m in zip(labels, masks)))]
+    for method, fold_rows in per_method.items():
+        pooled = {
+            k: np.concatenate([r[k] for r in fold_rows]) for k in ("y_true", "y_pred", "y_std")
+        }
+        cells = [
+            f"{coverage(*(pooled[k][m] for k in ('y_true', 'y_pred', 'y_std')), 0.95):.3f}"
+            if m.any()
+            else "–"
+            for m in masks
+        ]
+        rows.append((method, *cells))
+    return rows
 
 
 if __name__ == "__main__":
