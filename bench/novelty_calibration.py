@@ -14,8 +14,9 @@ fitted on the validation pairs only:
 
 Printed per model: the test NLL and 95 % coverage pooled over the folds, for all test pairs and
 split by the extrapolation flag's similarity threshold (below 0.3: "novel"); the fitted c; the
-95 % coverage by similarity band; and the paired difference in per-fold test NLL against the
-calibration before it in the list (corrected resampled t-test, as compare_folds).
+95 % coverage by similarity band; and the paired differences in per-fold test NLL (corrected
+resampled t-test, as compare_folds): the linear term against the factor alone, and each steeper
+term against the linear one.
 
 example:
   .venv/bin/python bench/novelty_calibration.py --results results/mnsol_extra/compare \\
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from compare_folds import print_table
+from compare_folds import SIMILARITY_EDGES, print_table
 from pairfactory.ml.applicability import DEFAULT_MIN_SOLUTE_SIMILARITY, nearest_training_similarity
 from pairfactory.ml.statistics import corrected_resampled_t
 from pairfactory.ml.uncertainty import (
@@ -46,11 +47,13 @@ from pairfactory.ml.uncertainty import (
     gaussian_nll,
 )
 
-# similarity bands for the coverage table: the flag's threshold, then up to "a training solute"
-BANDS = (0.0, DEFAULT_MIN_SOLUTE_SIMILARITY, 0.5, 0.7, 0.999, 1.001)
+# similarity bands of the coverage table: compare_folds' (the flag's threshold first), then the
+# solutes whose fingerprint equals a training solute's apart
+BANDS = (0.0, *SIMILARITY_EDGES, 0.999, 1.001)
 
 
 def method_name(power: float | None) -> str:
+    """The calibration's row label: the factor alone (None), the linear term (1), a steeper one."""
     if power is None:
         return "scale"
     return "scale + novelty" if power == 1 else f"scale + novelty^{power:g}"
@@ -97,7 +100,7 @@ def score_fold(
                 fit_sigma_scale(y_true[valid], y_pred[valid], y_std[valid])
             )
             steep = similarity
-        else:  # the calibration's linear term in 1 − similarity^(p) is (1 − similarity)^p
+        else:  # given 1 − (1 − similarity)^p as the similarity, the term is c (1 − similarity)^p
             steep = 1.0 - (1.0 - similarity) ** power
             calibration = fit_sigma_calibration(
                 y_true[valid], y_pred[valid], y_std[valid], steep[valid]
@@ -151,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         help="also fit a novelty term in (1 − similarity)^P for each P (e.g. 2 3)",
     )
     args = parser.parse_args(argv)
+    if any(p <= 0 for p in args.powers):
+        parser.error("--powers must be > 0 (1 is the linear term, printed anyway)")
+    args.powers = sorted(set(args.powers))
 
     solutes = None
     if args.pairs:
@@ -230,7 +236,7 @@ def _band_rows(per_method: dict[str, list[dict]]) -> list[tuple[str, ...]]:
     """One row per calibration: n and 95 % coverage of the pooled test pairs in each band."""
     similarity = np.concatenate([r["similarity"] for r in next(iter(per_method.values()))])
     bands = list(zip(BANDS[:-1], BANDS[1:]))
-    # the last band is the training solutes' (similarity 1), the one before it ends below 1
+    # the last band is similarity 1: a training solute, or one with the same fingerprint
     labels = [f"{lo:.1f}–{hi:.1f}" for lo, hi in bands[:-2]] + [f"{bands[-2][0]:.1f}–1", "1"]
     masks = [(similarity >= lo) & (similarity < hi) for lo, hi in bands]
     rows = [("calibration", *(f"{label}: n = {int(m.sum())}" for label, m in zip(labels, masks)))]

@@ -91,14 +91,15 @@ def run(args: argparse.Namespace) -> int:
     config = load_config_arg(args)
     options = options_from_config(config, args, pair_table_name(args.pairs))
     section = config.get("train", {})
+    defaults = FinalSettings()
     final = FinalSettings(
         ensemble=args.ensemble,
         holdout_fraction=args.holdout_fraction
         if args.holdout_fraction is not None
-        else float(section.get("holdout_fraction", 0.1)),
+        else float(section.get("holdout_fraction", defaults.holdout_fraction)),
         holdout_solute_share=args.holdout_solute_share
         if args.holdout_solute_share is not None
-        else float(section.get("holdout_solute_share", 0.5)),
+        else float(section.get("holdout_solute_share", defaults.holdout_solute_share)),
         checkpoint_every_s=60.0
         * (
             args.checkpoint_every_min

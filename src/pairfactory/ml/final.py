@@ -115,13 +115,16 @@ class Holdout:
 
 
 def holdout_rows(
-    solutes: Sequence[str], fraction: float, seed: int, solute_share: float = 0.0
+    solutes: Sequence[str], fraction: float, seed: int, solute_share: float
 ) -> Holdout:
     """A seeded ``fraction`` of the rows held out: up to ``solute_share`` of it drawn as whole
     solutes (all pairs of each, so the training pairs lack them), the rest as random pairs.
 
-    Both parts walk one seeded permutation of the rows, so on a table where every solute is in
-    one pair the holdout is the plain random draw's, whatever the share."""
+    Both parts follow one seeded permutation of the rows: solutes in the order of their first
+    pair in it, so every solute is as likely to be drawn whatever its number of pairs (a walk
+    over the rows would favour the most measured), and a table where every solute is in one
+    pair gets the plain random draw, whatever the share. A solute is its SMILES as the pair
+    table writes it (canonical since curation)."""
     n_rows = len(solutes)
     if n_rows < 4:
         raise UserError(f"a final model needs at least 4 pairs (the table has {n_rows})")
@@ -131,17 +134,15 @@ def holdout_rows(
     rows_of: dict[str, list[int]] = {}
     for row, solute in enumerate(solutes):
         rows_of.setdefault(solute, []).append(row)
+    position = np.empty(n_rows, dtype=np.int64)
+    position[order] = np.arange(n_rows)
     held: list[int] = []
-    seen: set[str] = set()
     whole_solutes = 0
-    for row in order:
+    for group in sorted(rows_of.values(), key=lambda rows: position[rows[0]]):
         if len(held) >= n_whole:
             break
-        solute = solutes[row]
-        group = rows_of[solute]
-        if solute in seen or len(held) + len(group) > n_whole:
+        if len(held) + len(group) > n_whole:
             continue  # a solute of more pairs than the share has room for stays eligible below
-        seen.add(solute)
         held.extend(group)
         whole_solutes += len(group) > 1
     taken = set(held)
