@@ -38,7 +38,6 @@ from pairfactory.ml.predictor import (  # noqa: E402
     predictive_sigma,
 )
 from pairfactory.ml.uncertainty import SigmaCalibration, fit_sigma_calibration  # noqa: E402
-from pairfactory.pairs.curation import make_pair_id  # noqa: E402
 
 TARGET = "dg_hydration_kcal_mol"
 TRAIN_FLAGS = ["--epochs", "4", "--batch-size", "16", "--hidden-dim", "16", "--threads", "1"]
@@ -70,14 +69,7 @@ def test_the_model_folder_holds_what_a_user_needs(model_dir: Path, table_path: P
     assert len(card["training_table"]["sha256"]) == 64
     holdout = pd.read_parquet(model_dir / HOLDOUT_FILE)
     n_novel = int((holdout["solute_similarity"] < 0.3).sum())
-    assert card["holdout"] == {
-        "fraction": 0.1,
-        "seed": 0,
-        "n": 6,
-        "solute_share": 0.5,
-        "whole_solutes": 0,  # each FreeSolv solute is in one pair: the plain random draw
-        "novel_pairs": n_novel,
-    }
+    assert card["holdout"] == {"fraction": 0.1, "seed": 0, "n": 6, "novel_pairs": n_novel}
     # the domain is the training pairs' molecules: the holdout's own solutes are not in it
     molecules = pd.read_parquet(model_dir / MOLECULES_FILE)
     table = pd.read_parquet(table_path).set_index("pair_id")
@@ -104,8 +96,6 @@ def test_the_model_folder_holds_what_a_user_needs(model_dir: Path, table_path: P
     assert card["inputs"] is None
     member = json.loads((member_dir(model_dir, 0) / "member.json").read_text())
     assert "inputs" not in member["fingerprint"]
-    # nor did the share of whole solutes move a row here: the fingerprint is as before it existed
-    assert "holdout_solute_share" not in member["fingerprint"]
 
 
 def test_a_rerun_of_a_finished_member_trains_nothing(
@@ -279,39 +269,6 @@ def test_an_ensemble_of_point_models_has_its_calibrated_spread_as_sigma(
         calibration.apply(holdout["y_std_ensemble"], holdout["solute_similarity"]),
         rtol=1e-6,
     )
-
-
-def test_solutes_of_many_pairs_are_held_out_whole_and_left_out_of_the_domain(
-    tmp_path: Path,
-) -> None:
-    """A table whose solutes recur (each in water and in octanol, as MNSol's do): half the holdout
-    is whole solutes, so the novelty term sees solutes no training pair has; the card counts them,
-    and the fingerprint changes (an older folder of such a table retrains)."""
-    water = freesolv_rows(30)
-    octanol = water.assign(solvent_smiles="CCCCCCCCO")
-    octanol["pair_id"] = [
-        make_pair_id("freesolv", TARGET, solute, "CCCCCCCCO", row)
-        for row, solute in enumerate(octanol["solute_smiles"])
-    ]
-    table_path = tmp_path / "freesolv" / f"{TARGET}.parquet"
-    write_pair_table(pd.concat([water, octanol], ignore_index=True), table_path)
-    out = tmp_path / "twin"
-    argv = ["train", "--pairs", str(table_path), "--model", "probpair_2d", "--out-dir", str(out)]
-    argv += ["--graph-cache", str(tmp_path / "g.pt"), "--no-progress", *TRAIN_FLAGS]
-    assert main(argv) == 0
-    card = json.loads((out / CARD_FILE).read_text())
-    # half of 6 pairs is room for one solute of two pairs; the other 4 are random pairs
-    assert card["holdout"]["n"] == 6 and card["holdout"]["whole_solutes"] == 1
-    table = pd.read_parquet(table_path).set_index("pair_id")
-    holdout_ids = pd.read_parquet(out / HOLDOUT_FILE)["pair_id"]
-    holdout_solutes = table.loc[holdout_ids, "solute_smiles"]
-    training_solutes = set(table.loc[~table.index.isin(holdout_ids), "solute_smiles"])
-    whole = [s for s in set(holdout_solutes) if (holdout_solutes == s).sum() == 2]
-    assert len(whole) == 1 and not set(whole) & training_solutes
-    molecules = pd.read_parquet(out / MOLECULES_FILE)
-    assert not set(whole) & set(molecules.loc[molecules["role"] == "solute", "smiles"])
-    member = json.loads((member_dir(out, 0) / "member.json").read_text())
-    assert member["fingerprint"]["holdout_solute_share"] == 0.5
 
 
 def test_ensemble_combination() -> None:

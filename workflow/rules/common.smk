@@ -70,9 +70,8 @@ REPORT_DIR = "results/report"
 MODELS_DIR = "results/models"
 DESCRIPTORS_DIR = "results/descriptors"
 # Bump when a final model's card changes meaning (2: σ grows with the solute's novelty, the
-# domain leaves the holdout out; 3: half the holdout whole solutes): every final model re-runs
-# once, its members reused where their fingerprint still matches.
-FINAL_CARD_REVISION = 3
+# domain leaves the holdout out): every final model re-runs once, its members reused.
+FINAL_CARD_REVISION = 2
 
 
 def model_hparams_for(table: str, model: str) -> dict[str, Any]:
@@ -574,7 +573,6 @@ def final_model_settings(wildcards: Wildcards) -> dict[str, Any]:
         ),
         "ensemble": entry.get("ensemble", 1),
         "holdout_fraction": config["train"]["holdout_fraction"],
-        "holdout_solute_share": config["train"]["holdout_solute_share"],
     }
     if entry.get("hparams"):  # only when given: models without keep their params
         settings["hparams"] = entry["hparams"]

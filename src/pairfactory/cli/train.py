@@ -1,10 +1,8 @@
 """Train a final model on a whole pair table into a model folder (weights, card, domain).
 
 A seeded holdout (config train.holdout_fraction, 10 % by default) stops training early and
-calibrates σ; half of it (train.holdout_solute_share) is whole solutes with all their pairs, so
-that on a table of recurring solutes σ's novelty term is fitted on solutes the model never saw.
-The settings and hyper-parameters are the config's `evaluate` section (what validation chose),
-then the flags. With --ensemble N, N members are trained with seeds seed, ...,
+calibrates σ; the settings and hyper-parameters are the config's `evaluate` section (what
+validation chose), then the flags. With --ensemble N, N members are trained with seeds seed, ...,
 seed+N-1. The training state is checkpointed every config train.checkpoint_every_min minutes:
 rerun the same command after a kill or a time limit and it resumes, ending with the numbers of an
 uninterrupted run. A finished folder (model.json) is left alone unless --force. A model that reads
@@ -65,12 +63,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "train.holdout_fraction, 0.1)",
     )
     parser.add_argument(
-        "--holdout-solute-share",
-        type=float,
-        help="share of the holdout drawn as whole solutes, all their pairs (default: config "
-        "train.holdout_solute_share, 0.5; no effect where each solute is in one pair)",
-    )
-    parser.add_argument(
         "--checkpoint-every-min",
         type=float,
         help="minutes between training checkpoints (default: config train.checkpoint_every_min, 5)",
@@ -91,15 +83,11 @@ def run(args: argparse.Namespace) -> int:
     config = load_config_arg(args)
     options = options_from_config(config, args, pair_table_name(args.pairs))
     section = config.get("train", {})
-    defaults = FinalSettings()
     final = FinalSettings(
         ensemble=args.ensemble,
         holdout_fraction=args.holdout_fraction
         if args.holdout_fraction is not None
-        else float(section.get("holdout_fraction", defaults.holdout_fraction)),
-        holdout_solute_share=args.holdout_solute_share
-        if args.holdout_solute_share is not None
-        else float(section.get("holdout_solute_share", defaults.holdout_solute_share)),
+        else float(section.get("holdout_fraction", 0.1)),
         checkpoint_every_s=60.0
         * (
             args.checkpoint_every_min

@@ -1,11 +1,8 @@
 """Final models: one model (or an ensemble of seeds) trained on a whole pair table.
 
 A seeded holdout (``holdout_fraction`` of the rows) decides early stopping and calibrates σ; the
-rest trains. Part of the holdout (``holdout_solute_share``) is whole solutes, every pair of each: on
-a table whose solutes recur in many solvents (MNSol), a random holdout holds almost no solute the
-training pairs lack, and σ's novelty term would be fitted from a handful of pairs. The
-hyper-parameters and settings are those of the protocol (`ProtocolOptions`, from the config's
-``evaluate`` section: what validation chose). Every member checkpoints its training
+rest trains. The hyper-parameters and settings are those of the protocol (`ProtocolOptions`, from
+the config's ``evaluate`` section: what validation chose). Every member checkpoints its training
 state every ``checkpoint_every_s`` seconds, so a job killed at its time limit resumes where it
 stopped when rerun, and ends with the numbers of an uninterrupted run; finished members are
 skipped. The folder layout is :mod:`pairfactory.ml.model_dir`.
@@ -17,7 +14,7 @@ import json
 import logging
 import platform
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,7 +83,6 @@ class FinalSettings:
 
     ensemble: int = 1
     holdout_fraction: float = 0.1
-    holdout_solute_share: float = 0.5
     checkpoint_every_s: float = 300.0
 
     def __post_init__(self) -> None:
@@ -94,63 +90,17 @@ class FinalSettings:
             raise UserError(f"ensemble must be >= 1 (got {self.ensemble})")
         if not 0.0 < self.holdout_fraction < 0.5:
             raise UserError(f"holdout_fraction must be in (0, 0.5) (got {self.holdout_fraction})")
-        if not 0.0 <= self.holdout_solute_share <= 1.0:
-            raise UserError(
-                f"holdout_solute_share must be in [0, 1] (got {self.holdout_solute_share})"
-            )
         if self.checkpoint_every_s < 0:
             raise UserError("checkpoint_every_s must be >= 0")
 
 
-@dataclass(frozen=True)
-class Holdout:
-    """A final model's training and holdout rows. ``whole_solutes`` solutes with more than one
-    pair were held out with all their pairs; ``pair_draw`` says whether the rows are those of a
-    plain random draw of pairs (always so where every solute is in one pair)."""
-
-    train: np.ndarray
-    holdout: np.ndarray
-    whole_solutes: int
-    pair_draw: bool
-
-
-def holdout_rows(
-    solutes: Sequence[str], fraction: float, seed: int, solute_share: float
-) -> Holdout:
-    """A seeded ``fraction`` of the rows held out: up to ``solute_share`` of it drawn as whole
-    solutes (all pairs of each, so the training pairs lack them), the rest as random pairs.
-
-    Both parts follow one seeded permutation of the rows: solutes in the order of their first
-    pair in it, so every solute is as likely to be drawn whatever its number of pairs (a walk
-    over the rows would favour the most measured), and a table where every solute is in one
-    pair gets the plain random draw, whatever the share. A solute is its SMILES as the pair
-    table writes it (canonical since curation)."""
-    n_rows = len(solutes)
+def holdout_rows(n_rows: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, holdout rows): a seeded random ``fraction`` of the rows held out."""
     if n_rows < 4:
         raise UserError(f"a final model needs at least 4 pairs (the table has {n_rows})")
     order = np.random.default_rng(seed).permutation(n_rows)
     n_holdout = max(1, int(round(fraction * n_rows)))
-    n_whole = int(round(solute_share * n_holdout))
-    rows_of: dict[str, list[int]] = {}
-    for row, solute in enumerate(solutes):
-        rows_of.setdefault(solute, []).append(row)
-    position = np.empty(n_rows, dtype=np.int64)
-    position[order] = np.arange(n_rows)
-    held: list[int] = []
-    whole_solutes = 0
-    for group in sorted(rows_of.values(), key=lambda rows: position[rows[0]]):
-        if len(held) >= n_whole:
-            break
-        if len(held) + len(group) > n_whole:
-            continue  # a solute of more pairs than the share has room for stays eligible below
-        held.extend(group)
-        whole_solutes += len(group) > 1
-    taken = set(held)
-    rest = [row for row in order if row not in taken][: n_holdout - len(held)]
-    holdout = np.sort(np.asarray(held + rest, dtype=np.int64))
-    train = np.setdiff1d(np.arange(n_rows), holdout)
-    pair_draw = bool(np.array_equal(holdout, np.sort(order[:n_holdout])))
-    return Holdout(train, holdout, whole_solutes, pair_draw)
+    return np.sort(order[n_holdout:]), np.sort(order[:n_holdout])
 
 
 def train_final(
@@ -176,13 +126,7 @@ def train_final(
     table_sha256 = file_sha256(pairs_path)
     dataset, target, unit = (str(table[c].iloc[0]) for c in ("dataset", "target", "unit"))
     table_rows = len(table)
-    drawn = holdout_rows(
-        table["solute_smiles"].tolist(),
-        final.holdout_fraction,
-        options.seed,
-        final.holdout_solute_share,
-    )
-    train_rows, valid_rows = drawn.train, drawn.holdout
+    train_rows, valid_rows = holdout_rows(len(table), final.holdout_fraction, options.seed)
     if options.reads_descriptors(model_name):
         require_every_solvent(options.descriptors, table)
     extra = None
@@ -247,15 +191,13 @@ def train_final(
             for k, name in enumerate(inputs_record["names"])
         }
     log.info(
-        "%s/%s %s: %d training and %d holdout pairs (%d unfeaturizable; %d solutes held out with "
-        "all their pairs), %d member(s)",
+        "%s/%s %s: %d training and %d holdout pairs (%d unfeaturizable), %d member(s)",
         dataset,
         target,
         model_name,
         len(train_ds),
         len(valid_ds),
         rejected,
-        drawn.whole_solutes,
         final.ensemble,
     )
     # only what changes the numbers, and only when there are inputs: folders of models without
@@ -292,9 +234,6 @@ def train_final(
                 "table_sha256": table_sha256,
                 "holdout_fraction": final.holdout_fraction,
                 "holdout_seed": options.seed,
-                # only where it moved rows: folders of tables whose solutes are each in one pair
-                # (FreeSolv) keep their fingerprints and finished members
-                **({} if drawn.pair_draw else {"holdout_solute_share": final.holdout_solute_share}),
                 "samples": None if samples_summary is None else json.dumps(samples_summary),
                 **inputs_fingerprint,
                 # only when given: folders trained without extra pairs keep their fingerprints
@@ -347,9 +286,6 @@ def train_final(
             "fraction": final.holdout_fraction,
             "seed": options.seed,
             "n": len(valid_ds),
-            "solute_share": final.holdout_solute_share,
-            # solutes of more than one pair held out with all of them
-            "whole_solutes": drawn.whole_solutes,
             # holdout pairs whose solute is unlike every training solute: what the σ's novelty
             # term was fitted from (few on a table of repeated solutes, such as MNSol)
             "novel_pairs": n_novel,
