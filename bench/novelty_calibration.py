@@ -23,8 +23,8 @@ example:
       --dataset mnsol --target dg_solv_kcal_mol --models twin probpair_bilinear \\
       --pairs results/pairs/mnsol/dg_solv_kcal_mol.parquet
   # a steeper novelty term, (1 − similarity)^2 and ^3, against the linear one
-  .venv/bin/python bench/novelty_calibration.py --results results/mnsol_extra/compare \
-      --dataset mnsol --target dg_solv_kcal_mol --models twin --powers 2 3 \
+  .venv/bin/python bench/novelty_calibration.py --results results/mnsol_extra/compare \\
+      --dataset mnsol --target dg_solv_kcal_mol --models twin --powers 2 3 \\
       --pairs results/pairs/mnsol/dg_solv_kcal_mol.parquet
 """
 
