@@ -113,18 +113,17 @@ def score_fold(
                 "y_true": y_true[test],
                 "y_pred": y_pred[test],
                 "y_std": sigma,
-                "novel": similarity[test] < DEFAULT_MIN_SOLUTE_SIMILARITY,
                 "similarity": similarity[test],
             }
         )
     return rows
 
 
-def _pooled(rows: list[dict], mask_key: str | None, keep: bool) -> tuple[int, float, float]:
+def _pooled(rows: list[dict], mask: np.ndarray | None = None) -> tuple[int, float, float]:
+    """n, Gaussian NLL and 95 % coverage of the folds' test pairs pooled (those in ``mask``)."""
     arrays = {k: np.concatenate([r[k] for r in rows]) for k in ("y_true", "y_pred", "y_std")}
-    mask = np.ones(len(arrays["y_true"]), dtype=bool)
-    if mask_key is not None:
-        mask = np.concatenate([r[mask_key] for r in rows]) == keep
+    if mask is None:
+        mask = np.ones(len(arrays["y_true"]), dtype=bool)
     if not mask.any():
         return 0, float("nan"), float("nan")
     y_true, y_pred, y_std = (arrays[k][mask] for k in ("y_true", "y_pred", "y_std"))
@@ -188,10 +187,13 @@ def main(argv: list[str] | None = None) -> int:
                 "c (median over folds)",
             )
         ]
+        # every calibration scores the same test pairs in the same order
+        similarity = np.concatenate([r["similarity"] for r in per_method["scale"]])
+        novel = similarity < threshold
         for method, rows in per_method.items():
-            _, nll, cov = _pooled(rows, None, True)
-            n_novel, nll_novel, cov_novel = _pooled(rows, "novel", True)
-            _, nll_other, cov_other = _pooled(rows, "novel", False)
+            _, nll, cov = _pooled(rows)
+            n_novel, nll_novel, cov_novel = _pooled(rows, novel)
+            _, nll_other, cov_other = _pooled(rows, ~novel)
             table_rows.append(
                 (
                     method,
@@ -209,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         print_table(table_rows)
         print("\n95 % coverage by similarity to the nearest training solute (test pairs)\n")
-        print_table(_band_rows(per_method))
+        print_table(_band_rows(per_method, similarity))
         fold_nll = {
             method: np.array([gaussian_nll(r["y_true"], r["y_pred"], r["y_std"]) for r in rows])
             for method, rows in per_method.items()
@@ -217,10 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         metrics = [pd.read_json(fold / "metrics.json", typ="series") for fold in folds]
         n_train = float(np.mean([m["n_train"] for m in metrics]))
         n_test = float(np.mean([m["n_valid"] + m["n_test"] for m in metrics]))
-        methods = list(fold_nll)
-        for before, method in zip(methods, methods[1:]):
-            if method != "scale + novelty":  # the steeper terms against the linear one
-                before = "scale + novelty"
+        for method in list(fold_nll)[1:]:
+            # the linear term against the factor alone, the steeper ones against the linear
+            before = "scale" if method == "scale + novelty" else "scale + novelty"
             d = fold_nll[method] - fold_nll[before]
             if len(d) > 1:
                 half, _, p = corrected_resampled_t(d, n_train, n_test)
@@ -232,24 +233,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _band_rows(per_method: dict[str, list[dict]]) -> list[tuple[str, ...]]:
-    """One row per calibration: n and 95 % coverage of the pooled test pairs in each band."""
-    similarity = np.concatenate([r["similarity"] for r in next(iter(per_method.values()))])
+def _band_rows(per_method: dict[str, list[dict]], similarity: np.ndarray) -> list[tuple[str, ...]]:
+    """One row per calibration: the 95 % coverage of the pooled test pairs in each similarity
+    band (``similarity``: theirs, pooled alike)."""
     bands = list(zip(BANDS[:-1], BANDS[1:]))
     # the last band is similarity 1: a training solute, or one with the same fingerprint
     labels = [f"{lo:.1f}–{hi:.1f}" for lo, hi in bands[:-2]] + [f"{bands[-2][0]:.1f}–1", "1"]
     masks = [(similarity >= lo) & (similarity < hi) for lo, hi in bands]
     rows = [("calibration", *(f"{label}: n = {int(m.sum())}" for label, m in zip(labels, masks)))]
     for method, fold_rows in per_method.items():
-        pooled = {
-            k: np.concatenate([r[k] for r in fold_rows]) for k in ("y_true", "y_pred", "y_std")
-        }
-        cells = [
-            f"{coverage(*(pooled[k][m] for k in ('y_true', 'y_pred', 'y_std')), 0.95):.3f}"
-            if m.any()
-            else "–"
-            for m in masks
-        ]
+        cells = [f"{_pooled(fold_rows, m)[2]:.3f}" if m.any() else "–" for m in masks]
         rows.append((method, *cells))
     return rows
 
